@@ -1,0 +1,21 @@
+# Multi-stage build: a Rust builder with cmake and a C++ compiler (grpcio-sys builds gRPC
+# core, rdkafka-sys builds librdkafka), then a small Debian runtime running as non-root.
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake g++ make pkg-config libssl-dev zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin lagscaler \
+ && install -m 0755 target/release/lagscaler /lagscaler
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g libstdc++6 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /lagscaler /usr/local/bin/lagscaler
+# A fixed unprivileged uid/gid, as Kubernetes' runAsNonRoot can verify.
+USER 65532:65532
+ENV SCALER_PORT=8090
+EXPOSE 8090
+ENTRYPOINT ["/usr/local/bin/lagscaler"]

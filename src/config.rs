@@ -1,0 +1,451 @@
+//! Settings, read once from the environment into a validated [`Config`].
+//!
+//! Every setting is listed in [`SETTINGS`], which is also what `lagscaler --help` prints, so
+//! the help text and the parser cannot drift apart. Names are matched case-insensitively, as
+//! the Azul scaler (pydantic settings) does, so an Azul deployment's variables keep working.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// One environment variable the daemon reads.
+pub struct Setting {
+    /// The variable's name, upper case.
+    pub name: &'static str,
+    /// The default, as the user would write it; empty when there is none.
+    pub default: &'static str,
+    /// What the variable means, one line.
+    pub help: &'static str,
+}
+
+/// Every variable the daemon reads, in `--help` order.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "SCALER_PORT",
+        default: "8090",
+        help: "gRPC port KEDA connects to (1-65535)",
+    },
+    Setting {
+        name: "SCALER_LISTEN_ADDR",
+        default: "::",
+        help: "IP address to listen on; :: is every interface, IPv4 and IPv6",
+    },
+    Setting {
+        name: "SCALER_KAFKA_BOOTSTRAP_SERVERS",
+        default: "localhost:9092",
+        help: "the default Kafka cluster: comma-separated host:port list",
+    },
+    Setting {
+        name: "SCALER_POLL_INTERVAL",
+        default: "5s",
+        help: "how often each watch reads Kafka offsets (100ms to 1h)",
+    },
+    Setting {
+        name: "SCALER_WATCH_TTL",
+        default: "10m",
+        help: "a watch no RPC asked about for this long is stopped (1s to 7d)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TIMEOUT",
+        default: "5s",
+        help: "timeout of each Kafka request a watch makes (100ms to 60s)",
+    },
+    Setting {
+        name: "SCALER_DEBUG",
+        default: "false",
+        help: "debug logging for lagscaler (true/false); RUST_LOG overrides it",
+    },
+    Setting {
+        name: "RUST_LOG",
+        default: "",
+        help: "env_logger filter, e.g. info,lagscaler=debug,librdkafka=warn",
+    },
+];
+
+/// The validated settings of one daemon.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address and port the gRPC server binds; port 0 takes a free port (tests).
+    pub listen: SocketAddr,
+    /// The default Kafka cluster.
+    pub kafka: KafkaConfig,
+    /// Time between the starts of two polls of one watch.
+    pub poll_interval: Duration,
+    /// A watch not asked about for this long is stopped.
+    pub watch_ttl: Duration,
+    /// Whether `SCALER_DEBUG` asked for debug logging.
+    pub debug: bool,
+    /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
+    pub unknown_vars: Vec<String>,
+}
+
+/// How to reach one Kafka cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Seed brokers, `host:port` each, in the order given.
+    pub bootstrap_servers: Vec<String>,
+    /// Timeout of each request made to the cluster.
+    pub request_timeout: Duration,
+}
+
+impl KafkaConfig {
+    /// The bootstrap list as librdkafka takes it.
+    pub fn bootstrap_string(&self) -> String {
+        self.bootstrap_servers.join(",")
+    }
+}
+
+/// A setting that cannot be used, named with what it accepts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A variable's value does not parse or is out of range.
+    #[error("{name}={value:?} is not valid: expected {accepted}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What the variable accepts.
+        accepted: &'static str,
+    },
+    /// A variable's value is not UTF-8.
+    #[error("{name} is not valid UTF-8")]
+    NotUtf8 {
+        /// The variable, as spelled in the environment.
+        name: String,
+    },
+    /// The same setting is given twice with different spellings and values.
+    #[error("{name} is set twice with different values (names are case-insensitive)")]
+    Ambiguous {
+        /// The setting.
+        name: &'static str,
+    },
+}
+
+impl Default for Config {
+    /// The documented defaults, with no variable set.
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8090),
+            kafka: KafkaConfig {
+                bootstrap_servers: vec!["localhost:9092".to_owned()],
+                request_timeout: Duration::from_secs(5),
+            },
+            poll_interval: Duration::from_secs(5),
+            watch_ttl: Duration::from_secs(600),
+            debug: false,
+            unknown_vars: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars_os())
+    }
+
+    /// Reads settings from `(name, value)` pairs, as `std::env::vars_os` yields them.
+    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (OsString, OsString)>,
+    {
+        let vars = Vars::collect(vars)?;
+        let mut config = Config::default();
+        if let Some(value) = vars.get("SCALER_PORT") {
+            let port = value
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| invalid("SCALER_PORT", value, "an integer from 1 to 65535"))?;
+            config.listen.set_port(port);
+        }
+        if let Some(value) = vars.get("SCALER_LISTEN_ADDR") {
+            let ip = value.trim().parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    "SCALER_LISTEN_ADDR",
+                    value,
+                    "an IPv4 or IPv6 address such as 0.0.0.0, :: or 127.0.0.1",
+                )
+            })?;
+            config.listen.set_ip(ip);
+        }
+        if let Some(value) = vars.get("SCALER_KAFKA_BOOTSTRAP_SERVERS") {
+            config.kafka.bootstrap_servers = parse_bootstrap(value)
+                .ok_or_else(|| invalid("SCALER_KAFKA_BOOTSTRAP_SERVERS", value, BOOTSTRAP_RULE))?;
+        }
+        if let Some(value) = vars.get("SCALER_POLL_INTERVAL") {
+            config.poll_interval = parse_duration(
+                "SCALER_POLL_INTERVAL",
+                value,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                "a duration from 100ms to 1h, e.g. 5s",
+            )?;
+        }
+        if let Some(value) = vars.get("SCALER_WATCH_TTL") {
+            config.watch_ttl = parse_duration(
+                "SCALER_WATCH_TTL",
+                value,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 24 * 3600),
+                "a duration from 1s to 7d, e.g. 10m",
+            )?;
+        }
+        if let Some(value) = vars.get("SCALER_KAFKA_TIMEOUT") {
+            config.kafka.request_timeout = parse_duration(
+                "SCALER_KAFKA_TIMEOUT",
+                value,
+                Duration::from_millis(100),
+                Duration::from_secs(60),
+                "a duration from 100ms to 60s, e.g. 5s",
+            )?;
+        }
+        if let Some(value) = vars.get("SCALER_DEBUG") {
+            config.debug = parse_bool(value).ok_or_else(|| {
+                invalid("SCALER_DEBUG", value, "true or false (also 1/0, yes/no)")
+            })?;
+        }
+        config.unknown_vars = vars.unknown;
+        Ok(config)
+    }
+
+    /// One line describing the effective settings, for the start-up log. No setting read
+    /// today is a secret; secrets added later must be redacted here.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} watch_ttl={} debug={}",
+            self.listen,
+            self.kafka.bootstrap_string(),
+            humantime::format_duration(self.kafka.request_timeout),
+            humantime::format_duration(self.poll_interval),
+            humantime::format_duration(self.watch_ttl),
+            self.debug,
+        )
+    }
+}
+
+/// The `--help` text: usage and every variable with its default.
+pub fn help_text() -> String {
+    let mut text = format!(
+        "lagscaler {}\nKEDA external scaler that watches Kafka consumer-group lag.\n\n\
+         Usage: lagscaler [--help | --version]\n\n\
+         Settings come from the environment (names are case-insensitive):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for setting in SETTINGS {
+        let default = if setting.default.is_empty() {
+            "unset".to_owned()
+        } else {
+            setting.default.to_owned()
+        };
+        text.push_str(&format!(
+            "  {:width$}  {} (default: {})\n",
+            setting.name, setting.help, default
+        ));
+    }
+    text
+}
+
+const BOOTSTRAP_RULE: &str =
+    "a comma-separated list of host:port, e.g. kafka-0:9092,kafka-1:9092 (ports 1-65535)";
+
+/// The variables the daemon knows, keyed by their upper-case names.
+struct Vars {
+    known: BTreeMap<&'static str, String>,
+    unknown: Vec<String>,
+}
+
+impl Vars {
+    fn collect<I>(vars: I) -> Result<Vars, ConfigError>
+    where
+        I: IntoIterator<Item = (OsString, OsString)>,
+    {
+        let mut known: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for (name, value) in vars {
+            let name = name.to_string_lossy().into_owned();
+            let upper = name.to_ascii_uppercase();
+            let Some(setting) = SETTINGS.iter().find(|s| s.name == upper) else {
+                if upper.starts_with("SCALER_") {
+                    unknown.push(name);
+                }
+                continue;
+            };
+            // RUST_LOG is env_logger's to read; only our own variables are validated here.
+            if setting.name == "RUST_LOG" {
+                continue;
+            }
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::NotUtf8 { name: name.clone() })?;
+            if let Some(previous) = known.insert(setting.name, value.clone()) {
+                if previous != value {
+                    return Err(ConfigError::Ambiguous { name: setting.name });
+                }
+            }
+        }
+        unknown.sort();
+        Ok(Vars { known, unknown })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.known.get(name).map(String::as_str)
+    }
+}
+
+fn invalid(name: &'static str, value: &str, accepted: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        accepted,
+    }
+}
+
+fn parse_duration(
+    name: &'static str,
+    value: &str,
+    min: Duration,
+    max: Duration,
+    accepted: &'static str,
+) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim())
+        .ok()
+        .filter(|duration| (min..=max).contains(duration))
+        .ok_or_else(|| invalid(name, value, accepted))
+}
+
+/// Parses a boolean the way operators write one; `None` for anything else.
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `host:port[,host:port...]`; `None` when any entry is malformed.
+pub(crate) fn parse_bootstrap(value: &str) -> Option<Vec<String>> {
+    let servers: Vec<String> = value
+        .split(',')
+        .map(|server| server.trim().to_owned())
+        .collect();
+    let valid = servers.iter().all(|server| {
+        let Some((host, port)) = server.rsplit_once(':') else {
+            return false;
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-._[]:".contains(ch));
+        host_ok && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    valid.then_some(servers)
+}
+
+impl fmt::Display for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.bootstrap_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (OsString::from(name), OsString::from(value)))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "[::]:8090");
+        assert_eq!(config.kafka.bootstrap_servers, ["localhost:9092"]);
+        assert_eq!(config.poll_interval, Duration::from_secs(5));
+        assert_eq!(config.watch_ttl, Duration::from_secs(600));
+        assert_eq!(config.kafka.request_timeout, Duration::from_secs(5));
+        assert!(!config.debug);
+    }
+
+    #[test]
+    fn every_setting_parses_and_names_are_case_insensitive() {
+        let config = Config::from_vars(vars(&[
+            ("scaler_port", "9000"),
+            ("SCALER_LISTEN_ADDR", "127.0.0.1"),
+            ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "a:9092, b.example:9093"),
+            ("SCALER_POLL_INTERVAL", "250ms"),
+            ("SCALER_WATCH_TTL", "2m"),
+            ("SCALER_KAFKA_TIMEOUT", "3s"),
+            ("Scaler_Debug", "TRUE"),
+            ("SCALER_REDIS_URL", "localhost"),
+        ]))
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.kafka.bootstrap_servers, ["a:9092", "b.example:9093"]);
+        assert_eq!(config.poll_interval, Duration::from_millis(250));
+        assert_eq!(config.watch_ttl, Duration::from_secs(120));
+        assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
+        assert!(config.debug);
+        assert_eq!(config.unknown_vars, ["SCALER_REDIS_URL"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_what_it_accepts() {
+        let cases = [
+            ("SCALER_PORT", "0"),
+            ("SCALER_PORT", "70000"),
+            ("SCALER_PORT", "http"),
+            ("SCALER_LISTEN_ADDR", "localhost"),
+            ("SCALER_KAFKA_BOOTSTRAP_SERVERS", ""),
+            ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "kafka"),
+            ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092,,b:1"),
+            ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "kafka:0"),
+            ("SCALER_POLL_INTERVAL", "5"),
+            ("SCALER_POLL_INTERVAL", "10ms"),
+            ("SCALER_POLL_INTERVAL", "2h"),
+            ("SCALER_WATCH_TTL", "-1s"),
+            ("SCALER_KAFKA_TIMEOUT", "0s"),
+            ("SCALER_DEBUG", "maybe"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with(name), "{name}={value}: {message}");
+            assert!(message.contains("expected"), "{name}={value}: {message}");
+        }
+    }
+
+    #[test]
+    fn conflicting_spellings_are_refused() {
+        let err =
+            Config::from_vars(vars(&[("SCALER_PORT", "1"), ("scaler_port", "2")])).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Ambiguous {
+                name: "SCALER_PORT"
+            }
+        );
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_its_default() {
+        let help = help_text();
+        for setting in SETTINGS {
+            let line = help
+                .lines()
+                .find(|line| line.trim_start().starts_with(setting.name))
+                .unwrap_or_else(|| panic!("{} missing from help", setting.name));
+            if !setting.default.is_empty() {
+                assert!(line.contains(&format!("(default: {})", setting.default)));
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The running daemon: the Kafka client, the watch registry and the gRPC server, started in
+//! order and stopped in reverse. Tests run it in-process; `main` runs it until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
+use log::{info, warn};
+
+use crate::config::Config;
+use crate::grpc;
+use crate::kafka::{KafkaClient, KafkaError};
+use crate::watch::{Registry, ShutdownError, WatchSettings};
+
+/// How long calls in flight get to finish at shutdown; a new watch's first answer may wait
+/// up to [`grpc::FIRST_SAMPLE_WAIT`].
+const GRPC_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Kafka client could not be created.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The gRPC server could not be built or bound.
+    #[error("cannot serve gRPC on {addr}: {cause}")]
+    Grpc {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// grpcio's reason.
+        cause: String,
+    },
+}
+
+/// Why the daemon did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// The gRPC server reported a failed shutdown.
+    #[error("gRPC server shutdown failed: {0}")]
+    Grpc(String),
+    /// Watcher threads panicked or did not stop in time.
+    #[error(transparent)]
+    Watches(#[from] ShutdownError),
+    /// The Kafka client's event thread panicked.
+    #[error("the kafka-events thread panicked")]
+    KafkaEvents,
+}
+
+/// A started daemon. Call [`Daemon::shutdown`] to stop it; dropping it does not wait.
+pub struct Daemon {
+    server: Server,
+    // Kept so that the completion queues outlive the server; dropped last.
+    _env: Arc<Environment>,
+    health: grpc::Health,
+    registry: Arc<Registry>,
+    kafka: Arc<KafkaClient>,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts everything and marks the health service SERVING.
+    pub fn start(config: &Config) -> Result<Daemon, StartError> {
+        let kafka = Arc::new(KafkaClient::connect(&config.kafka)?);
+        let registry = Arc::new(Registry::start(
+            Arc::clone(&kafka),
+            WatchSettings {
+                poll_interval: config.poll_interval,
+                ttl: config.watch_ttl,
+            },
+        )?);
+        let cq_count = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2);
+        let env = Arc::new(
+            EnvBuilder::new()
+                .cq_count(cq_count)
+                .name_prefix("grpc-cq")
+                .build(),
+        );
+        let health = grpc::Health::default();
+        let grpc_failed = |cause: String| StartError::Grpc {
+            addr: config.listen,
+            cause,
+        };
+        let mut server = ServerBuilder::new(Arc::clone(&env))
+            .register_service(grpc::external_scaler(
+                Arc::clone(&registry),
+                config.kafka.clone(),
+            ))
+            .register_service(grpc::health_service(health.clone()))
+            .build()
+            .map_err(|err| grpc_failed(err.to_string()))?;
+        let port = server
+            .add_listening_port(config.listen.to_string(), ServerCredentials::insecure())
+            .map_err(|err| grpc_failed(err.to_string()))?;
+        server.start();
+        health.set_serving(true);
+        let addr = SocketAddr::new(config.listen.ip(), port);
+        info!("serving KEDA external scaler on {addr} (plaintext)");
+        Ok(Daemon {
+            server,
+            _env: env,
+            health,
+            registry,
+            kafka,
+            addr,
+        })
+    }
+
+    /// The address the gRPC server is bound to (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Number of live watches.
+    pub fn watch_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Stops serving and joins every thread the daemon started, giving up after `grace`:
+    /// health NOT_SERVING, the gRPC server (in-flight calls finish), the watchers, the Kafka
+    /// client's event thread.
+    pub fn shutdown(self, grace: Duration) -> Result<(), StopError> {
+        let deadline = Instant::now() + grace;
+        info!("shutting down");
+        let Daemon {
+            server,
+            _env,
+            health,
+            registry,
+            kafka,
+            addr: _,
+        } = self;
+        health.set_serving(false);
+        let server_result = stop_server(server, Instant::now() + GRPC_GRACE.min(grace / 2));
+        let watches_result = registry.shutdown(deadline);
+        let kafka_result = kafka.shutdown().map_err(|_| StopError::KafkaEvents);
+        if let Err(err) = &watches_result {
+            warn!("stopping watches: {err}");
+        }
+        server_result?;
+        watches_result?;
+        kafka_result?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Stops accepting calls and lets calls in flight finish until `deadline`.
+///
+/// gRPC core's graceful shutdown also waits for every client to acknowledge its GOAWAY,
+/// which a client may take up to 20 s to do (or never). A stopping daemon does not wait for
+/// that: past the deadline it cancels what is left and lets go of the server, as the
+/// process is about to exit.
+fn stop_server(mut server: Server, deadline: Instant) -> Result<(), StopError> {
+    let shutdown = server.shutdown();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let waiter = std::thread::Builder::new()
+        .name("grpc-shutdown".to_owned())
+        .spawn(move || {
+            // The receiver may have given up waiting; then nobody needs the result.
+            let _ = done_tx.send(futures_executor::block_on(shutdown));
+        })
+        .map_err(|err| StopError::Grpc(format!("cannot start a thread: {err}")))?;
+    match done_rx.recv_deadline(deadline) {
+        Ok(result) => {
+            let _ = waiter.join();
+            result.map_err(|err| StopError::Grpc(err.to_string()))
+        }
+        Err(_) => {
+            warn!("gRPC clients still connected at the shutdown deadline: cancelling calls");
+            server.cancel_all_calls();
+            // Destroying a server whose shutdown has not completed aborts inside gRPC core;
+            // the shutdown completes on its own (the grpc-shutdown thread sees it) unless
+            // the process exits first, which is what it is about to do.
+            std::mem::forget(server);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The KEDA external-scaler gRPC service. The only module that sees protobuf types: it turns
+//! requests into [`Trigger`]s, asks the watch registry, and turns readings into answers.
+//!
+//! Handlers run on grpcio's completion-queue threads and never touch Kafka: they read the
+//! store, and only for a watch's very first reading wait (briefly, well inside KEDA's 3 s
+//! deadline) for its first poll.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
+use log::{debug, warn};
+
+use crate::config::KafkaConfig;
+use crate::store::Reading;
+use crate::trigger::Trigger;
+use crate::watch::Registry;
+
+mod health;
+
+pub use health::{health_service, Health};
+
+/// Generated from `proto/` by build.rs: messages, and a `METHOD_*` table per file.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
+    pub use externalscaler::*;
+    pub use externalscaler_grpc::*;
+}
+
+use proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+
+/// The name gRPC clients use for this service, e.g. in health checks.
+pub const SERVICE_NAME: &str = "externalscaler.ExternalScaler";
+
+/// How long a handler waits for a new watch's first poll before answering UNAVAILABLE.
+pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_millis(1500);
+
+/// Builds the ExternalScaler service over `registry`. `cluster` is the configured Kafka
+/// cluster, the only one triggers may name. StreamIsActive and StreamMetricSpec are not
+/// registered, so they answer UNIMPLEMENTED (KEDA then falls back to polling).
+pub fn external_scaler(registry: Arc<Registry>, cluster: KafkaConfig) -> Service {
+    let scaler = Scaler {
+        registry,
+        cluster: Arc::new(cluster),
+    };
+    let is_active = scaler.clone();
+    let get_metric_spec = scaler.clone();
+    let get_metrics = scaler;
+    ServiceBuilder::new()
+        .add_unary_handler(
+            &proto::METHOD_IS_ACTIVE,
+            move |ctx, request: ScaledObjectRef, sink| {
+                let answer = is_active.is_active(&request);
+                reply(&ctx, sink, "IsActive", &caller(&request), answer);
+            },
+        )
+        .add_unary_handler(
+            &proto::METHOD_GET_METRIC_SPEC,
+            move |ctx, request: ScaledObjectRef, sink| {
+                let answer = get_metric_spec.metric_spec(&request);
+                reply(&ctx, sink, "GetMetricSpec", &caller(&request), answer);
+            },
+        )
+        .add_unary_handler(
+            &proto::METHOD_GET_METRICS,
+            move |ctx, request: GetMetricsRequest, sink| {
+                let object = request.scaledObjectRef.as_ref().map(caller);
+                let answer = get_metrics.metrics(&request);
+                reply(
+                    &ctx,
+                    sink,
+                    "GetMetrics",
+                    object.as_deref().unwrap_or("?"),
+                    answer,
+                );
+            },
+        )
+        .build()
+}
+
+#[derive(Clone)]
+struct Scaler {
+    registry: Arc<Registry>,
+    cluster: Arc<KafkaConfig>,
+}
+
+impl Scaler {
+    fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
+        let trigger = self.trigger(&request.scalerMetadata)?;
+        let lag = self.current_lag(&trigger)?;
+        Ok(IsActiveResponse {
+            result: lag > trigger.activation_lag_threshold,
+            ..Default::default()
+        })
+    }
+
+    fn metric_spec(&self, request: &ScaledObjectRef) -> Result<GetMetricSpecResponse, RpcStatus> {
+        let trigger = self.trigger(&request.scalerMetadata)?;
+        // KEDA asks for the spec first: registering the watch here starts its first poll
+        // before the GetMetrics call that needs it.
+        self.registry.watch(&trigger.watch);
+        let spec = MetricSpec {
+            metricName: trigger.metric_name(),
+            targetSize: trigger.lag_threshold,
+            targetSizeFloat: trigger.lag_threshold as f64,
+            ..Default::default()
+        };
+        Ok(GetMetricSpecResponse {
+            metricSpecs: vec![spec],
+            ..Default::default()
+        })
+    }
+
+    fn metrics(&self, request: &GetMetricsRequest) -> Result<GetMetricsResponse, RpcStatus> {
+        let Some(object) = request.scaledObjectRef.as_ref() else {
+            return Err(RpcStatus::with_message(
+                RpcStatusCode::INVALID_ARGUMENT,
+                "scaledObjectRef is missing: expected the ScaledObject and its trigger metadata"
+                    .to_owned(),
+            ));
+        };
+        let trigger = self.trigger(&object.scalerMetadata)?;
+        let lag = self.current_lag(&trigger)?;
+        let value = MetricValue {
+            metricName: trigger.metric_name(),
+            metricValue: lag,
+            metricValueFloat: lag as f64,
+            ..Default::default()
+        };
+        Ok(GetMetricsResponse {
+            metricValues: vec![value],
+            ..Default::default()
+        })
+    }
+
+    fn trigger(&self, metadata: &HashMap<String, String>) -> Result<Trigger, RpcStatus> {
+        Trigger::parse(metadata, &self.cluster).map_err(|err| {
+            RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, err.to_string())
+        })
+    }
+
+    /// The watch's latest total lag, or UNAVAILABLE saying why there is none.
+    fn current_lag(&self, trigger: &Trigger) -> Result<i64, RpcStatus> {
+        let slot = self.registry.watch(&trigger.watch);
+        match slot.first_reading(FIRST_SAMPLE_WAIT) {
+            Reading::Fresh(sample) => Ok(sample.total_lag),
+            Reading::Pending => Err(RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!(
+                    "no sample yet for {}: the first poll of this watch has not finished",
+                    trigger.watch
+                ),
+            )),
+            Reading::Failed(cause) => Err(RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!("polling {} failed: {cause}", trigger.watch),
+            )),
+        }
+    }
+}
+
+/// `namespace/name` of the ScaledObject asking, for logs.
+fn caller(object: &ScaledObjectRef) -> String {
+    format!("{}/{}", object.namespace, object.name)
+}
+
+/// Sends the answer (or the error) and logs what `caller` gets.
+fn reply<T: Send + 'static>(
+    ctx: &RpcContext<'_>,
+    sink: UnarySink<T>,
+    rpc: &str,
+    caller: &str,
+    answer: Result<T, RpcStatus>,
+) {
+    let sent = match answer {
+        Ok(response) => {
+            debug!("{rpc} {caller}: ok");
+            sink.success(response)
+        }
+        Err(status) => {
+            // Bad metadata needs the operator; anything else is KEDA's fallback to handle.
+            if status.code() == RpcStatusCode::INVALID_ARGUMENT {
+                warn!("{rpc} {caller}: {}", status.message());
+            } else {
+                debug!("{rpc} {caller}: {:?} {}", status.code(), status.message());
+            }
+            sink.fail(status)
+        }
+    };
+    ctx.spawn(async move {
+        // The client may have gone (deadline, cancel); there is nobody left to tell.
+        if let Err(err) = sent.await {
+            debug!("answer not delivered: {err}");
+        }
+    });
+}

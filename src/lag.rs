@@ -1,0 +1,106 @@
+//! Lag arithmetic over one snapshot of offsets. Pure: no IO, no clock.
+
+use std::fmt;
+
+/// How a partition with no committed offset counts, as KEDA's `offsetResetPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OffsetResetPolicy {
+    /// The group would start at the end: the partition counts 1 (KEDA's rule).
+    Latest,
+    /// The group would start at the log start: every retained record counts.
+    Earliest,
+}
+
+impl fmt::Display for OffsetResetPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OffsetResetPolicy::Latest => "latest",
+            OffsetResetPolicy::Earliest => "earliest",
+        })
+    }
+}
+
+/// The offsets of one partition at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset of the first retained record (log start).
+    pub log_start: i64,
+    /// Offset the next produced record will get (high watermark).
+    pub high_watermark: i64,
+    /// The group's committed offset, `None` when the group never committed here.
+    pub committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// Records the group still has to consume on this partition, never negative.
+    ///
+    /// A committed offset past the high watermark (seen with some brokers) counts 0 rather
+    /// than cancelling other partitions' lag, unlike KEDA.
+    pub fn lag(&self, policy: OffsetResetPolicy) -> i64 {
+        match (self.committed, policy) {
+            (Some(committed), _) => self.high_watermark.saturating_sub(committed).max(0),
+            (None, OffsetResetPolicy::Latest) => 1,
+            // Only records still retained can be consumed; KEDA counts deleted ones too.
+            (None, OffsetResetPolicy::Earliest) => {
+                self.high_watermark.saturating_sub(self.log_start).max(0)
+            }
+        }
+    }
+}
+
+/// Sum of the partitions' lag, saturating rather than overflowing.
+pub fn total_lag(partitions: &[PartitionOffsets], policy: OffsetResetPolicy) -> i64 {
+    partitions.iter().fold(0i64, |sum, partition| {
+        sum.saturating_add(partition.lag(policy))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(log_start: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "t".to_owned(),
+            partition: 0,
+            log_start,
+            high_watermark: high,
+            committed,
+        }
+    }
+
+    #[test]
+    fn committed_lag_is_watermark_minus_commit() {
+        assert_eq!(partition(0, 10, Some(4)).lag(OffsetResetPolicy::Latest), 6);
+        assert_eq!(
+            partition(0, 10, Some(10)).lag(OffsetResetPolicy::Earliest),
+            0
+        );
+    }
+
+    #[test]
+    fn commit_past_watermark_clamps_at_zero() {
+        assert_eq!(partition(0, 1, Some(10)).lag(OffsetResetPolicy::Latest), 0);
+        let parts = [partition(0, 1, Some(10)), partition(0, 8, Some(3))];
+        assert_eq!(total_lag(&parts, OffsetResetPolicy::Latest), 5);
+    }
+
+    #[test]
+    fn missing_commit_follows_the_policy() {
+        assert_eq!(partition(5, 20, None).lag(OffsetResetPolicy::Latest), 1);
+        assert_eq!(partition(0, 0, None).lag(OffsetResetPolicy::Latest), 1);
+        assert_eq!(partition(5, 20, None).lag(OffsetResetPolicy::Earliest), 15);
+        assert_eq!(partition(0, 0, None).lag(OffsetResetPolicy::Earliest), 0);
+    }
+
+    #[test]
+    fn totals_saturate() {
+        let parts = [partition(0, i64::MAX, Some(0)), partition(0, 5, Some(0))];
+        assert_eq!(total_lag(&parts, OffsetResetPolicy::Latest), i64::MAX);
+        assert_eq!(total_lag(&[], OffsetResetPolicy::Latest), 0);
+    }
+}

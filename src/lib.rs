@@ -1,0 +1,14 @@
+//! lagscaler: a KEDA external scaler that watches Kafka consumer-group lag with plain OS
+//! threads, a blocking Kafka client and grpcio. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod daemon;
+pub mod grpc;
+pub mod kafka;
+pub mod lag;
+pub mod store;
+pub mod trigger;
+pub mod watch;
+
+pub use config::Config;
+pub use daemon::Daemon;

@@ -1,0 +1,82 @@
+//! The `lagscaler` binary: read the config, start the daemon, wait for SIGTERM or SIGINT,
+//! shut down.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use log::{error, info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use lagscaler::{config, Config, Daemon};
+
+/// Time allowed from the signal to the last thread joined.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {}
+        (Some("--help" | "-h"), None) => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        (Some("--version" | "-V"), None) => {
+            println!("lagscaler {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        (Some(other), _) => {
+            eprintln!("lagscaler: unexpected argument {other:?}; try --help");
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("lagscaler: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.debug);
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &Config) -> anyhow::Result<()> {
+    info!(
+        "lagscaler {} starting: {}",
+        env!("CARGO_PKG_VERSION"),
+        config.summary()
+    );
+    for name in &config.unknown_vars {
+        warn!("ignoring unknown setting {name}; see lagscaler --help");
+    }
+    // Registered before the server starts, so an early signal is not lost.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let daemon = Daemon::start(config).context("starting")?;
+    if let Some(signal) = signals.forever().next() {
+        info!("received signal {signal}");
+    }
+    daemon.shutdown(SHUTDOWN_GRACE).context("shutting down")?;
+    Ok(())
+}
+
+/// `RUST_LOG` wins when set; otherwise info, or debug for lagscaler with `SCALER_DEBUG`.
+fn init_logging(debug: bool) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info);
+    if debug {
+        builder.filter_module("lagscaler", log::LevelFilter::Debug);
+    }
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filter);
+    }
+    builder.init();
+    grpcio::redirect_log();
+}

@@ -1,0 +1,213 @@
+//! The metric store: the latest reading of every watch, behind a parking_lot lock.
+//!
+//! gRPC handlers read it (and add a pending slot for a watch they ask about first); the watch
+//! registry's supervisor thread is the only writer of readings. No lock here is ever held
+//! across IO.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::lag::PartitionOffsets;
+use crate::trigger::WatchKey;
+
+/// One successful poll of a watch.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// When the poll started.
+    pub taken_at: Instant,
+    /// Every partition the watch covers, sorted by topic and number.
+    pub partitions: Vec<PartitionOffsets>,
+    /// Sum of the partitions' lag under the watch's offset-reset policy.
+    pub total_lag: i64,
+}
+
+/// What a watch knows right now.
+#[derive(Clone, Debug)]
+pub enum Reading {
+    /// The first poll has not finished.
+    Pending,
+    /// The last poll succeeded.
+    Fresh(Arc<Sample>),
+    /// The last poll failed, for this reason.
+    Failed(Arc<str>),
+}
+
+/// One watch's entry: its latest reading and when an RPC last asked about it.
+pub struct Slot {
+    /// The watch's number, unique for the life of the store.
+    pub id: u64,
+    /// What the watch polls.
+    pub key: WatchKey,
+    reading: Mutex<Reading>,
+    changed: Condvar,
+    origin: Instant,
+    last_asked_ms: AtomicU64,
+}
+
+impl Slot {
+    /// The latest reading.
+    pub fn reading(&self) -> Reading {
+        self.reading.lock().clone()
+    }
+
+    /// The latest reading, waiting up to `max_wait` while the first poll is still running.
+    pub fn first_reading(&self, max_wait: Duration) -> Reading {
+        let deadline = Instant::now() + max_wait;
+        let mut reading = self.reading.lock();
+        while matches!(*reading, Reading::Pending) {
+            if self.changed.wait_until(&mut reading, deadline).timed_out() {
+                break;
+            }
+        }
+        reading.clone()
+    }
+
+    /// Replaces the reading and wakes anyone waiting for the first one.
+    pub fn set_reading(&self, reading: Reading) {
+        *self.reading.lock() = reading;
+        self.changed.notify_all();
+    }
+
+    /// Records that an RPC asked about this watch now.
+    pub fn touch(&self) {
+        let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_asked_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long since an RPC last asked about this watch.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_asked_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+}
+
+/// Every watch's slot, by key.
+pub struct Store {
+    slots: RwLock<HashMap<WatchKey, Arc<Slot>>>,
+    next_id: AtomicU64,
+    origin: Instant,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            slots: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Store {
+    /// The slot of `key`, if the watch exists.
+    pub fn get(&self, key: &WatchKey) -> Option<Arc<Slot>> {
+        self.slots.read().get(key).cloned()
+    }
+
+    /// The slot of `key`, created (pending) if absent; `true` when this call created it.
+    pub fn get_or_insert(&self, key: &WatchKey) -> (Arc<Slot>, bool) {
+        let mut slots = self.slots.write();
+        if let Some(slot) = slots.get(key) {
+            return (Arc::clone(slot), false);
+        }
+        let slot = Arc::new(Slot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            key: key.clone(),
+            reading: Mutex::new(Reading::Pending),
+            changed: Condvar::new(),
+            origin: self.origin,
+            last_asked_ms: AtomicU64::new(0),
+        });
+        slot.touch();
+        slots.insert(key.clone(), Arc::clone(&slot));
+        (slot, true)
+    }
+
+    /// Removes `key`'s slot if nobody asked about it for `ttl`; `true` when removed. Checked
+    /// under the write lock, so a concurrent lookup either sees the slot first or not at all.
+    pub fn remove_if_idle(&self, key: &WatchKey, ttl: Duration) -> bool {
+        let mut slots = self.slots.write();
+        match slots.get(key) {
+            Some(slot) if slot.idle_for() >= ttl => {
+                slots.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes every slot (at shutdown).
+    pub fn clear(&self) {
+        self.slots.write().clear();
+    }
+
+    /// Number of watches.
+    pub fn len(&self) -> usize {
+        self.slots.read().len()
+    }
+
+    /// Whether there is no watch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use super::*;
+    use crate::lag::OffsetResetPolicy;
+
+    fn key(group: &str) -> WatchKey {
+        WatchKey {
+            group: group.to_owned(),
+            topic: None,
+            offset_reset: OffsetResetPolicy::Latest,
+        }
+    }
+
+    #[test]
+    fn first_reading_waits_for_the_writer_and_no_longer() {
+        let store = Store::default();
+        let (slot, created) = store.get_or_insert(&key("g"));
+        assert!(created);
+        let started = Instant::now();
+        assert!(matches!(
+            slot.first_reading(Duration::from_millis(50)),
+            Reading::Pending
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let writer = {
+            let slot = Arc::clone(&slot);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                slot.set_reading(Reading::Failed("boom".into()));
+            })
+        };
+        let reading = slot.first_reading(Duration::from_secs(5));
+        writer.join().unwrap();
+        assert!(matches!(reading, Reading::Failed(cause) if &*cause == "boom"));
+    }
+
+    #[test]
+    fn idle_slots_are_removed_and_touched_ones_kept() {
+        let store = Store::default();
+        let (_, _) = store.get_or_insert(&key("old"));
+        thread::sleep(Duration::from_millis(30));
+        let (fresh, created) = store.get_or_insert(&key("new"));
+        assert!(created);
+        fresh.touch();
+        assert!(store.remove_if_idle(&key("old"), Duration::from_millis(25)));
+        assert!(!store.remove_if_idle(&key("new"), Duration::from_millis(25)));
+        assert_eq!(store.len(), 1);
+        let (again, created) = store.get_or_insert(&key("new"));
+        assert!(!created);
+        assert_eq!(again.id, fresh.id);
+    }
+}

@@ -1,0 +1,328 @@
+//! Watches: the registry that starts, feeds, expires and joins the watcher threads.
+//!
+//! [`Registry`] is the handle the gRPC handlers use: it looks a watch up in the store, adds
+//! a pending slot for a new one and asks the supervisor to start its watcher. The supervisor
+//! (thread `registry`) owns the watchers: it receives their poll results over one bounded
+//! channel and writes them into the store, expires watches nobody asked about for the TTL,
+//! and joins every watcher it stops.
+
+mod watcher;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender, TryRecvError};
+use log::{debug, error, info};
+use parking_lot::Mutex;
+
+use crate::kafka::KafkaClient;
+use crate::store::{Slot, Store};
+use crate::trigger::WatchKey;
+use watcher::{Never, PollResult};
+
+/// Capacity of the channel that carries poll results to the supervisor.
+const RESULTS_CAPACITY: usize = 1024;
+
+/// How often to sleep between checks while joining threads at shutdown.
+const JOIN_CHECK: Duration = Duration::from_millis(10);
+
+/// How watches behave.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchSettings {
+    /// Time between the starts of two polls.
+    pub poll_interval: Duration,
+    /// A watch not asked about for this long is stopped.
+    pub ttl: Duration,
+}
+
+/// What went wrong while stopping the watches.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{panicked} watcher thread(s) panicked and {unjoined} did not stop in time")]
+pub struct ShutdownError {
+    /// Watcher threads whose join returned a panic.
+    pub panicked: usize,
+    /// Watcher threads still running at the deadline.
+    pub unjoined: usize,
+}
+
+/// Handle to the watches: cheap to share between gRPC handlers.
+pub struct Registry {
+    store: Arc<Store>,
+    control: Sender<Control>,
+    supervisor: Mutex<Option<JoinHandle<Result<(), ShutdownError>>>>,
+}
+
+enum Control {
+    /// Start the watcher of a slot just added to the store.
+    Start(Arc<Slot>),
+    /// Stop every watcher, joining them before the deadline, then exit.
+    Shutdown { deadline: Instant },
+}
+
+impl Registry {
+    /// Starts the supervisor thread.
+    pub fn start(client: Arc<KafkaClient>, settings: WatchSettings) -> std::io::Result<Registry> {
+        let store = Arc::new(Store::default());
+        let (control_tx, control_rx) = unbounded();
+        let (results_tx, results_rx) = bounded(RESULTS_CAPACITY);
+        let supervisor = Supervisor {
+            store: Arc::clone(&store),
+            client,
+            settings,
+            control: control_rx,
+            results_tx,
+            results: results_rx,
+            watchers: HashMap::new(),
+            stopping: Vec::new(),
+            panicked: 0,
+        };
+        let handle = thread::Builder::new()
+            .name("registry".to_owned())
+            .spawn(move || supervisor.run())?;
+        Ok(Registry {
+            store,
+            control: control_tx,
+            supervisor: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The slot of the watch for `key`, registering the watch if it is new. Either way the
+    /// watch counts as asked about now.
+    pub fn watch(&self, key: &WatchKey) -> Arc<Slot> {
+        if let Some(slot) = self.store.get(key) {
+            slot.touch();
+            return slot;
+        }
+        let (slot, created) = self.store.get_or_insert(key);
+        slot.touch();
+        if created {
+            info!("watch added: {key}");
+            // Fails only once the supervisor has shut down; the slot then stays pending and
+            // the caller answers UNAVAILABLE, which is right for a server that is stopping.
+            let _ = self.control.send(Control::Start(Arc::clone(&slot)));
+        }
+        slot
+    }
+
+    /// Number of watches.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether there is no watch.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Stops every watcher and the supervisor, joining them before `deadline`. Idempotent.
+    pub fn shutdown(&self, deadline: Instant) -> Result<(), ShutdownError> {
+        let Some(handle) = self.supervisor.lock().take() else {
+            return Ok(());
+        };
+        // The supervisor owns the receiver until it exits, so this send cannot fail.
+        let _ = self.control.send(Control::Shutdown { deadline });
+        while !handle.is_finished() && Instant::now() < deadline {
+            thread::sleep(JOIN_CHECK);
+        }
+        if !handle.is_finished() {
+            return Err(ShutdownError {
+                panicked: 0,
+                unjoined: 1,
+            });
+        }
+        match handle.join() {
+            Ok(result) => result,
+            Err(_) => Err(ShutdownError {
+                panicked: 1,
+                unjoined: 0,
+            }),
+        }
+    }
+}
+
+struct WatcherHandle {
+    slot: Arc<Slot>,
+    /// Dropping this sender stops the watcher.
+    stop: Sender<Never>,
+    thread: JoinHandle<()>,
+}
+
+struct Supervisor {
+    store: Arc<Store>,
+    client: Arc<KafkaClient>,
+    settings: WatchSettings,
+    control: Receiver<Control>,
+    results_tx: Sender<PollResult>,
+    results: Receiver<PollResult>,
+    watchers: HashMap<u64, WatcherHandle>,
+    /// Watchers told to stop whose threads have not been joined yet.
+    stopping: Vec<(WatchKey, JoinHandle<()>)>,
+    panicked: usize,
+}
+
+enum Event {
+    Control(Control),
+    Result(PollResult),
+    Tick,
+}
+
+impl Supervisor {
+    fn run(mut self) -> Result<(), ShutdownError> {
+        let ticker = tick(expiry_check_period(self.settings.ttl));
+        let deadline = loop {
+            match self.next_event(&ticker) {
+                Event::Control(Control::Start(slot)) => self.start_watcher(slot),
+                Event::Control(Control::Shutdown { deadline }) => break deadline,
+                Event::Result(result) => self.record(result),
+                Event::Tick => {
+                    self.expire_idle();
+                    self.join_stopped();
+                }
+            }
+        };
+        self.stop_all(deadline)
+    }
+
+    /// The next thing to handle; control messages win over poll results.
+    fn next_event(&self, ticker: &Receiver<Instant>) -> Event {
+        match self.control.try_recv() {
+            Ok(control) => return Event::Control(control),
+            Err(TryRecvError::Empty) => {}
+            // Every Registry handle is gone without a shutdown: stop as if asked to.
+            Err(TryRecvError::Disconnected) => {
+                return Event::Control(Control::Shutdown {
+                    deadline: Instant::now() + Duration::from_secs(5),
+                })
+            }
+        }
+        select! {
+            recv(self.control) -> control => match control {
+                Ok(control) => Event::Control(control),
+                Err(_) => Event::Control(Control::Shutdown {
+                    deadline: Instant::now() + Duration::from_secs(5),
+                }),
+            },
+            // The supervisor holds a sender itself, so this channel never disconnects.
+            recv(self.results) -> result => match result {
+                Ok(result) => Event::Result(result),
+                Err(_) => Event::Tick,
+            },
+            recv(ticker) -> _ => Event::Tick,
+        }
+    }
+
+    fn start_watcher(&mut self, slot: Arc<Slot>) {
+        let (stop_tx, stop_rx) = bounded(0);
+        let spawned = watcher::spawn(
+            slot.id,
+            slot.key.clone(),
+            Arc::clone(&self.client),
+            self.settings.poll_interval,
+            self.results_tx.clone(),
+            stop_rx,
+        );
+        match spawned {
+            Ok(thread) => {
+                self.watchers.insert(
+                    slot.id,
+                    WatcherHandle {
+                        slot,
+                        stop: stop_tx,
+                        thread,
+                    },
+                );
+            }
+            Err(err) => {
+                error!("cannot start the watcher thread for {}: {err}", slot.key);
+                slot.set_reading(crate::store::Reading::Failed(
+                    format!("cannot start a watcher thread: {err}").into(),
+                ));
+            }
+        }
+    }
+
+    fn record(&mut self, result: PollResult) {
+        // A result from a watcher already expired has no slot to go to.
+        if let Some(watcher) = self.watchers.get(&result.watch_id) {
+            watcher.slot.set_reading(result.reading);
+        }
+    }
+
+    fn expire_idle(&mut self) {
+        let ttl = self.settings.ttl;
+        let expired: Vec<u64> = self
+            .watchers
+            .iter()
+            .filter(|(_, watcher)| watcher.slot.idle_for() >= ttl)
+            .filter(|(_, watcher)| self.store.remove_if_idle(&watcher.slot.key, ttl))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(watcher) = self.watchers.remove(&id) else {
+                continue;
+            };
+            info!(
+                "watch expired: {} (not asked about for {})",
+                watcher.slot.key,
+                humantime::format_duration(ttl)
+            );
+            drop(watcher.stop);
+            self.stopping
+                .push((watcher.slot.key.clone(), watcher.thread));
+        }
+    }
+
+    fn join_stopped(&mut self) {
+        let (finished, running): (Vec<_>, Vec<_>) = self
+            .stopping
+            .drain(..)
+            .partition(|(_, thread)| thread.is_finished());
+        self.stopping = running;
+        for (key, thread) in finished {
+            if thread.join().is_err() {
+                self.panicked += 1;
+                error!("watcher thread of {key} panicked");
+            }
+        }
+    }
+
+    fn stop_all(mut self, deadline: Instant) -> Result<(), ShutdownError> {
+        for (_, watcher) in self.watchers.drain() {
+            drop(watcher.stop);
+            self.stopping
+                .push((watcher.slot.key.clone(), watcher.thread));
+        }
+        self.store.clear();
+        loop {
+            self.join_stopped();
+            if self.stopping.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            // Watchers blocked on a full results channel leave as soon as they see the stop,
+            // but draining keeps them from waiting on it at all.
+            while self.results.try_recv().is_ok() {}
+            thread::sleep(JOIN_CHECK);
+        }
+        let unjoined = self.stopping.len();
+        for (key, _) in &self.stopping {
+            error!("watcher thread of {key} did not stop before the shutdown deadline");
+        }
+        debug!("registry stopped");
+        if self.panicked == 0 && unjoined == 0 {
+            Ok(())
+        } else {
+            Err(ShutdownError {
+                panicked: self.panicked,
+                unjoined,
+            })
+        }
+    }
+}
+
+/// Expiry is checked often enough to stop a watch within a quarter TTL (at most 1 s) of it
+/// going idle.
+fn expiry_check_period(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}

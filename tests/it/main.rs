@@ -1,0 +1,6 @@
+//! Integration tests: real tansu broker, the daemon in-process or as the real binary, and a
+//! real gRPC client, all on loopback.
+
+mod binary;
+mod scaler;
+mod support;

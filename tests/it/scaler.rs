@@ -1,0 +1,288 @@
+//! The KEDA protocol end to end: exact lag from real offsets, activation, metric spec,
+//! offset-reset rules, bad metadata, errors, and watch expiry.
+
+use std::time::{Duration, Instant};
+
+use grpcio::RpcStatusCode;
+use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
+use lagscaler::grpc::proto::health::HealthCheckRequest;
+use lagscaler::grpc::proto::health_grpc::METHOD_CHECK;
+
+use crate::support::{free_port, thread_names, wait_for, Scaler, Tansu};
+
+const POLL: Duration = Duration::from_millis(500);
+const TTL: Duration = Duration::from_secs(600);
+
+#[test]
+fn reports_exact_lag_activation_and_target_and_follows_new_commits() {
+    let broker = Tansu::start();
+    broker.create_topic("orders", 3);
+    for (partition, count) in [(0, 5), (1, 3), (2, 7)] {
+        broker.produce("orders", partition, count);
+    }
+    broker.commit(
+        "billing",
+        &[("orders", 0, 2), ("orders", 1, 3), ("orders", 2, 1)],
+    );
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let base = [
+        ("scalerAddress", "lagscaler:8090"),
+        ("consumerGroup", "billing"),
+        ("topic", "orders"),
+        ("lagThreshold", "4"),
+    ];
+    let with_activation = |threshold: &'static str| {
+        let mut metadata = base.to_vec();
+        metadata.push(("activationLagThreshold", threshold));
+        metadata
+    };
+
+    let (name, target, target_float) = scaler.metric_spec(&base).expect("metric spec");
+    assert_eq!(name, "kafka-lag-billing-orders");
+    assert_eq!((target, target_float), (4, 4.0));
+
+    // 5-2 + 3-3 + 7-1 = 9, in both the int and the float field.
+    assert_eq!(scaler.get_metrics(&base).expect("metrics"), (9, 9.0));
+    assert!(scaler.is_active(&with_activation("8")).expect("is active"));
+    assert!(!scaler.is_active(&with_activation("9")).expect("is active"));
+    assert!(scaler.is_active(&base).expect("is active with default 0"));
+    assert_eq!(
+        scaler.daemon().watch_count(),
+        1,
+        "thresholds share one watch"
+    );
+
+    // The consumer catches up on partition 2: lag 3 within two poll intervals.
+    broker.commit("billing", &[("orders", 2, 7)]);
+    let seen = scaler.wait_for_lag(&base, 3, 2 * POLL);
+    assert!(seen.is_some(), "lag 3 not seen within {:?}", 2 * POLL);
+    assert!(!scaler.is_active(&with_activation("8")).expect("is active"));
+
+    // New records raise it again.
+    broker.produce("orders", 1, 4);
+    let seen = scaler.wait_for_lag(&base, 7, 2 * POLL);
+    assert!(seen.is_some(), "lag 7 not seen within {:?}", 2 * POLL);
+    scaler.stop();
+}
+
+#[test]
+fn empty_topic_counts_every_topic_the_group_committed_on() {
+    let broker = Tansu::start();
+    broker.create_topic("alpha", 2);
+    broker.create_topic("beta", 1);
+    broker.create_topic("gamma", 1);
+    broker.produce("alpha", 0, 4);
+    broker.produce("alpha", 1, 4);
+    broker.produce("beta", 0, 6);
+    broker.produce("gamma", 0, 9);
+    broker.commit("mixed", &[("alpha", 0, 1), ("beta", 0, 2)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+
+    // alpha[0] 3 + alpha[1] uncommitted (latest: 1) + beta 4; gamma is not the group's.
+    let latest = [("consumerGroup", "mixed"), ("topic", "")];
+    assert_eq!(scaler.lag(&latest).expect("lag"), 8);
+    // With earliest, alpha[1]'s 4 retained records count instead of 1.
+    let earliest = [
+        ("consumerGroup", "mixed"),
+        ("offsetResetPolicy", "earliest"),
+    ];
+    assert_eq!(scaler.lag(&earliest).expect("lag"), 11);
+    let (name, _, _) = scaler.metric_spec(&latest).expect("spec");
+    assert_eq!(name, "kafka-lag-mixed-all-topics");
+    scaler.stop();
+}
+
+#[test]
+fn group_without_commits_follows_the_offset_reset_policy() {
+    let broker = Tansu::start();
+    broker.create_topic("fresh", 2);
+    broker.produce("fresh", 0, 3);
+    broker.produce("fresh", 1, 5);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+
+    let latest = [("consumerGroup", "newcomer"), ("topic", "fresh")];
+    assert_eq!(scaler.lag(&latest).expect("lag"), 2, "1 per partition");
+    let earliest = [
+        ("consumerGroup", "newcomer"),
+        ("topic", "fresh"),
+        ("offsetResetPolicy", "earliest"),
+    ];
+    assert_eq!(
+        scaler.lag(&earliest).expect("lag"),
+        8,
+        "every retained record"
+    );
+
+    // No topic and no commits: nothing to measure, said as an error, not a 0.
+    let status = scaler
+        .lag(&[("consumerGroup", "newcomer")])
+        .expect_err("no topic to measure");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(
+        status.message().contains("no committed offsets"),
+        "{status:?}"
+    );
+    scaler.stop();
+}
+
+#[test]
+fn kafka_errors_are_unavailable_with_the_cause() {
+    let broker = Tansu::start();
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let metadata = [("consumerGroup", "g"), ("topic", "no-such-topic")];
+    let status = scaler.lag(&metadata).expect_err("unknown topic");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(status.message().contains("no-such-topic"), "{status:?}");
+    let status = scaler.is_active(&metadata).expect_err("unknown topic");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    scaler.stop();
+}
+
+#[test]
+fn unreachable_kafka_answers_unavailable_well_within_kedas_deadline() {
+    // Nothing listens on this port, so the first poll cannot finish quickly.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let scaler = Scaler::start(&dead, POLL, TTL);
+    let started = Instant::now();
+    let status = scaler
+        .lag(&[("consumerGroup", "g"), ("topic", "t")])
+        .expect_err("no data from a dead cluster");
+    let elapsed = started.elapsed();
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "answered after {elapsed:?}"
+    );
+    scaler.stop();
+}
+
+#[test]
+fn bad_metadata_is_invalid_argument_naming_the_key() {
+    // No broker needed: bad metadata is refused before any watch exists.
+    let scaler = Scaler::start(&format!("127.0.0.1:{}", free_port()), POLL, TTL);
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("topic", "orders")], "consumerGroup"),
+        (
+            &[("consumerGroup", "g"), ("lagThreshold", "abc")],
+            "lagThreshold",
+        ),
+        (
+            &[("consumerGroup", "g"), ("lagThreshold", "0")],
+            "lagThreshold",
+        ),
+        (
+            &[("consumerGroup", "g"), ("offsetResetPolicy", "sideways")],
+            "offsetResetPolicy",
+        ),
+        (
+            &[
+                ("consumerGroup", "g"),
+                ("bootstrapServers", "elsewhere:9092"),
+            ],
+            "bootstrapServers",
+        ),
+        (
+            &[("consumerGroup", "g"), ("lagTreshold", "5")],
+            "lagTreshold",
+        ),
+    ];
+    for (metadata, key) in cases {
+        let answers = [
+            scaler.lag(metadata).map(|_| ()),
+            scaler.is_active(metadata).map(|_| ()),
+            scaler.metric_spec(metadata).map(|_| ()),
+        ];
+        for answer in answers {
+            let status = answer.expect_err("bad metadata must be refused");
+            assert_eq!(
+                status.code(),
+                RpcStatusCode::INVALID_ARGUMENT,
+                "{metadata:?}"
+            );
+            assert!(
+                status.message().contains(key) && status.message().contains("expected"),
+                "{metadata:?}: {}",
+                status.message()
+            );
+        }
+    }
+    assert_eq!(scaler.daemon().watch_count(), 0);
+    scaler.stop();
+}
+
+#[test]
+fn idle_watch_expires_and_its_thread_is_joined_while_an_active_one_stays() {
+    let broker = Tansu::start();
+    broker.create_topic("ttl-topic", 1);
+    let ttl = Duration::from_secs(1);
+    let scaler = Scaler::start(&broker.bootstrap(), Duration::from_millis(200), ttl);
+    // Thread names are "watch-<group>", cut by Linux to 15 bytes: these fit exactly.
+    let idle = [("consumerGroup", "ttl-probe"), ("topic", "ttl-topic")];
+    let kept = [("consumerGroup", "ttl-keeps"), ("topic", "ttl-topic")];
+    scaler.metric_spec(&idle).expect("spec");
+    scaler.metric_spec(&kept).expect("spec");
+    let running = wait_for(Duration::from_secs(5), || {
+        let names = thread_names();
+        (names.iter().any(|n| n == "watch-ttl-probe")
+            && names.iter().any(|n| n == "watch-ttl-keeps"))
+        .then_some(())
+    });
+    assert!(running.is_some(), "watcher threads: {:?}", thread_names());
+    assert_eq!(scaler.daemon().watch_count(), 2);
+
+    // Keep asking about one watch for three TTLs; the other is left alone.
+    let started = Instant::now();
+    while started.elapsed() < 3 * ttl {
+        scaler.lag(&kept).expect("kept watch answers");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        scaler.daemon().watch_count(),
+        1,
+        "only the idle watch expired"
+    );
+    let names = thread_names();
+    assert!(!names.iter().any(|n| n == "watch-ttl-probe"), "{names:?}");
+    assert!(names.iter().any(|n| n == "watch-ttl-keeps"), "{names:?}");
+
+    // Asking again starts a fresh watch.
+    scaler.lag(&idle).expect("re-registered watch answers");
+    assert_eq!(scaler.daemon().watch_count(), 2);
+    scaler.stop();
+    let names = thread_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("watch-ttl-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn health_service_reports_serving_and_unknown_services_are_not_found() {
+    let scaler = Scaler::start(&format!("127.0.0.1:{}", free_port()), POLL, TTL);
+    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+    let channel = grpcio::ChannelBuilder::new(env).connect(&scaler.daemon().addr().to_string());
+    let client = grpcio::Client::new(channel);
+    let check = |service: &str| {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+            ..Default::default()
+        };
+        let option = grpcio::CallOption::default().timeout(Duration::from_secs(3));
+        client.unary_call(&METHOD_CHECK, &request, option)
+    };
+    for service in ["", "externalscaler.ExternalScaler"] {
+        let response = check(service).expect("health check");
+        assert_eq!(
+            response.status,
+            ServingStatus::SERVING.into(),
+            "service {service:?}"
+        );
+    }
+    match check("no.such.Service") {
+        Err(grpcio::Error::RpcFailure(status)) => {
+            assert_eq!(status.code(), RpcStatusCode::NOT_FOUND)
+        }
+        other => panic!("unknown service answered {other:?}"),
+    }
+    scaler.stop();
+}

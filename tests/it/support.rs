@@ -1,0 +1,366 @@
+//! Real services for the tests: a tansu broker on a free loopback port, Kafka helpers that
+//! use a real client, and the daemon in-process with a real gRPC client. Everything started
+//! here is stopped by its guard's `Drop`, and every wait has a deadline.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Environment, RpcStatus};
+use lagscaler::config::{Config, KafkaConfig};
+use lagscaler::grpc::proto;
+use lagscaler::Daemon;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Deadline for any single RPC a test makes; KEDA's own is 3 s.
+pub const RPC_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Sends test logs to the test harness's captured output.
+pub fn init_logging() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .parse_filters("info,lagscaler=debug,librdkafka=warn")
+        .try_init();
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tansu broker with in-memory storage on a free loopback port.
+pub struct Tansu {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start() -> Tansu {
+        let binary = tansu_binary();
+        let dir = tempfile::tempdir().expect("temp dir for the broker log");
+        let log_path = dir.path().join("tansu.log");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = File::create(&log_path).expect("create the broker log");
+        let child = Command::new(&binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
+        let broker = Tansu {
+            child,
+            port,
+            log_path,
+            _dir: dir,
+        };
+        let ready = wait_for(Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(
+            ready.is_some(),
+            "tansu did not listen on {port} within 30 s; log:\n{}",
+            broker.log()
+        );
+        broker
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's output so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Creates a topic with the broker's own CLI.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let output = Command::new(tansu_binary())
+            .args(["topic", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            output.status.success(),
+            "tansu topic create {name}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log()
+        );
+    }
+
+    /// Produces `count` records to one partition, one record per produce request (the
+    /// broker counts only a batch's first record in its high watermark).
+    pub fn produce(&self, topic: &str, partition: i32, count: usize) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("create test producer");
+        for idx in 0..count {
+            let payload = format!("record-{idx}");
+            producer
+                .send(
+                    BaseRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .map_err(|(err, _)| err)
+                .expect("enqueue a record");
+            producer
+                .flush(Duration::from_secs(10))
+                .unwrap_or_else(|err| panic!("flush to {topic}[{partition}]: {err}"));
+        }
+    }
+
+    /// Commits `offsets` (topic, partition, offset) for `group`, as a consumer would.
+    pub fn commit(&self, group: &str, offsets: &[(&str, i32, i64)]) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("create test consumer");
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, offset) in offsets {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .expect("add offset");
+        }
+        consumer
+            .commit(&list, CommitMode::Sync)
+            .unwrap_or_else(|err| panic!("commit {offsets:?} for {group}: {err}"));
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The broker binary: `TANSU_BIN`, then `tansu` on PATH, then `~/.cargo/bin/tansu`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    if let Some(path) = on_path {
+        return path;
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    assert!(
+        Path::new(&cargo_bin).is_file(),
+        "tansu not found (TANSU_BIN, PATH, ~/.cargo/bin); scripts/test installs it"
+    );
+    cargo_bin
+}
+
+/// The daemon running in this test process, with a gRPC client connected to it.
+pub struct Scaler {
+    daemon: Option<Daemon>,
+    client: Client,
+    _env: Arc<Environment>,
+}
+
+impl Scaler {
+    /// Starts the daemon on a free loopback port against `bootstrap`.
+    pub fn start(bootstrap: &str, poll_interval: Duration, watch_ttl: Duration) -> Scaler {
+        init_logging();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            kafka: KafkaConfig {
+                bootstrap_servers: vec![bootstrap.to_owned()],
+                request_timeout: Duration::from_secs(5),
+            },
+            poll_interval,
+            watch_ttl,
+            ..Config::default()
+        };
+        let daemon = Daemon::start(&config).expect("start the daemon");
+        let env = Arc::new(
+            EnvBuilder::new()
+                .cq_count(1)
+                .name_prefix("test-grpc")
+                .build(),
+        );
+        let channel = ChannelBuilder::new(Arc::clone(&env)).connect(&daemon.addr().to_string());
+        Scaler {
+            daemon: Some(daemon),
+            client: Client::new(channel),
+            _env: env,
+        }
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// GetMetrics: the (int, float) value of the one metric.
+    pub fn get_metrics(&self, metadata: &[(&str, &str)]) -> Result<(i64, f64), RpcStatus> {
+        let request = proto::GetMetricsRequest {
+            scaledObjectRef: Some(scaled_object(metadata)).into(),
+            metricName: "unused".to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .unary_call(&proto::METHOD_GET_METRICS, &request, call_option())
+            .map_err(into_status)?;
+        assert_eq!(response.metricValues.len(), 1, "{response:?}");
+        let value = &response.metricValues[0];
+        Ok((value.metricValue, value.metricValueFloat))
+    }
+
+    /// GetMetrics' integer value.
+    pub fn lag(&self, metadata: &[(&str, &str)]) -> Result<i64, RpcStatus> {
+        self.get_metrics(metadata).map(|(value, _)| value)
+    }
+
+    /// IsActive.
+    pub fn is_active(&self, metadata: &[(&str, &str)]) -> Result<bool, RpcStatus> {
+        self.client
+            .unary_call(
+                &proto::METHOD_IS_ACTIVE,
+                &scaled_object(metadata),
+                call_option(),
+            )
+            .map(|response| response.result)
+            .map_err(into_status)
+    }
+
+    /// GetMetricSpec: the one spec's (name, int target, float target).
+    pub fn metric_spec(&self, metadata: &[(&str, &str)]) -> Result<(String, i64, f64), RpcStatus> {
+        let response = self
+            .client
+            .unary_call(
+                &proto::METHOD_GET_METRIC_SPEC,
+                &scaled_object(metadata),
+                call_option(),
+            )
+            .map_err(into_status)?;
+        assert_eq!(response.metricSpecs.len(), 1, "{response:?}");
+        let spec = &response.metricSpecs[0];
+        Ok((
+            spec.metricName.clone(),
+            spec.targetSize,
+            spec.targetSizeFloat,
+        ))
+    }
+
+    /// Waits until GetMetrics answers `expected`, returning how long that took; `None` if it
+    /// did not within `timeout`.
+    pub fn wait_for_lag(
+        &self,
+        metadata: &[(&str, &str)],
+        expected: i64,
+        timeout: Duration,
+    ) -> Option<Duration> {
+        let started = Instant::now();
+        wait_for(timeout, || {
+            (self.lag(metadata).ok() == Some(expected)).then(|| started.elapsed())
+        })
+    }
+
+    /// Shuts the daemon down and checks that it stopped cleanly.
+    pub fn stop(mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon
+                .shutdown(Duration::from_secs(10))
+                .expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        // A test that failed before `stop` still stops what it started.
+        if let Some(daemon) = self.daemon.take() {
+            let _ = daemon.shutdown(Duration::from_secs(10));
+        }
+    }
+}
+
+/// A ScaledObjectRef carrying `metadata`.
+pub fn scaled_object(metadata: &[(&str, &str)]) -> proto::ScaledObjectRef {
+    let scaler_metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    proto::ScaledObjectRef {
+        name: "test-object".to_owned(),
+        namespace: "test".to_owned(),
+        scalerMetadata: scaler_metadata,
+        ..Default::default()
+    }
+}
+
+fn call_option() -> CallOption {
+    CallOption::default().timeout(RPC_DEADLINE)
+}
+
+/// The status of a failed call; a transport failure is a test failure.
+pub fn into_status(err: grpcio::Error) -> RpcStatus {
+    match err {
+        grpcio::Error::RpcFailure(status) => status,
+        other => panic!("gRPC call failed outside the protocol: {other}"),
+    }
+}
+
+/// Names of this process's threads, as the kernel has them (15 bytes at most).
+pub fn thread_names() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
