@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     for spec in &spec.metricSpecs {
         println!("metric {} target {}", spec.metricName, spec.targetSizeFloat);
     }
+    println!("lagscaler answers from its latest poll (every 1 s); the true lag is counted now");
 
     // The producer writes 12 records a round; the consumer commits 8, so lag grows until the
     // consumer speeds up half-way through and drains it.
