@@ -91,6 +91,7 @@ impl Daemon {
             .register_service(grpc::external_scaler(
                 Arc::clone(&registry),
                 config.kafka.clone(),
+                stale_after(config),
             ))
             .register_service(grpc::health_service(health.clone()))
             .build()
@@ -149,6 +150,12 @@ impl Daemon {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Age past which a sample is not served: three missed polls, plus the time the last poll
+/// may legitimately take.
+pub fn stale_after(config: &Config) -> Duration {
+    3 * config.poll_interval + config.kafka.request_timeout
 }
 
 /// Stops accepting calls and lets calls in flight finish until `deadline`.

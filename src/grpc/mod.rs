@@ -43,10 +43,18 @@ pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_millis(1500);
 /// Builds the ExternalScaler service over `registry`. `cluster` is the configured Kafka
 /// cluster, the only one triggers may name. StreamIsActive and StreamMetricSpec are not
 /// registered, so they answer UNIMPLEMENTED (KEDA then falls back to polling).
-pub fn external_scaler(registry: Arc<Registry>, cluster: KafkaConfig) -> Service {
+///
+/// A sample older than `stale_after` is not served: the watcher has stopped delivering, and
+/// KEDA must fall back rather than scale on old data.
+pub fn external_scaler(
+    registry: Arc<Registry>,
+    cluster: KafkaConfig,
+    stale_after: Duration,
+) -> Service {
     let scaler = Scaler {
         registry,
         cluster: Arc::new(cluster),
+        stale_after,
     };
     let is_active = scaler.clone();
     let get_metric_spec = scaler.clone();
@@ -87,6 +95,7 @@ pub fn external_scaler(registry: Arc<Registry>, cluster: KafkaConfig) -> Service
 struct Scaler {
     registry: Arc<Registry>,
     cluster: Arc<KafkaConfig>,
+    stale_after: Duration,
 }
 
 impl Scaler {
@@ -148,7 +157,18 @@ impl Scaler {
     fn current_lag(&self, trigger: &Trigger) -> Result<i64, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch);
         match slot.first_reading(FIRST_SAMPLE_WAIT) {
-            Reading::Fresh(sample) => Ok(sample.total_lag),
+            Reading::Fresh(sample) if sample.taken_at.elapsed() <= self.stale_after => {
+                Ok(sample.total_lag)
+            }
+            Reading::Fresh(sample) => Err(RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!(
+                    "the latest sample of {} is {} old (stale after {})",
+                    trigger.watch,
+                    humantime::format_duration(round_to_ms(sample.taken_at.elapsed())),
+                    humantime::format_duration(self.stale_after)
+                ),
+            )),
             Reading::Pending => Err(RpcStatus::with_message(
                 RpcStatusCode::UNAVAILABLE,
                 format!(
@@ -162,6 +182,10 @@ impl Scaler {
             )),
         }
     }
+}
+
+fn round_to_ms(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `namespace/name` of the ScaledObject asking, for logs.

@@ -178,6 +178,7 @@ impl Supervisor {
                 Event::Result(result) => self.record(result),
                 Event::Tick => {
                     self.expire_idle();
+                    self.restart_dead();
                     self.join_stopped();
                 }
             }
@@ -274,6 +275,36 @@ impl Supervisor {
         }
     }
 
+    /// A watcher only ends when told to; one that ended by itself panicked. Its watch is
+    /// marked failed (so its last sample is not served as current) and a new watcher starts;
+    /// the tick period bounds restarts to one per second per watch.
+    fn restart_dead(&mut self) {
+        let dead: Vec<u64> = self
+            .watchers
+            .iter()
+            .filter(|(_, watcher)| watcher.thread.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            let Some(watcher) = self.watchers.remove(&id) else {
+                continue;
+            };
+            let cause = match watcher.thread.join() {
+                Err(panic) => panic_message(panic.as_ref()),
+                Ok(()) => "it stopped unexpectedly".to_owned(),
+            };
+            self.panicked += 1;
+            error!(
+                "watcher of {} died ({cause}); restarting it",
+                watcher.slot.key
+            );
+            watcher.slot.set_reading(crate::store::Reading::Failed(
+                format!("the watcher thread died ({cause}) and is restarting").into(),
+            ));
+            self.start_watcher(watcher.slot);
+        }
+    }
+
     fn join_stopped(&mut self) {
         let (finished, running): (Vec<_>, Vec<_>) = self
             .stopping
@@ -319,6 +350,17 @@ impl Supervisor {
             })
         }
     }
+}
+
+/// The text of a panic payload, for the log.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        return format!("panic: {text}");
+    }
+    if let Some(text) = payload.downcast_ref::<String>() {
+        return format!("panic: {text}");
+    }
+    "panic".to_owned()
 }
 
 /// Expiry is checked often enough to stop a watch within a quarter TTL (at most 1 s) of it
