@@ -1,4 +1,4 @@
-# Multi-stage build: a Rust builder with cmake and a C++ compiler (grpcio-sys builds gRPC
+# Not built in CI (no Docker engine on these machines). Multi-stage build: a Rust builder with cmake and a C++ compiler (grpcio-sys builds gRPC
 # core, rdkafka-sys builds librdkafka), then a small Debian runtime running as non-root.
 FROM rust:1-bookworm AS build
 RUN apt-get update \
@@ -11,7 +11,7 @@ RUN cargo build --release --locked --bin lagscaler \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g libstdc++6 \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 libstdc++6 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /lagscaler /usr/local/bin/lagscaler
 # A fixed unprivileged uid/gid, as Kubernetes' runAsNonRoot can verify.
