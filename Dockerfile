@@ -1,5 +1,6 @@
-# Not built in CI (no Docker engine on these machines). Multi-stage build: a Rust builder with cmake and a C++ compiler (grpcio-sys builds gRPC
+# Multi-stage build: a Rust builder with cmake and a C++ compiler (grpcio-sys builds gRPC
 # core, rdkafka-sys builds librdkafka), then a small Debian runtime running as non-root.
+# Not built in CI: these machines have no Docker engine.
 FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake g++ make pkg-config libssl-dev zlib1g-dev \
