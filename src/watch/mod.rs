@@ -61,6 +61,15 @@ enum Control {
     Shutdown { deadline: Instant },
 }
 
+impl Control {
+    /// Every Registry handle is gone without a shutdown: stop as if asked to.
+    fn orphaned() -> Control {
+        Control::Shutdown {
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+}
+
 impl Registry {
     /// Starts the supervisor thread.
     pub fn start(client: Arc<KafkaClient>, settings: WatchSettings) -> std::io::Result<Registry> {
@@ -191,19 +200,12 @@ impl Supervisor {
         match self.control.try_recv() {
             Ok(control) => return Event::Control(control),
             Err(TryRecvError::Empty) => {}
-            // Every Registry handle is gone without a shutdown: stop as if asked to.
-            Err(TryRecvError::Disconnected) => {
-                return Event::Control(Control::Shutdown {
-                    deadline: Instant::now() + Duration::from_secs(5),
-                })
-            }
+            Err(TryRecvError::Disconnected) => return Event::Control(Control::orphaned()),
         }
         select! {
             recv(self.control) -> control => match control {
                 Ok(control) => Event::Control(control),
-                Err(_) => Event::Control(Control::Shutdown {
-                    deadline: Instant::now() + Duration::from_secs(5),
-                }),
+                Err(_) => Event::Control(Control::orphaned()),
             },
             // The supervisor holds a sender itself, so this channel never disconnects.
             recv(self.results) -> result => match result {

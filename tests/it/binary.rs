@@ -3,14 +3,11 @@
 use std::fs::File;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder};
 use lagscaler::config::SETTINGS;
-use lagscaler::grpc::proto;
 
-use crate::support::{free_port, scaled_object, wait_for, Tansu};
+use crate::support::{free_port, wait_for, GrpcClient, Tansu};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_lagscaler");
 
@@ -91,24 +88,15 @@ fn sigterm_with_watches_running_exits_zero_within_five_seconds() {
     assert!(listening.is_some(), "not listening; log:\n{}", read_log());
 
     // Two watches, each answered from a real poll: 4-1 + 1 (uncommitted, latest) = 4.
-    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
-    let client = Client::new(ChannelBuilder::new(env).connect(&format!("127.0.0.1:{port}")));
+    let client = GrpcClient::connect(&format!("127.0.0.1:{port}"));
     for metadata in [
         [("consumerGroup", "workers"), ("topic", "jobs")],
         [("consumerGroup", "workers"), ("topic", "")],
     ] {
-        let request = proto::GetMetricsRequest {
-            scaledObjectRef: Some(scaled_object(&metadata)).into(),
-            ..Default::default()
-        };
-        let response = client
-            .unary_call(
-                &proto::METHOD_GET_METRICS,
-                &request,
-                CallOption::default().timeout(Duration::from_secs(3)),
-            )
-            .unwrap_or_else(|err| panic!("GetMetrics {metadata:?}: {err}\n{}", read_log()));
-        assert_eq!(response.metricValues[0].metricValue, 4, "{metadata:?}");
+        let lag = client
+            .lag(&metadata)
+            .unwrap_or_else(|err| panic!("GetMetrics {metadata:?}: {err:?}\n{}", read_log()));
+        assert_eq!(lag, 4, "{metadata:?}");
     }
 
     let sent = Instant::now();

@@ -5,8 +5,6 @@ use std::time::{Duration, Instant};
 
 use grpcio::RpcStatusCode;
 use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
-use lagscaler::grpc::proto::health::HealthCheckRequest;
-use lagscaler::grpc::proto::health_grpc::METHOD_CHECK;
 
 use crate::support::{free_port, thread_names, wait_for, Scaler, Tansu};
 
@@ -259,30 +257,13 @@ fn idle_watch_expires_and_its_thread_is_joined_while_an_active_one_stays() {
 #[test]
 fn health_service_reports_serving_and_unknown_services_are_not_found() {
     let scaler = Scaler::start(&format!("127.0.0.1:{}", free_port()), POLL, TTL);
-    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
-    let channel = grpcio::ChannelBuilder::new(env).connect(&scaler.daemon().addr().to_string());
-    let client = grpcio::Client::new(channel);
-    let check = |service: &str| {
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-            ..Default::default()
-        };
-        let option = grpcio::CallOption::default().timeout(Duration::from_secs(3));
-        client.unary_call(&METHOD_CHECK, &request, option)
-    };
     for service in ["", "externalscaler.ExternalScaler"] {
-        let response = check(service).expect("health check");
-        assert_eq!(
-            response.status,
-            ServingStatus::SERVING.into(),
-            "service {service:?}"
-        );
+        let status = scaler.health(service).expect("health check");
+        assert_eq!(status, ServingStatus::SERVING, "service {service:?}");
     }
-    match check("no.such.Service") {
-        Err(grpcio::Error::RpcFailure(status)) => {
-            assert_eq!(status.code(), RpcStatusCode::NOT_FOUND)
-        }
-        other => panic!("unknown service answered {other:?}"),
-    }
+    let status = scaler
+        .health("no.such.Service")
+        .expect_err("unknown service");
+    assert_eq!(status.code(), RpcStatusCode::NOT_FOUND);
     scaler.stop();
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Environment, RpcStatus};
 use lagscaler::config::{Config, KafkaConfig};
 use lagscaler::grpc::proto;
+use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
+use lagscaler::grpc::proto::health::HealthCheckRequest;
+use lagscaler::grpc::proto::health_grpc::METHOD_CHECK;
 use lagscaler::Daemon;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -201,45 +205,26 @@ pub fn tansu_binary() -> PathBuf {
     cargo_bin
 }
 
-/// The daemon running in this test process, with a gRPC client connected to it.
-pub struct Scaler {
-    daemon: Option<Daemon>,
+/// A real gRPC client for the daemon, as KEDA would be one.
+pub struct GrpcClient {
     client: Client,
     _env: Arc<Environment>,
 }
 
-impl Scaler {
-    /// Starts the daemon on a free loopback port against `bootstrap`.
-    pub fn start(bootstrap: &str, poll_interval: Duration, watch_ttl: Duration) -> Scaler {
-        init_logging();
-        let config = Config {
-            listen: "127.0.0.1:0".parse().expect("loopback address"),
-            kafka: KafkaConfig {
-                bootstrap_servers: vec![bootstrap.to_owned()],
-                request_timeout: Duration::from_secs(5),
-            },
-            poll_interval,
-            watch_ttl,
-            ..Config::default()
-        };
-        let daemon = Daemon::start(&config).expect("start the daemon");
+impl GrpcClient {
+    /// Connects (lazily, as gRPC does) to `addr`, e.g. `127.0.0.1:8090`.
+    pub fn connect(addr: &str) -> GrpcClient {
         let env = Arc::new(
             EnvBuilder::new()
                 .cq_count(1)
                 .name_prefix("test-grpc")
                 .build(),
         );
-        let channel = ChannelBuilder::new(Arc::clone(&env)).connect(&daemon.addr().to_string());
-        Scaler {
-            daemon: Some(daemon),
+        let channel = ChannelBuilder::new(Arc::clone(&env)).connect(addr);
+        GrpcClient {
             client: Client::new(channel),
             _env: env,
         }
-    }
-
-    /// The running daemon.
-    pub fn daemon(&self) -> &Daemon {
-        self.daemon.as_ref().expect("daemon running")
     }
 
     /// GetMetrics: the (int, float) value of the one metric.
@@ -294,6 +279,19 @@ impl Scaler {
         ))
     }
 
+    /// grpc.health.v1 Check of `service`.
+    pub fn health(&self, service: &str) -> Result<ServingStatus, RpcStatus> {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .client
+            .unary_call(&METHOD_CHECK, &request, call_option())
+            .map_err(into_status)?;
+        Ok(response.status.enum_value_or_default())
+    }
+
     /// Waits until GetMetrics answers `expected`, returning how long that took; `None` if it
     /// did not within `timeout`.
     pub fn wait_for_lag(
@@ -307,6 +305,41 @@ impl Scaler {
             (self.lag(metadata).ok() == Some(expected)).then(|| started.elapsed())
         })
     }
+}
+
+/// The daemon running in this test process, with a gRPC client connected to it. The
+/// client's calls are available directly on it.
+pub struct Scaler {
+    daemon: Option<Daemon>,
+    client: GrpcClient,
+}
+
+impl Scaler {
+    /// Starts the daemon on a free loopback port against `bootstrap`.
+    pub fn start(bootstrap: &str, poll_interval: Duration, watch_ttl: Duration) -> Scaler {
+        init_logging();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            kafka: KafkaConfig {
+                bootstrap_servers: vec![bootstrap.to_owned()],
+                request_timeout: Duration::from_secs(5),
+            },
+            poll_interval,
+            watch_ttl,
+            ..Config::default()
+        };
+        let daemon = Daemon::start(&config).expect("start the daemon");
+        let client = GrpcClient::connect(&daemon.addr().to_string());
+        Scaler {
+            daemon: Some(daemon),
+            client,
+        }
+    }
+
+    /// The running daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
 
     /// Shuts the daemon down and checks that it stopped cleanly.
     pub fn stop(mut self) {
@@ -315,6 +348,14 @@ impl Scaler {
                 .shutdown(Duration::from_secs(10))
                 .expect("clean shutdown");
         }
+    }
+}
+
+impl Deref for Scaler {
+    type Target = GrpcClient;
+
+    fn deref(&self) -> &GrpcClient {
+        &self.client
     }
 }
 
