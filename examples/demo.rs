@@ -1,5 +1,6 @@
 //! Demo load for `scripts/demo`: produces records, commits them slowly as a lagging consumer
-//! would, and asks lagscaler the three questions KEDA asks, printing the answers.
+//! (a real member of its group) would, and asks lagscaler what KEDA would ask in each metric
+//! mode, printing the answers.
 //!
 //! Usage: demo <bootstrap> <scaler-addr> <topic> <seconds>
 
@@ -33,30 +34,43 @@ fn main() -> anyhow::Result<()> {
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .create()?;
+    // A member of the group, so that lagscaler sees one consumer and its throughput.
+    consumer.subscribe(&[topic.as_str()])?;
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let client = Client::new(ChannelBuilder::new(env).connect(scaler));
-    let metadata: HashMap<String, String> = [
-        ("consumerGroup", GROUP),
-        ("topic", topic.as_str()),
-        ("lagThreshold", "20"),
-        ("activationLagThreshold", "5"),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value.to_owned()))
-    .collect();
-    let object = proto::ScaledObjectRef {
-        name: "demo".to_owned(),
-        namespace: "default".to_owned(),
-        scalerMetadata: metadata,
-        ..Default::default()
+    let object = |mode: &str| {
+        let metadata: HashMap<String, String> = [
+            ("consumerGroup", GROUP),
+            ("topic", topic.as_str()),
+            ("lagThreshold", "20"),
+            ("activationLagThreshold", "5"),
+            ("metric", mode),
+            ("targetEtaSeconds", "20"),
+            ("allowIdleConsumers", "true"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        proto::ScaledObjectRef {
+            name: format!("demo-{mode}"),
+            namespace: "default".to_owned(),
+            scalerMetadata: metadata,
+            ..Default::default()
+        }
     };
+    let objects = [object("lag"), object("eta"), object("replicas")];
     let option = || CallOption::default().timeout(Duration::from_secs(3));
 
-    let spec = client.unary_call(&proto::METHOD_GET_METRIC_SPEC, &object, option())?;
-    for spec in &spec.metricSpecs {
-        println!("metric {} target {}", spec.metricName, spec.targetSizeFloat);
+    for object in &objects {
+        let spec = client.unary_call(&proto::METHOD_GET_METRIC_SPEC, object, option())?;
+        for spec in &spec.metricSpecs {
+            println!("metric {} target {}", spec.metricName, spec.targetSizeFloat);
+        }
     }
-    println!("lagscaler answers from its latest poll (every 1 s); the true lag is counted now");
+    println!(
+        "lagscaler answers from its latest poll (every 1 s, rates over 10 s); the true lag is \
+         counted now"
+    );
 
     // The producer writes 12 records a round; the consumer commits 8, so lag grows until the
     // consumer speeds up half-way through and drains it.
@@ -92,22 +106,33 @@ fn main() -> anyhow::Result<()> {
                 Offset::Offset(committed[partition as usize]),
             )?;
         }
-        consumer.commit(&offsets, CommitMode::Sync)?;
-
-        let request = proto::GetMetricsRequest {
-            scaledObjectRef: Some(object.clone()).into(),
-            ..Default::default()
-        };
-        let metrics = client.unary_call(&proto::METHOD_GET_METRICS, &request, option());
-        let active = client.unary_call(&proto::METHOD_IS_ACTIVE, &object, option());
-        let true_lag: i64 = produced.iter().zip(&committed).map(|(p, c)| p - c).sum();
-        match (metrics, active) {
-            (Ok(metrics), Ok(active)) => println!(
-                "round {round:>3}: lagscaler lag {:>4} active {:<5} (true lag now {true_lag})",
-                metrics.metricValues[0].metricValue, active.result
-            ),
-            (Err(err), _) | (_, Err(err)) => println!("round {round:>3}: {err}"),
+        // Serves the group protocol (joining, heartbeats); the records themselves are not used.
+        while consumer.poll(Duration::ZERO).is_some() {}
+        if let Err(err) = consumer.commit(&offsets, CommitMode::Sync) {
+            println!("round {round:>3}: commit failed ({err}); retrying next round");
         }
+
+        let answer = |mode: usize| {
+            let request = proto::GetMetricsRequest {
+                scaledObjectRef: Some(objects[mode].clone()).into(),
+                ..Default::default()
+            };
+            match client.unary_call(&proto::METHOD_GET_METRICS, &request, option()) {
+                Ok(metrics) => format!("{:.1}", metrics.metricValues[0].metricValueFloat),
+                Err(err) => format!("error ({err})"),
+            }
+        };
+        let active = client
+            .unary_call(&proto::METHOD_IS_ACTIVE, &objects[0], option())
+            .map_or_else(|err| format!("error ({err})"), |a| a.result.to_string());
+        let true_lag: i64 = produced.iter().zip(&committed).map(|(p, c)| p - c).sum();
+        println!(
+            "round {round:>3}: lag {:>5}  eta {:>10}s  replicas {:>4}  active {active:<5} \
+             (true lag now {true_lag})",
+            answer(0),
+            answer(1),
+            answer(2),
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
     Ok(())

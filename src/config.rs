@@ -43,6 +43,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "how often each watch reads Kafka offsets (100ms to 1h)",
     },
     Setting {
+        name: "SCALER_RATE_WINDOW",
+        default: "5m",
+        help: "produce and consume rates are estimated over this much history \
+               (at least 2 poll intervals, at most 1h)",
+    },
+    Setting {
         name: "SCALER_WATCH_TTL",
         default: "10m",
         help: "a watch no RPC asked about for this long is stopped (1s to 7d)",
@@ -73,6 +79,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Time between the starts of two polls of one watch.
     pub poll_interval: Duration,
+    /// Rates are estimated over this much of each watch's latest samples.
+    pub rate_window: Duration,
     /// A watch not asked about for this long is stopped.
     pub watch_ttl: Duration,
     /// Whether `SCALER_DEBUG` asked for debug logging.
@@ -134,6 +142,7 @@ impl Default for Config {
                 request_timeout: Duration::from_secs(5),
             },
             poll_interval: Duration::from_secs(5),
+            rate_window: Duration::from_secs(300),
             watch_ttl: Duration::from_secs(600),
             debug: false,
             unknown_vars: Vec::new(),
@@ -186,6 +195,23 @@ impl Config {
                 "a duration from 100ms to 1h, e.g. 5s",
             )?;
         }
+        if let Some(value) = vars.get("SCALER_RATE_WINDOW") {
+            config.rate_window = parse_duration(
+                "SCALER_RATE_WINDOW",
+                value,
+                Duration::from_millis(200),
+                Duration::from_secs(3600),
+                RATE_WINDOW_RULE,
+            )?;
+        }
+        // Checked once both are known: a window shorter than two polls never holds two
+        // samples, so rates would never be known.
+        if config.rate_window < 2 * config.poll_interval {
+            let value = vars
+                .get("SCALER_RATE_WINDOW")
+                .map_or_else(|| "5m (default)".to_owned(), str::to_owned);
+            return Err(invalid("SCALER_RATE_WINDOW", &value, RATE_WINDOW_RULE));
+        }
         if let Some(value) = vars.get("SCALER_WATCH_TTL") {
             config.watch_ttl = parse_duration(
                 "SCALER_WATCH_TTL",
@@ -217,11 +243,13 @@ impl Config {
     /// today is a secret; secrets added later must be redacted here.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} watch_ttl={} debug={}",
+            "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} rate_window={} \
+             watch_ttl={} debug={}",
             self.listen,
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
             humantime::format_duration(self.poll_interval),
+            humantime::format_duration(self.rate_window),
             humantime::format_duration(self.watch_ttl),
             self.debug,
         )
@@ -250,6 +278,9 @@ pub fn help_text() -> String {
     }
     text
 }
+
+const RATE_WINDOW_RULE: &str =
+    "a duration of at least twice SCALER_POLL_INTERVAL and at most 1h, e.g. 5m";
 
 const BOOTSTRAP_RULE: &str =
     "a comma-separated list of host:port, e.g. kafka-0:9092,kafka-1:9092 (ports 1-65535)";
@@ -371,6 +402,7 @@ mod tests {
         assert_eq!(config.kafka.bootstrap_servers, ["localhost:9092"]);
         assert_eq!(config.poll_interval, Duration::from_secs(5));
         assert_eq!(config.watch_ttl, Duration::from_secs(600));
+        assert_eq!(config.rate_window, Duration::from_secs(300));
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(5));
         assert!(!config.debug);
     }
@@ -383,6 +415,7 @@ mod tests {
             ("SCALER_KAFKA_BOOTSTRAP_SERVERS", "a:9092, b.example:9093"),
             ("SCALER_POLL_INTERVAL", "250ms"),
             ("SCALER_WATCH_TTL", "2m"),
+            ("SCALER_RATE_WINDOW", "500ms"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
             ("Scaler_Debug", "TRUE"),
             ("SCALER_REDIS_URL", "localhost"),
@@ -392,6 +425,7 @@ mod tests {
         assert_eq!(config.kafka.bootstrap_servers, ["a:9092", "b.example:9093"]);
         assert_eq!(config.poll_interval, Duration::from_millis(250));
         assert_eq!(config.watch_ttl, Duration::from_secs(120));
+        assert_eq!(config.rate_window, Duration::from_millis(500));
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
         assert!(config.debug);
         assert_eq!(config.unknown_vars, ["SCALER_REDIS_URL"]);
@@ -414,6 +448,8 @@ mod tests {
             ("SCALER_WATCH_TTL", "-1s"),
             ("SCALER_KAFKA_TIMEOUT", "0s"),
             ("SCALER_DEBUG", "maybe"),
+            ("SCALER_RATE_WINDOW", "2h"),
+            ("SCALER_RATE_WINDOW", "9s"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
@@ -421,6 +457,22 @@ mod tests {
             assert!(message.starts_with(name), "{name}={value}: {message}");
             assert!(message.contains("expected"), "{name}={value}: {message}");
         }
+    }
+
+    #[test]
+    fn rate_window_must_hold_two_polls() {
+        let err = Config::from_vars(vars(&[("SCALER_POLL_INTERVAL", "10m")])).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("SCALER_RATE_WINDOW=\"5m (default)\""),
+            "{message}"
+        );
+        let config = Config::from_vars(vars(&[
+            ("SCALER_POLL_INTERVAL", "10m"),
+            ("SCALER_RATE_WINDOW", "20m"),
+        ]))
+        .unwrap();
+        assert_eq!(config.rate_window, Duration::from_secs(1200));
     }
 
     #[test]

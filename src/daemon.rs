@@ -70,6 +70,7 @@ impl Daemon {
             WatchSettings {
                 poll_interval: config.poll_interval,
                 ttl: config.watch_ttl,
+                rate_window: config.rate_window,
             },
         )?);
         let cq_count = std::thread::available_parallelism()

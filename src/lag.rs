@@ -20,6 +20,33 @@ impl fmt::Display for OffsetResetPolicy {
     }
 }
 
+/// How lag is counted on a partition: the watch-level part of KEDA's lag options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LagRule {
+    /// How a partition with no committed offset counts (`offsetResetPolicy`).
+    pub offset_reset: OffsetResetPolicy,
+    /// A partition with no committed offset counts 0 (`scaleToZeroOnInvalidOffset`).
+    pub zero_on_invalid_offset: bool,
+}
+
+impl LagRule {
+    /// KEDA's defaults: latest, and a missing offset counts.
+    pub const DEFAULT: LagRule = LagRule {
+        offset_reset: OffsetResetPolicy::Latest,
+        zero_on_invalid_offset: false,
+    };
+}
+
+impl fmt::Display for LagRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "offsetResetPolicy={}", self.offset_reset)?;
+        if self.zero_on_invalid_offset {
+            f.write_str(" scaleToZeroOnInvalidOffset=true")?;
+        }
+        Ok(())
+    }
+}
+
 /// The offsets of one partition at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -40,9 +67,10 @@ impl PartitionOffsets {
     ///
     /// A committed offset past the high watermark (seen with some brokers) counts 0 rather
     /// than cancelling other partitions' lag, unlike KEDA.
-    pub fn lag(&self, policy: OffsetResetPolicy) -> i64 {
-        match (self.committed, policy) {
+    pub fn lag(&self, rule: LagRule) -> i64 {
+        match (self.committed, rule.offset_reset) {
             (Some(committed), _) => self.high_watermark.saturating_sub(committed).max(0),
+            (None, _) if rule.zero_on_invalid_offset => 0,
             (None, OffsetResetPolicy::Latest) => 1,
             // Only records still retained can be consumed; KEDA counts deleted ones too.
             (None, OffsetResetPolicy::Earliest) => {
@@ -53,15 +81,21 @@ impl PartitionOffsets {
 }
 
 /// Sum of the partitions' lag, saturating rather than overflowing.
-pub fn total_lag(partitions: &[PartitionOffsets], policy: OffsetResetPolicy) -> i64 {
+pub fn total_lag(partitions: &[PartitionOffsets], rule: LagRule) -> i64 {
     partitions.iter().fold(0i64, |sum, partition| {
-        sum.saturating_add(partition.lag(policy))
+        sum.saturating_add(partition.lag(rule))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LATEST: LagRule = LagRule::DEFAULT;
+    const EARLIEST: LagRule = LagRule {
+        offset_reset: OffsetResetPolicy::Earliest,
+        zero_on_invalid_offset: false,
+    };
 
     fn partition(log_start: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
         PartitionOffsets {
@@ -75,32 +109,41 @@ mod tests {
 
     #[test]
     fn committed_lag_is_watermark_minus_commit() {
-        assert_eq!(partition(0, 10, Some(4)).lag(OffsetResetPolicy::Latest), 6);
-        assert_eq!(
-            partition(0, 10, Some(10)).lag(OffsetResetPolicy::Earliest),
-            0
-        );
+        assert_eq!(partition(0, 10, Some(4)).lag(LATEST), 6);
+        assert_eq!(partition(0, 10, Some(10)).lag(EARLIEST), 0);
     }
 
     #[test]
     fn commit_past_watermark_clamps_at_zero() {
-        assert_eq!(partition(0, 1, Some(10)).lag(OffsetResetPolicy::Latest), 0);
+        assert_eq!(partition(0, 1, Some(10)).lag(LATEST), 0);
         let parts = [partition(0, 1, Some(10)), partition(0, 8, Some(3))];
-        assert_eq!(total_lag(&parts, OffsetResetPolicy::Latest), 5);
+        assert_eq!(total_lag(&parts, LATEST), 5);
     }
 
     #[test]
     fn missing_commit_follows_the_policy() {
-        assert_eq!(partition(5, 20, None).lag(OffsetResetPolicy::Latest), 1);
-        assert_eq!(partition(0, 0, None).lag(OffsetResetPolicy::Latest), 1);
-        assert_eq!(partition(5, 20, None).lag(OffsetResetPolicy::Earliest), 15);
-        assert_eq!(partition(0, 0, None).lag(OffsetResetPolicy::Earliest), 0);
+        assert_eq!(partition(5, 20, None).lag(LATEST), 1);
+        assert_eq!(partition(0, 0, None).lag(LATEST), 1);
+        assert_eq!(partition(5, 20, None).lag(EARLIEST), 15);
+        assert_eq!(partition(0, 0, None).lag(EARLIEST), 0);
+    }
+
+    #[test]
+    fn scale_to_zero_on_invalid_offset_counts_missing_commits_zero() {
+        for offset_reset in [OffsetResetPolicy::Latest, OffsetResetPolicy::Earliest] {
+            let rule = LagRule {
+                offset_reset,
+                zero_on_invalid_offset: true,
+            };
+            assert_eq!(partition(5, 20, None).lag(rule), 0);
+            assert_eq!(partition(5, 20, Some(8)).lag(rule), 12);
+        }
     }
 
     #[test]
     fn totals_saturate() {
         let parts = [partition(0, i64::MAX, Some(0)), partition(0, 5, Some(0))];
-        assert_eq!(total_lag(&parts, OffsetResetPolicy::Latest), i64::MAX);
-        assert_eq!(total_lag(&[], OffsetResetPolicy::Latest), 0);
+        assert_eq!(total_lag(&parts, LATEST), i64::MAX);
+        assert_eq!(total_lag(&[], LATEST), 0);
     }
 }

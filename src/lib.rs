@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod estimate;
 pub mod grpc;
 pub mod kafka;
 pub mod lag;

@@ -11,27 +11,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::lag::PartitionOffsets;
+use crate::estimate::Estimate;
 use crate::trigger::WatchKey;
-
-/// One successful poll of a watch.
-#[derive(Clone, Debug)]
-pub struct Sample {
-    /// When the poll started.
-    pub taken_at: Instant,
-    /// Every partition the watch covers, sorted by topic and number.
-    pub partitions: Vec<PartitionOffsets>,
-    /// Sum of the partitions' lag under the watch's offset-reset policy.
-    pub total_lag: i64,
-}
 
 /// What a watch knows right now.
 #[derive(Clone, Debug)]
 pub enum Reading {
     /// The first poll has not finished.
     Pending,
-    /// The last poll succeeded.
-    Fresh(Arc<Sample>),
+    /// The last poll succeeded: what the watch knows since.
+    Fresh(Arc<Estimate>),
     /// The last poll failed, for this reason.
     Failed(Arc<str>),
 }
@@ -161,13 +150,14 @@ mod tests {
     use std::thread;
 
     use super::*;
-    use crate::lag::OffsetResetPolicy;
+    use crate::lag::LagRule;
 
     fn key(group: &str) -> WatchKey {
         WatchKey {
             group: group.to_owned(),
             topic: None,
-            offset_reset: OffsetResetPolicy::Latest,
+            partitions: None,
+            lag_rule: LagRule::DEFAULT,
         }
     }
 

@@ -7,19 +7,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::time::Duration;
 
 use crate::config::{self, KafkaConfig};
-use crate::lag::OffsetResetPolicy;
+use crate::estimate::{MetricMode, Rules, MAX_IDLE_WINDOW};
+use crate::lag::{LagRule, OffsetResetPolicy};
 
 /// What one trigger asks for: which lag to watch and how to turn it into answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trigger {
     /// What is polled; triggers with equal keys share one watch.
     pub watch: WatchKey,
-    /// HPA target per replica (`lagThreshold`).
-    pub lag_threshold: i64,
-    /// Active when the lag is above this (`activationLagThreshold`).
-    pub activation_lag_threshold: i64,
+    /// How the watch's estimates become this trigger's answers.
+    pub rules: Rules,
 }
 
 /// Identity of a watch: everything that decides what a poll reads and how lag is counted.
@@ -29,8 +29,66 @@ pub struct WatchKey {
     pub group: String,
     /// One topic, or `None` for every topic the group has committed offsets for.
     pub topic: Option<String>,
-    /// How a partition without a committed offset counts.
-    pub offset_reset: OffsetResetPolicy,
+    /// Only these partitions of the topic count (`partitionLimitation`); `None` for all.
+    pub partitions: Option<PartitionSet>,
+    /// How a partition's lag is counted.
+    pub lag_rule: LagRule,
+}
+
+/// A set of partition numbers, as KEDA's `partitionLimitation` writes it: `1,2,10-20`.
+/// Kept as sorted, merged, inclusive ranges, so equal sets compare equal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionSet {
+    ranges: Vec<(i32, i32)>,
+}
+
+impl PartitionSet {
+    /// Parses `1,2,10-20` (spaces allowed around items); `None` if anything is malformed.
+    pub fn parse(text: &str) -> Option<PartitionSet> {
+        let mut ranges = Vec::new();
+        for item in text.split(',') {
+            let item = item.trim();
+            let (low, high) = match item.split_once('-') {
+                Some((low, high)) => (low.trim(), high.trim()),
+                None => (item, item),
+            };
+            let low: i32 = low.parse().ok().filter(|n| *n >= 0)?;
+            let high: i32 = high.parse().ok().filter(|n| *n >= low)?;
+            ranges.push((low, high));
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<(i32, i32)> = Vec::with_capacity(ranges.len());
+        for (low, high) in ranges {
+            match merged.last_mut() {
+                Some(last) if low <= last.1.saturating_add(1) => last.1 = last.1.max(high),
+                _ => merged.push((low, high)),
+            }
+        }
+        Some(PartitionSet { ranges: merged })
+    }
+
+    /// Whether `partition` is in the set.
+    pub fn contains(&self, partition: i32) -> bool {
+        self.ranges
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&partition))
+    }
+}
+
+impl fmt::Display for PartitionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (low, high)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if low == high {
+                write!(f, "{low}")?;
+            } else {
+                write!(f, "{low}-{high}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Metadata that cannot be used, with the key, the value and what the key accepts.
@@ -66,30 +124,35 @@ const KEDA_KEYS: &[&str] = &[
     "tlsClientKey",
 ];
 
-/// Keys of KEDA's Kafka trigger that this version does not implement yet.
-const NOT_YET_KEYS: &[&str] = &[
-    "partitionLimitation",
-    "allowIdleConsumers",
-    "excludePersistentLag",
-    "scaleToZeroOnInvalidOffset",
-    "limitToPartitionsWithLag",
-    "ensureEvenDistributionOfPartitions",
-];
-
 /// Keys this version reads.
 const OWN_KEYS: &[&str] = &[
     "entityType",
     "entityName",
     "consumerGroup",
     "topic",
+    "bootstrapServers",
     "lagThreshold",
     "activationLagThreshold",
     "offsetResetPolicy",
-    "bootstrapServers",
+    "partitionLimitation",
+    "allowIdleConsumers",
+    "excludePersistentLag",
+    "scaleToZeroOnInvalidOffset",
+    "limitToPartitionsWithLag",
+    "ensureEvenDistributionOfPartitions",
+    "metric",
+    "targetEtaSeconds",
+    "idleWindow",
 ];
 
 /// Longest value quoted back in an error message.
 const MAX_QUOTED: usize = 120;
+
+/// What KEDA's booleans accept (Go's `strconv.ParseBool`).
+const BOOL_RULE: &str = "true or false (also 1/0, t/f, TRUE/FALSE, True/False)";
+
+/// Longest `targetEtaSeconds`: a week.
+const MAX_TARGET_ETA_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
 impl Trigger {
     /// Parses a trigger's metadata. `cluster` is the Kafka cluster lagscaler is configured
@@ -103,7 +166,8 @@ impl Trigger {
         if let Some(value) = metadata.get("bootstrapServers") {
             check_bootstrap(value, cluster)?;
         }
-        let group = match metadata.get("consumerGroup") {
+        let get = |key: &str| metadata.get(key).map(String::as_str);
+        let group = match get("consumerGroup") {
             None => {
                 return Err(TriggerError::Missing {
                     key: "consumerGroup",
@@ -112,38 +176,117 @@ impl Trigger {
             }
             Some(group) => parse_group(group)?,
         };
-        let topic = match metadata.get("topic").map(String::as_str) {
+        let topic = match get("topic") {
             None | Some("") => None,
             Some(topic) => Some(parse_topic(topic)?),
         };
-        let lag_threshold = match metadata.get("lagThreshold") {
-            None => 10,
-            Some(value) => parse_integer("lagThreshold", value, 1, "an integer > 0")?,
-        };
-        let activation_lag_threshold = match metadata.get("activationLagThreshold") {
-            None => 0,
-            Some(value) => parse_integer("activationLagThreshold", value, 0, "an integer >= 0")?,
-        };
-        let offset_reset = match metadata.get("offsetResetPolicy").map(String::as_str) {
+        let offset_reset = match get("offsetResetPolicy") {
             None | Some("latest") => OffsetResetPolicy::Latest,
             Some("earliest") => OffsetResetPolicy::Earliest,
             Some(other) => return Err(invalid("offsetResetPolicy", other, "latest or earliest")),
         };
+        let flag = |key: &'static str| match get(key) {
+            None => Ok(false),
+            Some(value) => parse_go_bool(value).ok_or_else(|| invalid(key, value, BOOL_RULE)),
+        };
+        let lag_rule = LagRule {
+            offset_reset,
+            zero_on_invalid_offset: flag("scaleToZeroOnInvalidOffset")?,
+        };
+        let partitions = match get("partitionLimitation") {
+            None => None,
+            Some(value) if value.trim().is_empty() => None,
+            Some(value) => Some(PartitionSet::parse(value).ok_or_else(|| {
+                invalid(
+                    "partitionLimitation",
+                    value,
+                    "a comma-separated list of partition numbers and ranges, e.g. 1,2,10-20",
+                )
+            })?),
+        };
+
+        let lag_threshold = match get("lagThreshold") {
+            None => 10,
+            Some(value) => parse_integer("lagThreshold", value, 1, "an integer > 0")?,
+        };
+        let activation_lag_threshold = match get("activationLagThreshold") {
+            None => 0,
+            Some(value) => parse_integer("activationLagThreshold", value, 0, "an integer >= 0")?,
+        };
+        let metric = match get("metric").map(str::trim) {
+            None | Some("lag") => MetricMode::Lag,
+            Some("eta") => MetricMode::Eta,
+            Some("replicas") => MetricMode::Replicas,
+            Some(other) => return Err(invalid("metric", other, "lag, eta or replicas")),
+        };
+        let target_eta = get("targetEtaSeconds").map(parse_target_eta).transpose()?;
+        let idle_window = match get("idleWindow") {
+            None => Duration::ZERO,
+            Some(value) => parse_idle_window(value)?,
+        };
+        let rules = Rules {
+            metric,
+            lag_threshold,
+            activation_lag_threshold,
+            target_eta,
+            idle_window,
+            allow_idle_consumers: flag("allowIdleConsumers")?,
+            exclude_persistent_lag: flag("excludePersistentLag")?,
+            limit_to_partitions_with_lag: flag("limitToPartitionsWithLag")?,
+            ensure_even_distribution: flag("ensureEvenDistributionOfPartitions")?,
+        };
+
+        // KEDA's combination rules; partitionLimitation without a topic is refused rather than
+        // ignored as KEDA does.
+        if rules.allow_idle_consumers && rules.limit_to_partitions_with_lag {
+            return Err(invalid(
+                "limitToPartitionsWithLag",
+                "true",
+                "false while allowIdleConsumers is true: the two cannot be set together",
+            ));
+        }
+        if topic.is_none() {
+            let needs_topic = [
+                (
+                    "limitToPartitionsWithLag",
+                    rules.limit_to_partitions_with_lag,
+                ),
+                (
+                    "ensureEvenDistributionOfPartitions",
+                    rules.ensure_even_distribution,
+                ),
+                ("partitionLimitation", partitions.is_some()),
+            ];
+            if let Some((key, _)) = needs_topic.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    key,
+                    get(key).unwrap_or_default(),
+                    "a topic to apply to: set topic as well",
+                ));
+            }
+        }
+        if matches!(metric, MetricMode::Eta | MetricMode::Replicas) && target_eta.is_none() {
+            return Err(TriggerError::Missing {
+                key: "targetEtaSeconds",
+                accepted: "seconds to drain the lag in (a number > 0), required by metric=eta \
+                           and metric=replicas",
+            });
+        }
         Ok(Trigger {
             watch: WatchKey {
                 group,
                 topic,
-                offset_reset,
+                partitions,
+                lag_rule,
             },
-            lag_threshold,
-            activation_lag_threshold,
+            rules,
         })
     }
 
-    /// The metric's name: stable for a group and topic, and safe for an HPA metric name.
+    /// The metric's name: stable for a mode, group and topic, and safe for an HPA metric name.
     pub fn metric_name(&self) -> String {
         let topic = self.watch.topic.as_deref().unwrap_or("all-topics");
-        let raw = format!("kafka-lag-{}-{}", self.watch.group, topic);
+        let raw = format!("kafka-{}-{}-{}", self.rules.metric, self.watch.group, topic);
         raw.chars()
             .map(|ch| {
                 if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
@@ -154,17 +297,30 @@ impl Trigger {
             })
             .collect()
     }
+
+    /// The HPA target of the metric: `lagThreshold` per replica for `lag`, the ETA aimed at
+    /// for `eta` (meant for `metricType: Value`), and 1 per replica for `replicas`.
+    pub fn target(&self) -> f64 {
+        match self.rules.metric {
+            MetricMode::Lag => self.rules.lag_threshold as f64,
+            MetricMode::Eta => self.rules.target_eta.map_or(0.0, |eta| eta.as_secs_f64()),
+            MetricMode::Replicas => 1.0,
+        }
+    }
 }
 
 impl fmt::Display for WatchKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "group={} topic={} offsetResetPolicy={}",
+            "group={} topic={}",
             self.group,
             self.topic.as_deref().unwrap_or("*"),
-            self.offset_reset
-        )
+        )?;
+        if let Some(partitions) = &self.partitions {
+            write!(f, " partitions={partitions}")?;
+        }
+        write!(f, " {}", self.lag_rule)
     }
 }
 
@@ -175,17 +331,9 @@ fn check_keys(metadata: &HashMap<String, String>) -> Result<(), TriggerError> {
         if OWN_KEYS.contains(&key) || KEDA_KEYS.contains(&key) {
             continue;
         }
-        let value = &metadata[key];
-        if NOT_YET_KEYS.contains(&key) {
-            return Err(invalid(
-                key,
-                value,
-                "nothing: this KEDA Kafka option is not supported by this lagscaler version",
-            ));
-        }
         return Err(TriggerError::Invalid {
             key: quote(key),
-            value: quote(value),
+            value: quote(&metadata[key]),
             accepted: format!("no such key; accepted keys are {}", OWN_KEYS.join(", ")),
         });
     }
@@ -273,6 +421,49 @@ fn parse_integer(
         .ok_or_else(|| invalid(key, value, accepted))
 }
 
+/// Go's `strconv.ParseBool`, which KEDA uses for its flags (surrounding spaces allowed).
+fn parse_go_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_target_eta(value: &str) -> Result<Duration, TriggerError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+        .filter(|seconds| *seconds <= MAX_TARGET_ETA_SECONDS)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            invalid(
+                "targetEtaSeconds",
+                value,
+                "a number of seconds > 0 and at most 604800 (a week), e.g. 60",
+            )
+        })
+}
+
+fn parse_idle_window(value: &str) -> Result<Duration, TriggerError> {
+    let text = value.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).ok(),
+    };
+    parsed
+        .filter(|window| *window <= MAX_IDLE_WINDOW)
+        .ok_or_else(|| {
+            invalid(
+                "idleWindow",
+                value,
+                "a duration from 0 to 1h such as 2m or 90s (a bare number is seconds)",
+            )
+        })
+}
+
 fn invalid(key: &str, value: &str, accepted: &str) -> TriggerError {
     TriggerError::Invalid {
         key: quote(key),
@@ -316,9 +507,12 @@ mod tests {
         let trigger = parse(&[("consumerGroup", "orders"), ("scalerAddress", "x:8090")]).unwrap();
         assert_eq!(trigger.watch.group, "orders");
         assert_eq!(trigger.watch.topic, None);
-        assert_eq!(trigger.watch.offset_reset, OffsetResetPolicy::Latest);
-        assert_eq!(trigger.lag_threshold, 10);
-        assert_eq!(trigger.activation_lag_threshold, 0);
+        assert_eq!(trigger.watch.partitions, None);
+        assert_eq!(trigger.watch.lag_rule, LagRule::DEFAULT);
+        assert_eq!(trigger.rules, Rules::default());
+        assert_eq!(trigger.rules.lag_threshold, 10);
+        assert_eq!(trigger.rules.activation_lag_threshold, 0);
+        assert_eq!(trigger.target(), 10.0);
     }
 
     #[test]
@@ -331,13 +525,41 @@ mod tests {
             ("activationLagThreshold", "5"),
             ("offsetResetPolicy", "earliest"),
             ("bootstrapServers", "k2:9092,k1:9092"),
+            ("partitionLimitation", "3, 0-1"),
+            ("allowIdleConsumers", "false"),
+            ("excludePersistentLag", "true"),
+            ("scaleToZeroOnInvalidOffset", "True"),
+            ("limitToPartitionsWithLag", "1"),
+            ("ensureEvenDistributionOfPartitions", "t"),
+            ("metric", "eta"),
+            ("targetEtaSeconds", "90"),
+            ("idleWindow", "2m"),
         ])
         .unwrap();
-        assert_eq!(trigger.watch.topic.as_deref(), Some("orders.v1"));
-        assert_eq!(trigger.lag_threshold, 50);
-        assert_eq!(trigger.activation_lag_threshold, 5);
-        assert_eq!(trigger.watch.offset_reset, OffsetResetPolicy::Earliest);
-        assert_eq!(trigger.metric_name(), "kafka-lag-orders-orders-v1");
+        let watch = &trigger.watch;
+        assert_eq!(watch.topic.as_deref(), Some("orders.v1"));
+        assert_eq!(watch.partitions.as_ref().unwrap().to_string(), "0-1,3");
+        assert_eq!(
+            watch.lag_rule,
+            LagRule {
+                offset_reset: OffsetResetPolicy::Earliest,
+                zero_on_invalid_offset: true
+            }
+        );
+        let expected = Rules {
+            metric: MetricMode::Eta,
+            lag_threshold: 50,
+            activation_lag_threshold: 5,
+            target_eta: Some(Duration::from_secs(90)),
+            idle_window: Duration::from_secs(120),
+            allow_idle_consumers: false,
+            exclude_persistent_lag: true,
+            limit_to_partitions_with_lag: true,
+            ensure_even_distribution: true,
+        };
+        assert_eq!(trigger.rules, expected);
+        assert_eq!(trigger.metric_name(), "kafka-eta-orders-orders-v1");
+        assert_eq!(trigger.target(), 90.0);
     }
 
     #[test]
@@ -347,74 +569,153 @@ mod tests {
         assert_eq!(trigger.metric_name(), "kafka-lag-g-all-topics");
     }
 
+    /// Every KEDA key, and lagscaler's own, with values that must be accepted.
+    #[test]
+    fn valid_values_of_every_key_are_accepted() {
+        let base = [("consumerGroup", "g"), ("topic", "t")];
+        let cases: &[(&str, &str)] = &[
+            ("bootstrapServers", "k1:9092,k2:9092"),
+            ("bootstrapServers", " k2:9092 , k1:9092 "),
+            ("lagThreshold", "1"),
+            ("lagThreshold", " 9223372036854775807 "),
+            ("activationLagThreshold", "0"),
+            ("activationLagThreshold", "100"),
+            ("offsetResetPolicy", "latest"),
+            ("offsetResetPolicy", "earliest"),
+            ("partitionLimitation", "0"),
+            ("partitionLimitation", "1,2,10-20"),
+            ("partitionLimitation", ""),
+            ("allowIdleConsumers", "true"),
+            ("allowIdleConsumers", "F"),
+            ("excludePersistentLag", "TRUE"),
+            ("excludePersistentLag", "0"),
+            ("scaleToZeroOnInvalidOffset", "true"),
+            ("limitToPartitionsWithLag", "true"),
+            ("ensureEvenDistributionOfPartitions", "true"),
+            ("metric", "lag"),
+            ("targetEtaSeconds", "60"),
+            ("targetEtaSeconds", "0.5"),
+            ("idleWindow", "0"),
+            ("idleWindow", "90s"),
+            ("idleWindow", "120"),
+            ("idleWindow", "1h"),
+            ("entityType", "consumerGroup"),
+            ("entityName", "consumerGroup"),
+            ("scalerAddress", "lagscaler:8090"),
+            ("enableTLS", "false"),
+            ("unsafeSsl", "true"),
+        ];
+        for (key, value) in cases {
+            let mut pairs = base.to_vec();
+            pairs.push((key, value));
+            if let Err(err) = parse(&pairs) {
+                panic!("{key}={value:?} refused: {err}");
+            }
+        }
+        for metric in ["eta", "replicas"] {
+            let trigger = parse(&[
+                ("consumerGroup", "g"),
+                ("metric", metric),
+                ("targetEtaSeconds", "30"),
+            ])
+            .unwrap();
+            assert_eq!(trigger.rules.metric.as_str(), metric);
+        }
+    }
+
+    /// Invalid values and combinations, each refused naming the key.
     #[test]
     fn bad_metadata_names_the_key() {
+        let g = ("consumerGroup", "g");
+        let t = ("topic", "t");
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "consumerGroup"),
             (&[("consumerGroup", "")], "consumerGroup"),
             (&[("consumerGroup", " g")], "consumerGroup"),
             (&[("consumerGroup", "g\n")], "consumerGroup"),
+            (&[g, ("lagThreshold", "abc")], "lagThreshold"),
+            (&[g, ("lagThreshold", "0")], "lagThreshold"),
+            (&[g, ("lagThreshold", "-3")], "lagThreshold"),
+            (&[g, ("lagThreshold", "1.5")], "lagThreshold"),
             (
-                &[("consumerGroup", "g"), ("lagThreshold", "abc")],
+                &[g, ("lagThreshold", "99999999999999999999")],
                 "lagThreshold",
             ),
             (
-                &[("consumerGroup", "g"), ("lagThreshold", "0")],
-                "lagThreshold",
+                &[g, ("activationLagThreshold", "-1")],
+                "activationLagThreshold",
+            ),
+            (&[g, ("offsetResetPolicy", "sideways")], "offsetResetPolicy"),
+            (&[g, ("offsetResetPolicy", "Latest")], "offsetResetPolicy"),
+            (&[g, ("topic", "a,b")], "topic"),
+            (&[g, ("topic", "..")], "topic"),
+            (&[g, ("entityType", "plugin")], "entityType"),
+            (&[g, ("entityName", "queue")], "entityName"),
+            (&[g, ("bootstrapServers", "evil:9092")], "bootstrapServers"),
+            (&[g, ("bootstrapServers", "k1:9092")], "bootstrapServers"),
+            (&[g, ("lagTreshold", "5")], "lagTreshold"),
+            (
+                &[g, t, ("partitionLimitation", "1,x")],
+                "partitionLimitation",
             ),
             (
-                &[("consumerGroup", "g"), ("lagThreshold", "-3")],
-                "lagThreshold",
+                &[g, t, ("partitionLimitation", "5-2")],
+                "partitionLimitation",
             ),
             (
-                &[("consumerGroup", "g"), ("lagThreshold", "1.5")],
-                "lagThreshold",
+                &[g, t, ("partitionLimitation", "-1")],
+                "partitionLimitation",
+            ),
+            (
+                &[g, t, ("partitionLimitation", "1,,2")],
+                "partitionLimitation",
+            ),
+            (&[g, ("partitionLimitation", "1,2")], "partitionLimitation"),
+            (&[g, t, ("allowIdleConsumers", "yes")], "allowIdleConsumers"),
+            (
+                &[g, t, ("excludePersistentLag", "on")],
+                "excludePersistentLag",
+            ),
+            (
+                &[g, t, ("scaleToZeroOnInvalidOffset", "tRUE")],
+                "scaleToZeroOnInvalidOffset",
+            ),
+            (
+                &[g, t, ("limitToPartitionsWithLag", "2")],
+                "limitToPartitionsWithLag",
+            ),
+            (
+                &[g, ("limitToPartitionsWithLag", "true")],
+                "limitToPartitionsWithLag",
             ),
             (
                 &[
-                    ("consumerGroup", "g"),
-                    ("lagThreshold", "99999999999999999999"),
+                    g,
+                    t,
+                    ("allowIdleConsumers", "true"),
+                    ("limitToPartitionsWithLag", "true"),
                 ],
-                "lagThreshold",
+                "limitToPartitionsWithLag",
             ),
             (
-                &[("consumerGroup", "g"), ("activationLagThreshold", "-1")],
-                "activationLagThreshold",
+                &[g, t, ("ensureEvenDistributionOfPartitions", "nope")],
+                "ensureEvenDistributionOfPartitions",
             ),
             (
-                &[("consumerGroup", "g"), ("offsetResetPolicy", "sideways")],
-                "offsetResetPolicy",
+                &[g, ("ensureEvenDistributionOfPartitions", "true")],
+                "ensureEvenDistributionOfPartitions",
             ),
-            (
-                &[("consumerGroup", "g"), ("offsetResetPolicy", "Latest")],
-                "offsetResetPolicy",
-            ),
-            (&[("consumerGroup", "g"), ("topic", "a,b")], "topic"),
-            (&[("consumerGroup", "g"), ("topic", "..")], "topic"),
-            (
-                &[("consumerGroup", "g"), ("entityType", "plugin")],
-                "entityType",
-            ),
-            (
-                &[("consumerGroup", "g"), ("entityName", "queue")],
-                "entityName",
-            ),
-            (
-                &[("consumerGroup", "g"), ("bootstrapServers", "evil:9092")],
-                "bootstrapServers",
-            ),
-            (
-                &[("consumerGroup", "g"), ("bootstrapServers", "k1:9092")],
-                "bootstrapServers",
-            ),
-            (
-                &[("consumerGroup", "g"), ("lagTreshold", "5")],
-                "lagTreshold",
-            ),
-            (
-                &[("consumerGroup", "g"), ("allowIdleConsumers", "true")],
-                "allowIdleConsumers",
-            ),
+            (&[g, ("metric", "lagg")], "metric"),
+            (&[g, ("metric", "eta")], "targetEtaSeconds"),
+            (&[g, ("metric", "replicas")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "0")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "-5")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "NaN")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "inf")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "1m")], "targetEtaSeconds"),
+            (&[g, ("idleWindow", "2 fortnights")], "idleWindow"),
+            (&[g, ("idleWindow", "-5")], "idleWindow"),
+            (&[g, ("idleWindow", "2h")], "idleWindow"),
         ];
         for (pairs, key) in cases {
             let message = parse(pairs).unwrap_err().to_string();
@@ -424,6 +725,15 @@ mod tests {
             );
             assert!(message.contains("expected"), "{pairs:?}: {message}");
         }
+    }
+
+    #[test]
+    fn partition_sets_are_normalised() {
+        let set = PartitionSet::parse("10-20, 2,1, 3-4,21").unwrap();
+        assert_eq!(set.to_string(), "1-4,10-21");
+        assert_eq!(set, PartitionSet::parse("1-4,10-21").unwrap());
+        assert!(set.contains(3) && set.contains(21) && !set.contains(5));
+        assert_eq!(PartitionSet::parse("7").unwrap().to_string(), "7");
     }
 
     #[test]

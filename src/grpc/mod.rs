@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
 use log::{debug, warn};
 
 use crate::config::KafkaConfig;
+use crate::estimate::{Decision, Estimate, MetricMode};
 use crate::store::Reading;
 use crate::trigger::Trigger;
 use crate::watch::Registry;
@@ -101,9 +102,9 @@ struct Scaler {
 impl Scaler {
     fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
-        let lag = self.current_lag(&trigger)?;
+        let decision = self.decide(&trigger)?;
         Ok(IsActiveResponse {
-            result: lag > trigger.activation_lag_threshold,
+            result: decision.active,
             ..Default::default()
         })
     }
@@ -113,10 +114,12 @@ impl Scaler {
         // KEDA asks for the spec first: registering the watch here starts its first poll
         // before the GetMetrics call that needs it.
         self.registry.watch(&trigger.watch);
+        let target = trigger.target();
         let spec = MetricSpec {
             metricName: trigger.metric_name(),
-            targetSize: trigger.lag_threshold,
-            targetSizeFloat: trigger.lag_threshold as f64,
+            // Older KEDA reads only the integer; it must not round a small target to 0.
+            targetSize: (target.ceil() as i64).max(1),
+            targetSizeFloat: target,
             ..Default::default()
         };
         Ok(GetMetricSpecResponse {
@@ -134,11 +137,28 @@ impl Scaler {
             ));
         };
         let trigger = self.trigger(&object.scalerMetadata)?;
-        let lag = self.current_lag(&trigger)?;
+        let decision = self.decide(&trigger)?;
+        let mode = trigger.rules.metric;
+        debug!(
+            "GetMetrics {}: {} {}: {decision}",
+            caller(object),
+            trigger.watch,
+            mode
+        );
+        let value = decision.metric_value(mode).map_err(|why| {
+            RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!("{} of {}: {why}", mode, trigger.watch),
+            )
+        })?;
         let value = MetricValue {
             metricName: trigger.metric_name(),
-            metricValue: lag,
-            metricValueFloat: lag as f64,
+            metricValue: match mode {
+                MetricMode::Lag => decision.metric_lag,
+                // Rounded up, so that older KEDA (integers only) errs towards scaling up.
+                MetricMode::Eta | MetricMode::Replicas => value.ceil() as i64,
+            },
+            metricValueFloat: value,
             ..Default::default()
         };
         Ok(GetMetricsResponse {
@@ -153,19 +173,25 @@ impl Scaler {
         })
     }
 
-    /// The watch's latest total lag, or UNAVAILABLE saying why there is none.
-    fn current_lag(&self, trigger: &Trigger) -> Result<i64, RpcStatus> {
+    /// The trigger's decision from its watch's latest estimate.
+    fn decide(&self, trigger: &Trigger) -> Result<Decision, RpcStatus> {
+        let estimate = self.current_estimate(trigger)?;
+        Ok(trigger.rules.decide(&estimate, Instant::now()))
+    }
+
+    /// The watch's latest estimate, or UNAVAILABLE saying why there is none.
+    fn current_estimate(&self, trigger: &Trigger) -> Result<Arc<Estimate>, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch);
         match slot.first_reading(FIRST_SAMPLE_WAIT) {
-            Reading::Fresh(sample) if sample.taken_at.elapsed() <= self.stale_after => {
-                Ok(sample.total_lag)
+            Reading::Fresh(estimate) if estimate.taken_at.elapsed() <= self.stale_after => {
+                Ok(estimate)
             }
-            Reading::Fresh(sample) => Err(RpcStatus::with_message(
+            Reading::Fresh(estimate) => Err(RpcStatus::with_message(
                 RpcStatusCode::UNAVAILABLE,
                 format!(
                     "the latest sample of {} is {} old (stale after {})",
                     trigger.watch,
-                    humantime::format_duration(round_to_ms(sample.taken_at.elapsed())),
+                    humantime::format_duration(round_to_ms(estimate.taken_at.elapsed())),
                     humantime::format_duration(self.stale_after)
                 ),
             )),

@@ -63,6 +63,14 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
+    /// Describing the group (DescribeGroups) failed.
+    #[error("describing group {group}: {cause}")]
+    DescribeGroup {
+        /// The group.
+        group: String,
+        /// librdkafka's reason.
+        cause: String,
+    },
     /// The trigger names no topic and the group has no committed offset anywhere.
     #[error(
         "group {group} has no committed offsets and the trigger names no topic, so there is \
@@ -182,6 +190,23 @@ impl KafkaClient {
                 cause,
             }
         })
+    }
+
+    /// Active members of `group` (DescribeGroups); 0 for a group that is empty or unknown.
+    pub fn group_members(&self, group: &str) -> Result<usize, KafkaError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(group), self.timeout)
+            .map_err(|err| KafkaError::DescribeGroup {
+                group: group.to_owned(),
+                cause: err.to_string(),
+            })?;
+        Ok(list
+            .groups()
+            .iter()
+            .filter(|info| info.name() == group)
+            .map(|info| info.members().len())
+            .sum())
     }
 
     /// The partition numbers of `topic`, sorted.

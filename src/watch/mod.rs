@@ -35,6 +35,8 @@ pub struct WatchSettings {
     pub poll_interval: Duration,
     /// A watch not asked about for this long is stopped.
     pub ttl: Duration,
+    /// Rates are estimated over this much of the latest samples.
+    pub rate_window: Duration,
 }
 
 /// What went wrong while stopping the watches.
@@ -222,7 +224,7 @@ impl Supervisor {
             slot.id,
             slot.key.clone(),
             Arc::clone(&self.client),
-            self.settings.poll_interval,
+            (self.settings.poll_interval, self.settings.rate_window),
             self.results_tx.clone(),
             stop_rx,
         );

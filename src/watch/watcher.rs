@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
+use crate::estimate::{Estimate, Eta, NotDraining, Window};
 use crate::kafka::KafkaClient;
-use crate::lag::total_lag;
-use crate::store::{Reading, Sample};
+use crate::lag::PartitionOffsets;
+use crate::store::Reading;
 use crate::trigger::WatchKey;
 
 /// A poll's result, addressed to the watch that made it.
@@ -25,12 +26,13 @@ pub struct PollResult {
 pub enum Never {}
 
 /// Starts the watcher thread for `key`. It polls at once, then every `interval`, until the
-/// sender of `stop` is dropped or the supervisor's channel closes.
+/// sender of `stop` is dropped or the supervisor's channel closes. Rates are estimated over
+/// `rate_window`.
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
     client: Arc<KafkaClient>,
-    interval: Duration,
+    (interval, rate_window): (Duration, Duration),
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -41,7 +43,10 @@ pub fn spawn(
         interval,
         results,
         stop,
+        window: Window::new(rate_window),
         failing: false,
+        members_failing: false,
+        not_draining: None,
     };
     thread::Builder::new()
         .name(thread_name(&watcher.key))
@@ -60,8 +65,14 @@ struct Watcher {
     interval: Duration,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
+    /// The estimator's memory of this watch's samples.
+    window: Window,
     /// Whether the previous poll failed, so that a failure and a recovery are each logged once.
     failing: bool,
+    /// Whether describing the group failed last time, likewise.
+    members_failing: bool,
+    /// Why the lag was not draining at the previous sample, to log changes only.
+    not_draining: Option<NotDraining>,
 }
 
 impl Watcher {
@@ -93,31 +104,29 @@ impl Watcher {
 
     fn poll(&mut self) -> Reading {
         let started = Instant::now();
-        let snapshot = self
-            .client
-            .snapshot(&self.key.group, self.key.topic.as_deref());
-        match snapshot {
-            Ok(partitions) => {
-                let total_lag = total_lag(&partitions, self.key.offset_reset);
+        match self.read() {
+            Ok((offsets, members)) => {
+                let estimate = self
+                    .window
+                    .record(started, offsets, members, self.key.lag_rule);
                 debug!(
-                    "poll {}: lag {} over {} partitions in {:?}",
+                    "poll {}: lag {} over {} partitions, rates {:?}, members {:?}, in {:?}",
                     self.key,
-                    total_lag,
-                    partitions.len(),
+                    estimate.total_lag,
+                    estimate.partitions.len(),
+                    estimate.rates,
+                    estimate.members,
                     started.elapsed()
                 );
                 if self.failing {
                     info!("watch recovered: {}", self.key);
                     self.failing = false;
                 }
-                Reading::Fresh(Arc::new(Sample {
-                    taken_at: started,
-                    partitions,
-                    total_lag,
-                }))
+                self.log_drain_change(&estimate);
+                Reading::Fresh(Arc::new(estimate))
             }
-            Err(err) => {
-                let cause = err.to_string();
+            Err(cause) => {
+                self.window.record_failure(started);
                 if !self.failing {
                     warn!("watch failing: {}: {cause}", self.key);
                     self.failing = true;
@@ -126,6 +135,68 @@ impl Watcher {
                 }
                 Reading::Failed(cause.into())
             }
+        }
+    }
+
+    /// One sample's offsets (only the partitions the watch covers) and the group's active
+    /// members, `None` when the group could not be described (only the replica target
+    /// needs them, so that is not a failed poll).
+    fn read(&mut self) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+        let mut offsets = self
+            .client
+            .snapshot(&self.key.group, self.key.topic.as_deref())
+            .map_err(|err| err.to_string())?;
+        if let Some(set) = &self.key.partitions {
+            let n_partitions = offsets.len();
+            offsets.retain(|offsets| set.contains(offsets.partition));
+            if offsets.is_empty() {
+                return Err(format!(
+                    "partitionLimitation {set} matches none of the {n_partitions} partitions \
+                     of topic {}",
+                    self.key.topic.as_deref().unwrap_or("*")
+                ));
+            }
+        }
+        let members = match self.client.group_members(&self.key.group) {
+            Ok(members) => {
+                if self.members_failing {
+                    info!("describing the group works again: {}", self.key);
+                    self.members_failing = false;
+                }
+                Some(members)
+            }
+            Err(err) => {
+                if !self.members_failing {
+                    warn!("{err}; replica targets of {} are unknown", self.key);
+                    self.members_failing = true;
+                }
+                None
+            }
+        };
+        Ok((offsets, members))
+    }
+
+    /// Logs when the lag stops draining (and why) or drains again.
+    fn log_drain_change(&mut self, estimate: &Estimate) {
+        match estimate.eta() {
+            Eta::NotDraining(why) => {
+                if self.not_draining != Some(why) {
+                    info!(
+                        "watch {}: lag {} is not draining: {why}",
+                        self.key, estimate.total_lag
+                    );
+                    self.not_draining = Some(why);
+                }
+            }
+            eta @ (Eta::Draining(_) | Eta::InFlight(_) | Eta::Zero) => {
+                if self.not_draining.take().is_some() {
+                    info!(
+                        "watch {}: lag {} drains again (eta {eta})",
+                        self.key, estimate.total_lag
+                    );
+                }
+            }
+            Eta::Unknown => {}
         }
     }
 }

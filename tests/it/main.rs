@@ -2,5 +2,6 @@
 //! real gRPC client, all on loopback.
 
 mod binary;
+mod estimator;
 mod scaler;
 mod support;

@@ -132,27 +132,21 @@ impl Tansu {
     /// Produces `count` records to one partition, one record per produce request (the
     /// broker counts only a batch's first record in its high watermark).
     pub fn produce(&self, topic: &str, partition: i32, count: usize) {
-        let producer: BaseProducer = ClientConfig::new()
+        let producer = self.producer();
+        for _ in 0..count {
+            produce_one(&producer, topic, partition);
+        }
+    }
+
+    /// A producer that sends each record in a request of its own (see [`produce_one`]).
+    pub fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("linger.ms", "0")
             .set("batch.num.messages", "1")
             .set("message.timeout.ms", "10000")
             .create()
-            .expect("create test producer");
-        for idx in 0..count {
-            let payload = format!("record-{idx}");
-            producer
-                .send(
-                    BaseRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&payload),
-                )
-                .map_err(|(err, _)| err)
-                .expect("enqueue a record");
-            producer
-                .flush(Duration::from_secs(10))
-                .unwrap_or_else(|err| panic!("flush to {topic}[{partition}]: {err}"));
-        }
+            .expect("create test producer")
     }
 
     /// Commits `offsets` (topic, partition, offset) for `group`, as a consumer would.
@@ -171,6 +165,27 @@ impl Tansu {
         consumer
             .commit(&list, CommitMode::Sync)
             .unwrap_or_else(|err| panic!("commit {offsets:?} for {group}: {err}"));
+    }
+}
+
+/// Sends one record and waits until the broker has acknowledged it.
+pub fn produce_one(producer: &BaseProducer, topic: &str, partition: i32) {
+    producer
+        .send(
+            BaseRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload("record"),
+        )
+        .map_err(|(err, _)| err)
+        .expect("enqueue a record");
+    // Not `flush`: it sleeps in steps of up to 100 ms, which caps a producer at ~10 records/s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while producer.in_flight_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}[{partition}]: record not acknowledged within 10 s"
+        );
+        producer.poll(Duration::from_millis(1));
     }
 }
 
@@ -317,8 +332,12 @@ pub struct Scaler {
 impl Scaler {
     /// Starts the daemon on a free loopback port against `bootstrap`.
     pub fn start(bootstrap: &str, poll_interval: Duration, watch_ttl: Duration) -> Scaler {
-        init_logging();
-        let config = Config {
+        Scaler::start_with(Scaler::config(bootstrap, poll_interval, watch_ttl))
+    }
+
+    /// The settings [`Scaler::start`] uses, to adjust before [`Scaler::start_with`].
+    pub fn config(bootstrap: &str, poll_interval: Duration, watch_ttl: Duration) -> Config {
+        Config {
             listen: "127.0.0.1:0".parse().expect("loopback address"),
             kafka: KafkaConfig {
                 bootstrap_servers: vec![bootstrap.to_owned()],
@@ -327,7 +346,12 @@ impl Scaler {
             poll_interval,
             watch_ttl,
             ..Config::default()
-        };
+        }
+    }
+
+    /// Starts the daemon with `config`.
+    pub fn start_with(config: Config) -> Scaler {
+        init_logging();
         let daemon = Daemon::start(&config).expect("start the daemon");
         let client = GrpcClient::connect(&daemon.addr().to_string());
         Scaler {

@@ -1,0 +1,1353 @@
+//! The estimator: produce and consume rates, time to drain (ETA), replica targets and
+//! idleness, from a watch's recent samples. Pure: no IO, and no clock of its own (every
+//! function is given the times it needs), so it is tested with synthetic sample streams.
+//!
+//! A watch's [`Window`] remembers, per partition, the high watermarks and committed offsets of
+//! the samples within the rate window, and the lag history the idle window needs. Each sample
+//! it records yields an [`Estimate`]: what the watch knows at that moment. A trigger's
+//! [`Rules`] then turn an estimate into a [`Decision`]: the values of every metric mode and
+//! whether the workload is active.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lag::{LagRule, PartitionOffsets};
+
+/// The ETA reported while lag is not draining: one year, in seconds. Large enough that an
+/// HPA with `metricType: Value` scales up as far as it may, finite so that KEDA does not turn
+/// it into 0 (it maps NaN and infinities to 0). Draining ETAs are capped at it too.
+pub const NOT_DRAINING_ETA_SECONDS: f64 = 31_536_000.0;
+
+/// Most points a partition's series keeps, whatever the window: with a poll interval shorter
+/// than `rate window / MAX_POINTS`, the effective window shrinks to `MAX_POINTS` polls.
+pub const MAX_POINTS: usize = 360;
+
+/// The longest idle window a trigger may ask for; the lag history spans this much.
+pub const MAX_IDLE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Most entries the lag history keeps (see [`LagHistory`]).
+const MAX_HISTORY: usize = 4096;
+
+/// A net drain rate below this many records per second counts as not draining.
+const MIN_NET_RATE: f64 = 1e-9;
+
+/// A watch's memory of recent samples.
+#[derive(Debug)]
+pub struct Window {
+    rate_window: Duration,
+    /// Times of the successful samples within the rate window.
+    samples: VecDeque<Instant>,
+    partitions: BTreeMap<(String, i32), PartitionHistory>,
+    /// Active members of the group at each sample in the window, where known.
+    members: VecDeque<(Instant, usize)>,
+    history: LagHistory,
+}
+
+#[derive(Debug, Default)]
+struct PartitionHistory {
+    /// High watermarks.
+    produced: Series,
+    /// Committed offsets.
+    consumed: Series,
+    /// The committed offset at the previous sample, for `excludePersistentLag`.
+    previous_committed: Option<i64>,
+}
+
+/// Points `(time, offset)` of one partition, oldest first, never decreasing: an offset that
+/// goes back (topic recreated, group reset) starts the series afresh.
+#[derive(Debug, Default)]
+struct Series {
+    points: VecDeque<(Instant, i64)>,
+}
+
+impl Series {
+    fn push(&mut self, at: Instant, value: i64) {
+        if self.points.back().is_some_and(|(_, last)| value < *last) {
+            self.points.clear();
+        }
+        self.points.push_back((at, value));
+        if self.points.len() > MAX_POINTS {
+            self.points.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.points.clear();
+    }
+
+    fn prune(&mut self, oldest: Instant) {
+        while self.points.front().is_some_and(|(at, _)| *at < oldest) {
+            self.points.pop_front();
+        }
+    }
+
+    /// Records per second: the least-squares slope of the points, `None` with fewer than
+    /// two distinct times. Using every point, not the two ends, keeps one late or missed
+    /// poll from skewing the rate.
+    fn rate(&self) -> Option<f64> {
+        let (first_at, first_value) = *self.points.front()?;
+        let points: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .map(|(at, value)| {
+                (
+                    at.duration_since(first_at).as_secs_f64(),
+                    // Relative to the first point, so that large offsets keep their precision.
+                    value.saturating_sub(first_value) as f64,
+                )
+            })
+            .collect();
+        least_squares_slope(&points)
+    }
+}
+
+/// The slope of the least-squares line through `points`, `None` with fewer than two
+/// distinct x values.
+pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|(x, _)| x).sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mean_x) * (y - mean_y);
+        sxx += (x - mean_x) * (x - mean_x);
+    }
+    if sxx <= f64::EPSILON {
+        return None;
+    }
+    Some(sxy / sxx)
+}
+
+/// What a watch knows after one successful sample.
+#[derive(Clone, Debug)]
+pub struct Estimate {
+    /// When the sample's poll started.
+    pub taken_at: Instant,
+    /// Every partition the watch covers, sorted by topic and number.
+    pub partitions: Vec<PartitionEstimate>,
+    /// Sum of the partitions' lag (what activation compares).
+    pub total_lag: i64,
+    /// Produce and consume rates over the window; `None` until it holds two samples.
+    pub rates: Option<Rates>,
+    /// Active members of the group now; `None` when describing the group failed.
+    pub members: Option<usize>,
+    /// Mean of the known member counts over the window, what per-member throughput divides
+    /// by (the consume rate was earned by the members of the whole window, not only today's).
+    pub mean_members: Option<f64>,
+    /// Samples within the rate window, this one included.
+    pub samples_in_window: usize,
+    /// Mean time between those samples, seconds; `None` with one sample.
+    pub poll_spacing: Option<f64>,
+    /// The lag history, for the idle window.
+    pub history: Arc<LagHistory>,
+}
+
+/// One partition in an [`Estimate`].
+#[derive(Clone, Debug)]
+pub struct PartitionEstimate {
+    /// The offsets read.
+    pub offsets: PartitionOffsets,
+    /// Its lag under the watch's rule.
+    pub lag: i64,
+    /// Lag whose committed offset did not move since the previous sample (KEDA's
+    /// "persistent lag"); never on a partition's first sample.
+    pub persistent: bool,
+    /// Growth of the high watermark, records/s; `None` with fewer than two points.
+    pub produce_rate: Option<f64>,
+    /// Growth of the committed offset, records/s; `None` with fewer than two points.
+    pub consume_rate: Option<f64>,
+}
+
+/// Records per second over the rate window, summed over partitions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    /// Growth of high watermarks.
+    pub produce: f64,
+    /// Growth of committed offsets.
+    pub consume: f64,
+}
+
+impl Window {
+    /// An empty window keeping samples for `rate_window`.
+    pub fn new(rate_window: Duration) -> Window {
+        Window {
+            rate_window,
+            samples: VecDeque::new(),
+            partitions: BTreeMap::new(),
+            members: VecDeque::new(),
+            history: LagHistory::default(),
+        }
+    }
+
+    /// Adds a successful sample taken `at` (not before the previous one) and estimates.
+    /// `members` is `None` when the group could not be described.
+    pub fn record(
+        &mut self,
+        at: Instant,
+        offsets: Vec<PartitionOffsets>,
+        members: Option<usize>,
+        rule: LagRule,
+    ) -> Estimate {
+        let oldest = at.checked_sub(self.rate_window).unwrap_or(at);
+        self.samples.push_back(at);
+        while self.samples.front().is_some_and(|t| *t < oldest) || self.samples.len() > MAX_POINTS {
+            self.samples.pop_front();
+        }
+        if let Some(count) = members {
+            self.members.push_back((at, count));
+        }
+        while self.members.front().is_some_and(|(t, _)| *t < oldest)
+            || self.members.len() > MAX_POINTS
+        {
+            self.members.pop_front();
+        }
+
+        // Partitions gone from the sample (topic deleted, group left a topic) are forgotten.
+        self.partitions.retain(|(topic, partition), _| {
+            offsets
+                .iter()
+                .any(|o| &o.topic == topic && o.partition == *partition)
+        });
+        let mut partitions = Vec::with_capacity(offsets.len());
+        let mut total_lag = 0i64;
+        let (mut produce, mut consume) = (0.0, 0.0);
+        for offsets in offsets {
+            let history = self
+                .partitions
+                .entry((offsets.topic.clone(), offsets.partition))
+                .or_default();
+            history.produced.push(at, offsets.high_watermark);
+            history.produced.prune(oldest);
+            let previous = history.previous_committed;
+            match offsets.committed {
+                Some(committed) => history.consumed.push(at, committed),
+                None => history.consumed.clear(),
+            }
+            history.consumed.prune(oldest);
+            history.previous_committed = offsets.committed;
+
+            let lag = offsets.lag(rule);
+            let persistent =
+                lag > 0 && offsets.committed.is_some() && previous == offsets.committed;
+            let produce_rate = history.produced.rate();
+            let consume_rate = history.consumed.rate();
+            produce += produce_rate.unwrap_or(0.0);
+            consume += consume_rate.unwrap_or(0.0);
+            total_lag = total_lag.saturating_add(lag);
+            partitions.push(PartitionEstimate {
+                offsets,
+                lag,
+                persistent,
+                produce_rate,
+                consume_rate,
+            });
+        }
+        self.history.record(at, total_lag);
+        let rates = (self.samples.len() >= 2).then_some(Rates { produce, consume });
+        let mean_members = (!self.members.is_empty()).then(|| {
+            self.members.iter().map(|(_, n)| *n as f64).sum::<f64>() / self.members.len() as f64
+        });
+        let poll_spacing = match (self.samples.front(), self.samples.len()) {
+            (Some(first), n) if n >= 2 => {
+                Some(at.duration_since(*first).as_secs_f64() / (n - 1) as f64)
+            }
+            _ => None,
+        };
+        Estimate {
+            taken_at: at,
+            partitions,
+            total_lag,
+            rates,
+            members,
+            mean_members,
+            samples_in_window: self.samples.len(),
+            poll_spacing,
+            history: Arc::new(self.history.clone()),
+        }
+    }
+
+    /// Records a failed poll at `at`: the window keeps its samples (so rates and persistent
+    /// lag survive a transient error), and the idle window counts the gap as activity.
+    pub fn record_failure(&mut self, at: Instant) {
+        self.history.record(at, i64::MAX);
+    }
+}
+
+/// Total lag over time, reduced to what "was the lag at most A during the last W" needs for
+/// any A and any W up to [`MAX_IDLE_WINDOW`]: the suffix maxima. An entry is kept only while
+/// no later entry is at least as large, so the largest lag since time t is the first entry at
+/// or after t. A failed poll is recorded as unbounded lag: missing data never reads as idle.
+#[derive(Clone, Debug, Default)]
+pub struct LagHistory {
+    entries: VecDeque<(Instant, i64)>,
+    /// Windows starting before this are not covered: nothing was recorded then, or entries
+    /// from then were dropped to bound memory.
+    covered_since: Option<Instant>,
+}
+
+impl LagHistory {
+    /// Adds the lag seen at `at` (not before the previous entry).
+    pub fn record(&mut self, at: Instant, lag: i64) {
+        if self.covered_since.is_none() {
+            self.covered_since = Some(at);
+        }
+        while self.entries.back().is_some_and(|(_, last)| *last <= lag) {
+            self.entries.pop_back();
+        }
+        self.entries.push_back((at, lag));
+        let horizon = at.checked_sub(MAX_IDLE_WINDOW);
+        // The first entry also stands for the maxima before it, so it goes only when the one
+        // after it is itself beyond the horizon.
+        while let (Some(horizon), Some((next, _))) = (horizon, self.entries.get(1)) {
+            if *next > horizon {
+                break;
+            }
+            self.entries.pop_front();
+        }
+        if self.entries.len() > MAX_HISTORY {
+            if let Some((dropped_at, _)) = self.entries.pop_front() {
+                // What the dropped entry stood for is lost: windows reaching back that far
+                // are no longer covered, and read as active.
+                self.covered_since = Some(dropped_at + Duration::from_nanos(1));
+            }
+        }
+    }
+
+    /// The largest lag recorded at or after `since`, `None` when the history does not
+    /// reach back to `since` (or holds nothing).
+    pub fn max_since(&self, since: Instant) -> Option<i64> {
+        if self.covered_since? > since {
+            return None;
+        }
+        let first_after = self.entries.partition_point(|(at, _)| *at < since);
+        match self.entries.get(first_after) {
+            Some((_, lag)) => Some(*lag),
+            // Nothing recorded since `since`: the lag then is the one recorded last.
+            None => self.entries.back().map(|(_, lag)| *lag),
+        }
+    }
+
+    /// Number of entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What the metric reports (trigger metadata `metric`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricMode {
+    /// Records behind, KEDA's semantics; target `lagThreshold` (HPA `AverageValue`).
+    Lag,
+    /// Seconds to drain; target `targetEtaSeconds` (HPA `Value`).
+    Eta,
+    /// The replica target; target 1 (HPA `AverageValue`), so desired = the value.
+    Replicas,
+}
+
+impl MetricMode {
+    /// The metadata spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricMode::Lag => "lag",
+            MetricMode::Eta => "eta",
+            MetricMode::Replicas => "replicas",
+        }
+    }
+}
+
+impl fmt::Display for MetricMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A trigger's scaling rules: what the decision of one trigger depends on beyond the watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// What the metric reports.
+    pub metric: MetricMode,
+    /// HPA target per replica in `lag` mode (`lagThreshold`).
+    pub lag_threshold: i64,
+    /// Active when the lag is above this (`activationLagThreshold`).
+    pub activation_lag_threshold: i64,
+    /// Time to drain aimed at (`targetEtaSeconds`); required by `eta` and `replicas`.
+    pub target_eta: Option<Duration>,
+    /// Inactive only after the lag stayed at or below the activation threshold this long.
+    pub idle_window: Duration,
+    /// No cap at the partition count (`allowIdleConsumers`).
+    pub allow_idle_consumers: bool,
+    /// Persistent lag counts 0 towards the `lag` metric (`excludePersistentLag`).
+    pub exclude_persistent_lag: bool,
+    /// Cap at the number of partitions with lag (`limitToPartitionsWithLag`).
+    pub limit_to_partitions_with_lag: bool,
+    /// Replicas rounded up to a divisor of the partition count
+    /// (`ensureEvenDistributionOfPartitions`).
+    pub ensure_even_distribution: bool,
+}
+
+impl Default for Rules {
+    /// KEDA's defaults.
+    fn default() -> Self {
+        Rules {
+            metric: MetricMode::Lag,
+            lag_threshold: 10,
+            activation_lag_threshold: 0,
+            target_eta: None,
+            idle_window: Duration::ZERO,
+            allow_idle_consumers: false,
+            exclude_persistent_lag: false,
+            limit_to_partitions_with_lag: false,
+            ensure_even_distribution: false,
+        }
+    }
+}
+
+/// Time to drain the lag.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Eta {
+    /// No lag.
+    Zero,
+    /// Fewer than two samples in the window: the rates are not known yet.
+    Unknown,
+    /// The group keeps pace and its lag is no more than it consumes between two polls: the
+    /// lag is records in flight, not a backlog, and takes this many seconds to consume.
+    InFlight(f64),
+    /// Lag shrinks; drained in this many seconds at the current rates.
+    Draining(f64),
+    /// Lag does not shrink, for this reason.
+    NotDraining(NotDraining),
+}
+
+/// Why lag is not draining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotDraining {
+    /// Nothing commits and the group has no active member.
+    NoConsumer,
+    /// Nothing commits although the group has members (or their number is unknown).
+    Stalled,
+    /// The group commits, but no faster than records arrive.
+    ProducerFaster,
+}
+
+impl fmt::Display for NotDraining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotDraining::NoConsumer => "the group has no active member",
+            NotDraining::Stalled => "the group's members commit nothing",
+            NotDraining::ProducerFaster => "records arrive at least as fast as they are committed",
+        })
+    }
+}
+
+impl fmt::Display for Eta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Eta::Zero => f.write_str("0s"),
+            Eta::Unknown => f.write_str("unknown"),
+            Eta::InFlight(seconds) => write!(f, "{seconds:.2}s (in flight)"),
+            Eta::Draining(seconds) => write!(f, "{seconds:.1}s"),
+            Eta::NotDraining(why) => write!(f, "not draining ({why})"),
+        }
+    }
+}
+
+/// Everything one trigger's answers are made of, for one estimate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Lag of every covered partition (activation compares this).
+    pub total_lag: i64,
+    /// The `lag` metric: without persistent lag if excluded, capped, evenly rounded.
+    pub metric_lag: i64,
+    /// Partitions covered.
+    pub n_partitions: usize,
+    /// Partitions whose lag counts towards the metric and is above 0.
+    pub n_lagging: usize,
+    /// Partitions whose lag was left out as persistent.
+    pub n_persistent: usize,
+    /// Rates over the window.
+    pub rates: Option<Rates>,
+    /// Active members of the group.
+    pub members: Option<usize>,
+    /// Time to drain.
+    pub eta: Eta,
+    /// Replica target, or why there is none (`None` without `targetEtaSeconds`).
+    pub replicas: Option<Result<u64, String>>,
+    /// The IsActive answer.
+    pub active: bool,
+}
+
+impl Decision {
+    /// The value to report for `mode`, or why there is none. Finite and never negative.
+    pub fn metric_value(&self, mode: MetricMode) -> Result<f64, String> {
+        match mode {
+            MetricMode::Lag => Ok(self.metric_lag as f64),
+            MetricMode::Eta => match self.eta {
+                Eta::Zero => Ok(0.0),
+                Eta::InFlight(seconds) | Eta::Draining(seconds) => {
+                    Ok(seconds.min(NOT_DRAINING_ETA_SECONDS))
+                }
+                Eta::NotDraining(_) => Ok(NOT_DRAINING_ETA_SECONDS),
+                Eta::Unknown => Err(format!(
+                    "the ETA is not known yet: rates need two samples in the window and \
+                     there is one (lag {})",
+                    self.total_lag
+                )),
+            },
+            MetricMode::Replicas => match &self.replicas {
+                Some(Ok(replicas)) => Ok(*replicas as f64),
+                Some(Err(why)) => Err(why.clone()),
+                None => Err("replicas mode needs targetEtaSeconds".to_owned()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    /// Every mode's value on one line, for the debug log and the CLI.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lag={} metric_lag={} partitions={} lagging={} persistent={}",
+            self.total_lag, self.metric_lag, self.n_partitions, self.n_lagging, self.n_persistent
+        )?;
+        match self.rates {
+            Some(rates) => write!(
+                f,
+                " produce={:.2}/s consume={:.2}/s",
+                rates.produce, rates.consume
+            )?,
+            None => f.write_str(" rates=unknown")?,
+        }
+        match self.members {
+            Some(members) => write!(f, " members={members}")?,
+            None => f.write_str(" members=unknown")?,
+        }
+        write!(f, " eta={}", self.eta)?;
+        match &self.replicas {
+            Some(Ok(replicas)) => write!(f, " replicas={replicas}")?,
+            Some(Err(why)) => write!(f, " replicas=unknown ({why})")?,
+            None => {}
+        }
+        write!(f, " active={}", self.active)
+    }
+}
+
+impl Rules {
+    /// Decides from `estimate` as of `now`.
+    pub fn decide(&self, estimate: &Estimate, now: Instant) -> Decision {
+        let n_partitions = estimate.partitions.len();
+        let counted = |p: &&PartitionEstimate| !(self.exclude_persistent_lag && p.persistent);
+        let uncapped_lag = estimate
+            .partitions
+            .iter()
+            .filter(counted)
+            .fold(0i64, |sum, p| sum.saturating_add(p.lag));
+        let n_lagging = estimate
+            .partitions
+            .iter()
+            .filter(counted)
+            .filter(|p| p.lag > 0)
+            .count();
+        let n_persistent = estimate
+            .partitions
+            .iter()
+            .filter(|p| self.exclude_persistent_lag && p.persistent)
+            .count();
+        let cap = self.replica_cap(n_partitions, n_lagging);
+        let metric_lag = self.shape_lag(uncapped_lag, cap, n_partitions);
+        let eta = estimate.eta();
+        let replicas = self.target_eta.map(|target| {
+            replica_target(estimate, target).map(|wanted| {
+                let capped = cap.map_or(wanted, |cap| wanted.min(cap));
+                self.even(capped, n_partitions)
+            })
+        });
+        Decision {
+            total_lag: estimate.total_lag,
+            metric_lag,
+            n_partitions,
+            n_lagging,
+            n_persistent,
+            rates: estimate.rates,
+            members: estimate.members,
+            eta,
+            replicas,
+            active: self.active(estimate, now),
+        }
+    }
+
+    /// The most replicas worth having, `None` for no cap (`allowIdleConsumers`).
+    fn replica_cap(&self, n_partitions: usize, n_lagging: usize) -> Option<u64> {
+        if self.allow_idle_consumers {
+            return None;
+        }
+        // As KEDA: with no partition lagging, the cap falls back to the partition count.
+        let cap = if self.limit_to_partitions_with_lag && n_lagging > 0 {
+            n_lagging
+        } else {
+            n_partitions
+        };
+        Some(cap as u64)
+    }
+
+    /// The `lag` metric. Capped at exactly `cap × lagThreshold`, so that the HPA's
+    /// ceil(value / threshold) lands on the cap and never one above (KEDA's integer division
+    /// lets values up to a threshold more through).
+    fn shape_lag(&self, lag: i64, cap: Option<u64>, n_partitions: usize) -> i64 {
+        let threshold = self.lag_threshold.max(1);
+        let mut lag = lag;
+        if let Some(cap) = cap {
+            let ceiling = i64::try_from(cap)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(threshold);
+            lag = lag.min(ceiling);
+        }
+        // Both positive here (lag > 0 is checked before use), so this is ceil(lag / threshold).
+        let wanted = (lag / threshold + i64::from(lag % threshold != 0)).max(0) as u64;
+        if self.ensure_even_distribution && lag > 0 && wanted <= n_partitions as u64 {
+            let even = self.even(wanted, n_partitions);
+            lag = i64::try_from(even)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(threshold)
+                .max(lag);
+        }
+        lag
+    }
+
+    /// With `ensureEvenDistributionOfPartitions`, `replicas` rounded up to the smallest
+    /// divisor of the partition count that is at least as large; unchanged above the count.
+    fn even(&self, replicas: u64, n_partitions: usize) -> u64 {
+        if !self.ensure_even_distribution || replicas == 0 {
+            return replicas;
+        }
+        let n = n_partitions as u64;
+        (replicas..=n).find(|d| n % d == 0).unwrap_or(replicas)
+    }
+
+    /// IsActive: true on any sample above the activation threshold; false only once the lag
+    /// stayed at or below it for the whole idle window, with no gap in the data.
+    fn active(&self, estimate: &Estimate, now: Instant) -> bool {
+        let threshold = self.activation_lag_threshold;
+        if estimate.total_lag > threshold {
+            return true;
+        }
+        if self.idle_window.is_zero() {
+            return false;
+        }
+        let Some(since) = now.checked_sub(self.idle_window) else {
+            return true;
+        };
+        match estimate.history.max_since(since) {
+            Some(max) => max > threshold,
+            None => true,
+        }
+    }
+}
+
+impl Estimate {
+    /// Time to drain the watch's lag; see [`eta`].
+    pub fn eta(&self) -> Eta {
+        eta(self.total_lag, self.rates, self.members, self.poll_spacing)
+    }
+}
+
+/// Time to drain `lag` at `rates`: lag / (consume - produce) while the group gains on it.
+///
+/// Lag the group consumes within one poll interval (`poll_spacing` seconds) is in flight, not
+/// a backlog: a group that keeps pace always has some, and dividing it by a net rate that is
+/// zero give or take estimation noise would report anything from seconds to "never".
+pub fn eta(
+    lag: i64,
+    rates: Option<Rates>,
+    members: Option<usize>,
+    poll_spacing: Option<f64>,
+) -> Eta {
+    if lag <= 0 {
+        return Eta::Zero;
+    }
+    let Some(rates) = rates else {
+        return Eta::Unknown;
+    };
+    let lag_f = lag as f64;
+    if rates.consume > MIN_NET_RATE
+        && poll_spacing.is_some_and(|spacing| lag_f <= rates.consume * spacing)
+    {
+        return Eta::InFlight(lag_f / rates.consume);
+    }
+    let net = rates.consume - rates.produce;
+    if net > MIN_NET_RATE {
+        return Eta::Draining((lag_f / net).min(NOT_DRAINING_ETA_SECONDS));
+    }
+    let why = if rates.consume > MIN_NET_RATE {
+        NotDraining::ProducerFaster
+    } else if members == Some(0) {
+        NotDraining::NoConsumer
+    } else {
+        NotDraining::Stalled
+    };
+    Eta::NotDraining(why)
+}
+
+/// Consumers needed to keep up with production and drain the lag within `target`:
+/// ceil((produce + lag / target) / per-member throughput), at least 1 while there is lag.
+/// Not capped here.
+pub fn replica_target(estimate: &Estimate, target: Duration) -> Result<u64, String> {
+    let lag = estimate.total_lag;
+    // Scaled to zero with work waiting: wake one consumer up, refine once it runs.
+    if lag > 0 && estimate.members == Some(0) {
+        return Ok(1);
+    }
+    let Some(rates) = estimate.rates else {
+        return Err(
+            "the replica target is not known yet: rates need two samples in the window".into(),
+        );
+    };
+    let Some(members) = estimate.members else {
+        return Err("the replica target needs the group's members, which are unknown".into());
+    };
+    let busy = lag > 0 || rates.produce > MIN_NET_RATE;
+    if members == 0 {
+        return Ok(u64::from(busy));
+    }
+    let mean_members = estimate.mean_members.unwrap_or(members as f64).max(1.0);
+    let per_member = rates.consume / mean_members;
+    if per_member <= MIN_NET_RATE {
+        // Nothing was consumed, so nothing says what a member can do: keep the members there
+        // are (or none, with nothing to do).
+        return Ok(if busy { members as u64 } else { 0 });
+    }
+    let target_seconds = target.as_secs_f64().max(f64::MIN_POSITIVE);
+    let needed = (rates.produce.max(0.0) + lag as f64 / target_seconds) / per_member;
+    // Float noise must not turn an exact 2.0 into 3.
+    let wanted = (needed - 1e-9).ceil().max(0.0);
+    let wanted = if wanted >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        wanted as u64
+    };
+    Ok(if lag > 0 { wanted.max(1) } else { wanted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lag::OffsetResetPolicy;
+
+    const LATEST: LagRule = LagRule {
+        offset_reset: OffsetResetPolicy::Latest,
+        zero_on_invalid_offset: false,
+    };
+
+    fn close(actual: f64, expected: f64) -> bool {
+        (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0)
+    }
+
+    fn offsets(partition: i32, high: i64, committed: Option<i64>) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: "t".to_owned(),
+            partition,
+            log_start: 0,
+            high_watermark: high,
+            committed,
+        }
+    }
+
+    /// Feeds one partition: at each time (seconds after `start`), the watermark and commit.
+    fn feed(
+        window: &mut Window,
+        start: Instant,
+        points: &[(f64, i64, Option<i64>)],
+        members: Option<usize>,
+    ) -> Estimate {
+        let mut last = None;
+        for (seconds, high, committed) in points {
+            let at = start + Duration::from_secs_f64(*seconds);
+            last = Some(window.record(at, vec![offsets(0, *high, *committed)], members, LATEST));
+        }
+        last.expect("at least one point")
+    }
+
+    /// Producer at `produce`/s from `backlog`, consumer at `consume`/s from 0, every `step`
+    /// seconds for `n` samples.
+    fn steady(
+        produce: f64,
+        consume: f64,
+        backlog: i64,
+        step: f64,
+        n: usize,
+    ) -> Vec<(f64, i64, Option<i64>)> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 * step;
+                let high = backlog + (produce * t).round() as i64;
+                let committed = ((consume * t).round() as i64).min(high);
+                (t, high, Some(committed))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slope_of_a_line_is_exact_and_needs_two_times() {
+        assert_eq!(least_squares_slope(&[]), None);
+        assert_eq!(least_squares_slope(&[(1.0, 5.0)]), None);
+        assert_eq!(least_squares_slope(&[(1.0, 5.0), (1.0, 7.0)]), None);
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 0.7, 3.0 + 2.5 * i as f64 * 0.7))
+            .collect();
+        assert!(close(least_squares_slope(&line).unwrap(), 2.5));
+    }
+
+    #[test]
+    fn rates_are_unknown_until_two_samples() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let first = feed(&mut window, start, &[(0.0, 100, Some(40))], Some(1));
+        assert_eq!(first.rates, None);
+        assert_eq!(first.total_lag, 60);
+        assert_eq!(first.eta(), Eta::Unknown);
+        let second = feed(&mut window, start, &[(5.0, 150, Some(140))], Some(1));
+        let rates = second.rates.unwrap();
+        assert!(close(rates.produce, 10.0));
+        assert!(close(rates.consume, 20.0));
+    }
+
+    #[test]
+    fn constant_rates_give_the_closed_form_eta() {
+        // 2000 behind, 20/s in, 50/s out: drains at 30/s.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let estimate = feed(
+            &mut window,
+            start,
+            &steady(20.0, 50.0, 2000, 5.0, 7),
+            Some(2),
+        );
+        let rates = estimate.rates.unwrap();
+        assert!(close(rates.produce, 20.0), "{rates:?}");
+        assert!(close(rates.consume, 50.0), "{rates:?}");
+        // After 30 s: 2000 + 20·30 in, 50·30 out.
+        let lag = estimate.total_lag;
+        assert_eq!(lag, 1100);
+        let Eta::Draining(seconds) = estimate.eta() else {
+            panic!("not draining: {estimate:?}");
+        };
+        assert!(close(seconds, lag as f64 / 30.0), "{seconds} for lag {lag}");
+    }
+
+    #[test]
+    fn jitter_and_a_missed_poll_do_not_bias_constant_rates() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120));
+        // Polls meant every 5 s, arriving up to 1.3 s late or early, and the one at 25 s lost.
+        let times: [f64; 9] = [0.0, 5.9, 9.2, 15.4, 20.1, 31.3, 34.8, 40.0, 46.1];
+        let points: Vec<(f64, i64, Option<i64>)> = times
+            .iter()
+            .map(|t| {
+                (
+                    *t,
+                    1000 + (12.0 * *t).round() as i64,
+                    Some((30.0 * *t).round() as i64),
+                )
+            })
+            .collect();
+        let rates = feed(&mut window, start, &points, Some(3)).rates.unwrap();
+        assert!((rates.produce - 12.0).abs() < 0.05, "{rates:?}");
+        assert!((rates.consume - 30.0).abs() < 0.05, "{rates:?}");
+    }
+
+    #[test]
+    fn a_burst_is_spread_as_least_squares_says() {
+        // 0 records for 20 s, then 100 at once, then nothing: points at 0,5,...,40.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120));
+        let points: Vec<(f64, i64, Option<i64>)> = (0..9)
+            .map(|i| {
+                let t = i as f64 * 5.0;
+                (t, if t > 20.0 { 100 } else { 0 }, Some(0))
+            })
+            .collect();
+        let rates = feed(&mut window, start, &points, Some(1)).rates.unwrap();
+        // Closed form: x = 0..40 step 5 (mean 20, Sxx = 25·60 = 1500); y = 100 for the last 4
+        // (mean 400/9); Sxy = Σ (x-20)·y = 100·(5+10+15+20) = 5000 → slope 10/3.
+        assert!(close(rates.produce, 10.0 / 3.0), "{rates:?}");
+        assert!(close(rates.consume, 0.0), "{rates:?}");
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        // 10/s for a minute, then 2/s; a 30 s window sees only the new rate.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(30));
+        let mut points = Vec::new();
+        for i in 0..=24 {
+            let t = i as f64 * 5.0;
+            let high = if t <= 60.0 {
+                (10.0 * t) as i64
+            } else {
+                600 + (2.0 * (t - 60.0)) as i64
+            };
+            points.push((t, high, Some(0)));
+        }
+        let estimate = feed(&mut window, start, &points, Some(1));
+        assert!(close(estimate.rates.unwrap().produce, 2.0));
+        assert_eq!(estimate.samples_in_window, 7);
+    }
+
+    #[test]
+    fn offsets_going_back_reset_that_partition_only() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120));
+        let rule = LATEST;
+        let mut estimate = None;
+        for i in 0..6 {
+            let t = start + Duration::from_secs(5 * i);
+            let i = i as i64;
+            // Partition 0: steady. Partition 1: topic recreated at sample 3 (watermark back
+            // to 0), group reset at sample 4 (commit back to 0).
+            let p1_high = if i < 3 { 500 + 50 * i } else { 10 * (i - 3) };
+            let p1_commit = if i < 4 { 400 + 40 * i } else { 5 * (i - 4) };
+            estimate = Some(window.record(
+                t,
+                vec![
+                    offsets(0, 100 * i, Some(80 * i)),
+                    offsets(1, p1_high, Some(p1_commit)),
+                ],
+                Some(2),
+                rule,
+            ));
+        }
+        let estimate = estimate.unwrap();
+        let p1 = &estimate.partitions[1];
+        assert!(close(p1.produce_rate.unwrap(), 2.0), "{p1:?}");
+        assert!(close(p1.consume_rate.unwrap(), 1.0), "{p1:?}");
+        let rates = estimate.rates.unwrap();
+        assert!(close(rates.produce, 20.0 + 2.0), "{rates:?}");
+        assert!(close(rates.consume, 16.0 + 1.0), "{rates:?}");
+        assert!(rates.produce >= 0.0 && rates.consume >= 0.0);
+    }
+
+    #[test]
+    fn a_partition_reset_just_now_counts_no_rate_yet() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120));
+        feed(
+            &mut window,
+            start,
+            &[(0.0, 100, Some(50)), (5.0, 150, Some(100))],
+            Some(1),
+        );
+        let estimate = feed(&mut window, start, &[(10.0, 3, Some(2))], Some(1));
+        assert_eq!(estimate.partitions[0].produce_rate, None);
+        assert_eq!(
+            estimate.rates,
+            Some(Rates {
+                produce: 0.0,
+                consume: 0.0
+            })
+        );
+    }
+
+    #[test]
+    fn stalled_consumer_is_not_draining() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let points: Vec<_> = (0..5)
+            .map(|i| (i as f64 * 5.0, 100 + 10 * i, Some(40)))
+            .collect();
+        let estimate = feed(&mut window, start, &points, Some(2));
+        assert_eq!(estimate.eta(), Eta::NotDraining(NotDraining::Stalled));
+        assert!(estimate.partitions[0].persistent);
+    }
+
+    #[test]
+    fn no_consumer_is_not_draining_and_wakes_one_replica() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let points: Vec<_> = (0..4).map(|i| (i as f64 * 5.0, 10 * i, None)).collect();
+        let estimate = feed(&mut window, start, &points, Some(0));
+        assert_eq!(
+            estimate.total_lag, 1,
+            "latest policy: 1 per uncommitted partition"
+        );
+        assert_eq!(estimate.eta(), Eta::NotDraining(NotDraining::NoConsumer));
+        assert_eq!(replica_target(&estimate, Duration::from_secs(60)), Ok(1));
+        // Even before rates are known.
+        let mut fresh = Window::new(Duration::from_secs(60));
+        let first = feed(&mut fresh, start, &[(0.0, 500, Some(0))], Some(0));
+        assert_eq!(replica_target(&first, Duration::from_secs(60)), Ok(1));
+    }
+
+    #[test]
+    fn producer_faster_is_not_draining_and_reported_large_and_finite() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let estimate = feed(&mut window, start, &steady(50.0, 20.0, 10, 5.0, 6), Some(1));
+        assert_eq!(
+            estimate.eta(),
+            Eta::NotDraining(NotDraining::ProducerFaster)
+        );
+        let rules = Rules {
+            metric: MetricMode::Eta,
+            target_eta: Some(Duration::from_secs(60)),
+            ..Rules::default()
+        };
+        let value = rules
+            .decide(&estimate, estimate.taken_at)
+            .metric_value(MetricMode::Eta)
+            .unwrap();
+        assert_eq!(value, NOT_DRAINING_ETA_SECONDS);
+        assert!(value.is_finite());
+    }
+
+    #[test]
+    fn zero_lag_is_eta_zero_even_without_rates() {
+        assert_eq!(eta(0, None, None, None), Eta::Zero);
+        let rates = Some(Rates {
+            produce: 5.0,
+            consume: 0.0,
+        });
+        assert_eq!(eta(0, rates, Some(0), Some(5.0)), Eta::Zero);
+    }
+
+    #[test]
+    fn lag_consumed_within_a_poll_is_in_flight_not_a_backlog() {
+        // Keeping pace at 20/s with 30 behind, polled every 5 s: consumed in 1.5 s.
+        let even = Some(Rates {
+            produce: 20.0,
+            consume: 20.0,
+        });
+        assert_eq!(eta(30, even, Some(2), Some(5.0)), Eta::InFlight(1.5));
+        // Slightly behind on paper (estimation noise) changes nothing.
+        let noisy = Some(Rates {
+            produce: 20.01,
+            consume: 20.0,
+        });
+        assert_eq!(eta(30, noisy, Some(2), Some(5.0)), Eta::InFlight(1.5));
+        // More than a poll's worth is a backlog again.
+        assert_eq!(
+            eta(101, even, Some(2), Some(5.0)),
+            Eta::NotDraining(NotDraining::ProducerFaster)
+        );
+        let draining = Some(Rates {
+            produce: 10.0,
+            consume: 20.0,
+        });
+        assert_eq!(eta(500, draining, Some(2), Some(5.0)), Eta::Draining(50.0));
+    }
+
+    #[test]
+    fn replica_target_matches_the_closed_form() {
+        // 30/s in, 45/s out by 3 members (15/s each), target 60 s.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let estimate = feed(
+            &mut window,
+            start,
+            &steady(30.0, 45.0, 9000, 5.0, 7),
+            Some(3),
+        );
+        let lag = estimate.total_lag as f64;
+        let expected = ((30.0 + lag / 60.0) / 15.0).ceil() as u64;
+        assert_eq!(
+            replica_target(&estimate, Duration::from_secs(60)),
+            Ok(expected)
+        );
+        assert_eq!(expected, 12, "lag {lag}");
+    }
+
+    #[test]
+    fn replica_target_is_capped_at_partitions_unless_idle_consumers_are_allowed() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let mut estimate = None;
+        for i in 0..5i64 {
+            let at = start + Duration::from_secs(5 * i as u64);
+            // 4 partitions, each 10/s in and 1/s out by one member: far behind.
+            let parts = (0..4)
+                .map(|p| offsets(p, 10_000 + 50 * i, Some(5 * i)))
+                .collect();
+            estimate = Some(window.record(at, parts, Some(1), LATEST));
+        }
+        let estimate = estimate.unwrap();
+        let capped = Rules {
+            metric: MetricMode::Replicas,
+            target_eta: Some(Duration::from_secs(60)),
+            ..Rules::default()
+        };
+        let decision = capped.decide(&estimate, estimate.taken_at);
+        assert_eq!(decision.replicas, Some(Ok(4)));
+        let unbounded = Rules {
+            allow_idle_consumers: true,
+            ..capped.clone()
+        };
+        let lag = estimate.total_lag as f64;
+        let expected = ((40.0 + lag / 60.0) / 4.0).ceil() as u64;
+        assert_eq!(
+            unbounded.decide(&estimate, estimate.taken_at).replicas,
+            Some(Ok(expected))
+        );
+        assert!(expected > 4);
+    }
+
+    #[test]
+    fn replica_target_holds_when_members_consume_nothing() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let points: Vec<_> = (0..4).map(|i| (i as f64 * 5.0, 100, Some(10))).collect();
+        let estimate = feed(&mut window, start, &points, Some(3));
+        assert_eq!(replica_target(&estimate, Duration::from_secs(30)), Ok(3));
+        let idle: Vec<_> = (4..8).map(|i| (i as f64 * 5.0, 100, Some(100))).collect();
+        let estimate = feed(&mut window, start, &idle, Some(3));
+        assert_eq!(replica_target(&estimate, Duration::from_secs(30)), Ok(0));
+    }
+
+    #[test]
+    fn replica_target_needs_rates_and_members() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let first = feed(&mut window, start, &[(0.0, 100, Some(0))], Some(2));
+        assert!(replica_target(&first, Duration::from_secs(60)).is_err());
+        let second = feed(&mut window, start, &[(5.0, 200, Some(50))], None);
+        let why = replica_target(&second, Duration::from_secs(60)).unwrap_err();
+        assert!(why.contains("members"), "{why}");
+    }
+
+    fn keda_estimate(lags: &[(i64, bool)]) -> Estimate {
+        Estimate {
+            taken_at: Instant::now(),
+            partitions: lags
+                .iter()
+                .enumerate()
+                .map(|(i, (lag, persistent))| PartitionEstimate {
+                    offsets: offsets(i as i32, 1000, Some(1000 - lag)),
+                    lag: *lag,
+                    persistent: *persistent,
+                    produce_rate: None,
+                    consume_rate: None,
+                })
+                .collect(),
+            total_lag: lags.iter().map(|(lag, _)| lag).sum(),
+            rates: None,
+            members: None,
+            mean_members: None,
+            samples_in_window: 1,
+            poll_spacing: None,
+            history: Arc::new(LagHistory::default()),
+        }
+    }
+
+    #[test]
+    fn lag_cap_lands_on_exactly_the_partition_count() {
+        // 3 partitions, threshold 10: 35 is between 3×10 and 4×10; KEDA lets it through
+        // (HPA asks for 4), lagscaler reports 30 (HPA asks for 3).
+        let estimate = keda_estimate(&[(20, false), (10, false), (5, false)]);
+        let rules = Rules::default();
+        let decision = rules.decide(&estimate, estimate.taken_at);
+        assert_eq!(decision.metric_lag, 30);
+        assert_eq!(decision.total_lag, 35);
+        let idle_ok = Rules {
+            allow_idle_consumers: true,
+            ..Rules::default()
+        };
+        assert_eq!(idle_ok.decide(&estimate, estimate.taken_at).metric_lag, 35);
+        // Below the cap nothing changes.
+        let small = keda_estimate(&[(20, false), (0, false), (5, false)]);
+        assert_eq!(rules.decide(&small, small.taken_at).metric_lag, 25);
+    }
+
+    #[test]
+    fn limit_to_partitions_with_lag_caps_at_lagging_partitions() {
+        let estimate = keda_estimate(&[(100, false), (0, false), (0, false), (0, false)]);
+        let rules = Rules {
+            limit_to_partitions_with_lag: true,
+            ..Rules::default()
+        };
+        let decision = rules.decide(&estimate, estimate.taken_at);
+        assert_eq!(decision.n_lagging, 1);
+        assert_eq!(decision.metric_lag, 10);
+        // No partition lagging: the cap is the partition count, as KEDA.
+        let none = keda_estimate(&[(0, false), (0, false)]);
+        assert_eq!(rules.decide(&none, none.taken_at).metric_lag, 0);
+    }
+
+    #[test]
+    fn persistent_lag_is_excluded_from_the_metric_but_not_from_activation() {
+        let estimate = keda_estimate(&[(50, true), (4, false)]);
+        let rules = Rules {
+            exclude_persistent_lag: true,
+            activation_lag_threshold: 10,
+            ..Rules::default()
+        };
+        let decision = rules.decide(&estimate, estimate.taken_at);
+        assert_eq!(decision.metric_lag, 4);
+        assert_eq!(decision.n_persistent, 1);
+        assert!(
+            decision.active,
+            "activation counts persistent lag: {decision:?}"
+        );
+        let keep = Rules {
+            activation_lag_threshold: 10,
+            ..Rules::default()
+        };
+        assert_eq!(keep.decide(&estimate, estimate.taken_at).metric_lag, 20);
+    }
+
+    #[test]
+    fn persistent_memory_survives_failed_polls() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        feed(&mut window, start, &[(0.0, 100, Some(10))], Some(1));
+        window.record_failure(start + Duration::from_secs(5));
+        window.record_failure(start + Duration::from_secs(10));
+        let estimate = feed(&mut window, start, &[(15.0, 120, Some(10))], Some(1));
+        assert!(estimate.partitions[0].persistent);
+        let moved = feed(&mut window, start, &[(20.0, 120, Some(30))], Some(1));
+        assert!(!moved.partitions[0].persistent);
+    }
+
+    #[test]
+    fn even_distribution_rounds_up_to_a_divisor() {
+        // 12 partitions, threshold 10, lag 45 → 5 replicas → next divisor of 12 is 6 → 60.
+        let lags: Vec<(i64, bool)> = (0..12)
+            .map(|i| (if i < 3 { 15 } else { 0 }, false))
+            .collect();
+        let estimate = keda_estimate(&lags);
+        let rules = Rules {
+            ensure_even_distribution: true,
+            ..Rules::default()
+        };
+        assert_eq!(rules.decide(&estimate, estimate.taken_at).metric_lag, 60);
+        assert_eq!(rules.even(5, 12), 6);
+        assert_eq!(rules.even(7, 12), 12);
+        assert_eq!(rules.even(4, 12), 4);
+        assert_eq!(rules.even(13, 12), 13);
+        let zero = keda_estimate(&[(0, false); 12]);
+        assert_eq!(rules.decide(&zero, zero.taken_at).metric_lag, 0);
+    }
+
+    #[test]
+    fn lag_history_answers_any_threshold_and_window() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut history = LagHistory::default();
+        for (s, lag) in [(0, 50), (10, 5), (20, 30), (30, 2), (40, 0), (50, 1)] {
+            history.record(at(s), lag);
+        }
+        assert_eq!(history.max_since(at(0)), Some(50));
+        assert_eq!(history.max_since(at(5)), Some(30));
+        assert_eq!(history.max_since(at(25)), Some(2));
+        assert_eq!(history.max_since(at(45)), Some(1));
+        assert_eq!(
+            history.max_since(at(55)),
+            Some(1),
+            "last lag holds until the next"
+        );
+        assert_eq!(
+            history.max_since(start - Duration::from_secs(1)),
+            None,
+            "before the first sample is unknown"
+        );
+        assert_eq!(history.len(), 4, "only suffix maxima are kept");
+    }
+
+    #[test]
+    fn lag_history_stays_bounded() {
+        let start = Instant::now();
+        let mut history = LagHistory::default();
+        // Ever-decreasing lag every second for two hours: every entry is a suffix maximum.
+        for s in 0..7200u64 {
+            history.record(start + Duration::from_secs(s), 1_000_000 - s as i64);
+        }
+        assert!(history.len() <= MAX_HISTORY, "{}", history.len());
+        let now = start + Duration::from_secs(7199);
+        let max = history.max_since(now - Duration::from_secs(60)).unwrap();
+        assert_eq!(max, 1_000_000 - 7139);
+        // The full hour is still answered, or honestly refused.
+        if let Some(max) = history.max_since(now - MAX_IDLE_WINDOW) {
+            assert_eq!(max, 1_000_000 - 3599);
+        }
+    }
+
+    #[test]
+    fn idle_window_ignores_flapping_and_missing_data() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let rules = Rules {
+            activation_lag_threshold: 5,
+            idle_window: Duration::from_secs(120),
+            ..Rules::default()
+        };
+        // Lag flaps around the threshold every 5 s for 10 minutes: never idle.
+        let mut last_above = start;
+        for i in 0..120u64 {
+            let at = start + Duration::from_secs(5 * i);
+            let lag = if i % 7 == 3 { 6 } else { 4 };
+            let estimate = window.record(
+                at,
+                vec![offsets(0, 1000, Some(1000 - lag))],
+                Some(1),
+                LATEST,
+            );
+            assert!(
+                rules.decide(&estimate, at).active,
+                "false idle at sample {i}"
+            );
+            if lag > 5 {
+                last_above = at;
+            }
+        }
+        // Then quiet (lag 4): active until the window has passed the last sample above.
+        let quiet_from = start + Duration::from_secs(600);
+        let mut seen_idle = false;
+        for s in (0..=120u64).step_by(5) {
+            let at = quiet_from + Duration::from_secs(s);
+            let estimate = window.record(at, vec![offsets(0, 1000, Some(996))], Some(1), LATEST);
+            let active = rules.decide(&estimate, at).active;
+            assert_eq!(
+                active,
+                at - rules.idle_window <= last_above,
+                "at quiet +{s}s"
+            );
+            seen_idle |= !active;
+        }
+        assert!(seen_idle);
+        // One sample above: active at once.
+        let up_at = quiet_from + Duration::from_secs(125);
+        let up = window.record(up_at, vec![offsets(0, 1000, Some(990))], Some(1), LATEST);
+        assert!(rules.decide(&up, up_at).active);
+        // A failed poll inside the window keeps it active until the window passes it.
+        let failed_at = quiet_from + Duration::from_secs(130);
+        window.record_failure(failed_at);
+        for s in [135u64, 200, 249, 251] {
+            let at = quiet_from + Duration::from_secs(s);
+            let estimate = window.record(at, vec![offsets(0, 1000, Some(1000))], Some(1), LATEST);
+            let active = rules.decide(&estimate, at).active;
+            assert_eq!(active, s <= 250, "at quiet +{s}s");
+        }
+    }
+
+    #[test]
+    fn a_new_watch_is_not_idle_before_its_window_is_covered() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let rules = Rules {
+            idle_window: Duration::from_secs(30),
+            ..Rules::default()
+        };
+        let first = window.record(start, vec![offsets(0, 10, Some(10))], Some(1), LATEST);
+        assert!(rules.decide(&first, start).active);
+        assert!(!rules.decide(&first, start + Duration::from_secs(30)).active);
+        let no_window = Rules::default();
+        assert!(!no_window.decide(&first, start).active);
+    }
+}
