@@ -77,6 +77,20 @@ impl Series {
         self.points.clear();
     }
 
+    /// Mean seconds between changes of the value (commits, for committed offsets), `None`
+    /// when it never changed in the series.
+    fn change_interval(&self) -> Option<f64> {
+        let (first_at, _) = self.points.front()?;
+        let (last_at, _) = self.points.back()?;
+        let changes = self
+            .points
+            .iter()
+            .zip(self.points.iter().skip(1))
+            .filter(|((_, a), (_, b))| a != b)
+            .count();
+        (changes > 0).then(|| last_at.duration_since(*first_at).as_secs_f64() / changes as f64)
+    }
+
     fn prune(&mut self, oldest: Instant) {
         while self.points.front().is_some_and(|(at, _)| *at < oldest) {
             self.points.pop_front();
@@ -141,8 +155,10 @@ pub struct Estimate {
     pub mean_members: Option<f64>,
     /// Samples within the rate window, this one included.
     pub samples_in_window: usize,
-    /// Mean time between those samples, seconds; `None` with one sample.
-    pub poll_spacing: Option<f64>,
+    /// How long a consumed record may stay uncommitted, seconds: the longer of the mean time
+    /// between samples and the mean time between commits seen in the window; `None` with one
+    /// sample. Lag the group consumes within this is in flight (see [`eta`]).
+    pub in_flight_seconds: Option<f64>,
     /// The lag history, for the idle window.
     pub history: Arc<LagHistory>,
 }
@@ -258,6 +274,17 @@ impl Window {
             }
             _ => None,
         };
+        let commit_interval = self
+            .partitions
+            .values()
+            .filter_map(|history| history.consumed.change_interval())
+            .fold(None, |longest: Option<f64>, interval| {
+                Some(longest.map_or(interval, |l| l.max(interval)))
+            });
+        let in_flight_seconds = match (poll_spacing, commit_interval) {
+            (Some(spacing), Some(commits)) => Some(spacing.max(commits)),
+            (spacing, _) => spacing,
+        };
         Estimate {
             taken_at: at,
             partitions,
@@ -266,7 +293,7 @@ impl Window {
             members,
             mean_members,
             samples_in_window: self.samples.len(),
-            poll_spacing,
+            in_flight_seconds,
             history: Arc::new(self.history.clone()),
         }
     }
@@ -419,8 +446,8 @@ pub enum Eta {
     Zero,
     /// Fewer than two samples in the window: the rates are not known yet.
     Unknown,
-    /// The group keeps pace and its lag is no more than it consumes between two polls: the
-    /// lag is records in flight, not a backlog, and takes this many seconds to consume.
+    /// The lag is no more than the group consumes between two polls or two commits: records
+    /// in flight, not a backlog, consumed in this many seconds.
     InFlight(f64),
     /// Lag shrinks; drained in this many seconds at the current rates.
     Draining(f64),
@@ -657,20 +684,26 @@ impl Rules {
 impl Estimate {
     /// Time to drain the watch's lag; see [`eta`].
     pub fn eta(&self) -> Eta {
-        eta(self.total_lag, self.rates, self.members, self.poll_spacing)
+        eta(
+            self.total_lag,
+            self.rates,
+            self.members,
+            self.in_flight_seconds,
+        )
     }
 }
 
 /// Time to drain `lag` at `rates`: lag / (consume - produce) while the group gains on it.
 ///
-/// Lag the group consumes within one poll interval (`poll_spacing` seconds) is in flight, not
-/// a backlog: a group that keeps pace always has some, and dividing it by a net rate that is
-/// zero give or take estimation noise would report anything from seconds to "never".
+/// Lag the group consumes within `in_flight_seconds` (the longer of the poll interval and the
+/// group's commit interval) is in flight, not a backlog: records consumed but not committed
+/// yet. A group that keeps pace always has some, and dividing it by a net rate that is zero
+/// give or take estimation noise would report anything from seconds to "never".
 pub fn eta(
     lag: i64,
     rates: Option<Rates>,
     members: Option<usize>,
-    poll_spacing: Option<f64>,
+    in_flight_seconds: Option<f64>,
 ) -> Eta {
     if lag <= 0 {
         return Eta::Zero;
@@ -680,7 +713,7 @@ pub fn eta(
     };
     let lag_f = lag as f64;
     if rates.consume > MIN_NET_RATE
-        && poll_spacing.is_some_and(|spacing| lag_f <= rates.consume * spacing)
+        && in_flight_seconds.is_some_and(|seconds| lag_f <= rates.consume * seconds)
     {
         return Eta::InFlight(lag_f / rates.consume);
     }
@@ -1010,6 +1043,29 @@ mod tests {
     }
 
     #[test]
+    fn lag_between_commits_is_in_flight() {
+        // Polled every second; the group keeps pace at 10/s but commits every 5 s, so just
+        // before a commit up to 50 records are consumed and not yet committed.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let points: Vec<(f64, i64, Option<i64>)> = (0..=29)
+            .map(|i| {
+                let high = 10 * i;
+                (i as f64, high, Some(high / 50 * 50))
+            })
+            .collect();
+        let estimate = feed(&mut window, start, &points, Some(1));
+        assert_eq!(estimate.total_lag, 40);
+        let seconds = estimate.in_flight_seconds.unwrap();
+        assert!((seconds - 29.0 / 5.0).abs() < 1e-9, "{seconds}");
+        assert!(
+            matches!(estimate.eta(), Eta::InFlight(_)),
+            "{:?}",
+            estimate.eta()
+        );
+    }
+
+    #[test]
     fn zero_lag_is_eta_zero_even_without_rates() {
         assert_eq!(eta(0, None, None, None), Eta::Zero);
         let rates = Some(Rates {
@@ -1141,7 +1197,7 @@ mod tests {
             members: None,
             mean_members: None,
             samples_in_window: 1,
-            poll_spacing: None,
+            in_flight_seconds: None,
             history: Arc::new(LagHistory::default()),
         }
     }
