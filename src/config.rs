@@ -500,4 +500,70 @@ mod tests {
             }
         }
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            let names: Vec<&'static str> = SETTINGS.iter().map(|s| s.name).collect();
+            (prop::sample::select(names), any::<u64>()).prop_map(|(name, case)| {
+                // Any mix of upper and lower case: names are case-insensitive.
+                name.chars()
+                    .enumerate()
+                    .map(|(i, ch)| {
+                        if case >> (i % 64) & 1 == 1 {
+                            ch.to_ascii_lowercase()
+                        } else {
+                            ch
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                any::<i128>().prop_map(|n| n.to_string()),
+                "[0-9]{1,6}(ns|us|ms|s|m|h|d|w|y)?",
+                "[a-z0-9.:,\\[\\] ]{0,30}",
+                (1usize..10_000).prop_map(|n| "5".repeat(n)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Any values of any settings: a valid config or an error naming the setting.
+            #[test]
+            fn any_environment_starts_or_names_the_setting(
+                vars in prop::collection::vec((name(), value()), 0..6),
+            ) {
+                let pairs: Vec<(OsString, OsString)> = vars
+                    .iter()
+                    .map(|(name, value)| (OsString::from(name), OsString::from(value)))
+                    .collect();
+                match Config::from_vars(pairs) {
+                    Ok(config) => {
+                        prop_assert!(config.rate_window >= 2 * config.poll_interval);
+                        prop_assert!(config.listen.port() > 0);
+                    }
+                    Err(err) => {
+                        let message = err.to_string();
+                        let named = SETTINGS.iter().any(|s| message.starts_with(s.name));
+                        prop_assert!(named, "{}", message);
+                        prop_assert!(
+                            message.contains("expected")
+                                || message.contains("set twice")
+                                || message.contains("UTF-8"),
+                            "{}",
+                            message
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1406,4 +1406,94 @@ mod tests {
         let no_window = Rules::default();
         assert!(!no_window.decide(&first, start).active);
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::lag::OffsetResetPolicy;
+
+        /// One poll: time step (ms), then per partition (watermark, commit, log start).
+        type Poll = (u64, Vec<(i64, Option<i64>, i64)>, Option<usize>, bool);
+
+        fn poll() -> impl Strategy<Value = Poll> {
+            let offset = prop_oneof![0i64..1_000, any::<i64>()];
+            (
+                0u64..20_000,
+                prop::collection::vec(
+                    (offset.clone(), prop::option::of(offset.clone()), offset),
+                    0..5,
+                ),
+                prop::option::of(0usize..10),
+                any::<bool>(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+            /// Any stream of samples (offsets anywhere in i64, going back, partitions coming
+            /// and going, failed polls): no panic, and every metric finite and >= 0.
+            #[test]
+            fn any_sample_stream_gives_finite_answers(
+                polls in prop::collection::vec(poll(), 1..30),
+                earliest in any::<bool>(),
+                threshold in 1i64..1_000,
+                target in 1u64..1_000,
+                flags in any::<[bool; 4]>(),
+            ) {
+                let rule = LagRule {
+                    offset_reset: if earliest {
+                        OffsetResetPolicy::Earliest
+                    } else {
+                        OffsetResetPolicy::Latest
+                    },
+                    zero_on_invalid_offset: flags[0],
+                };
+                let rules = Rules {
+                    lag_threshold: threshold,
+                    target_eta: Some(Duration::from_secs(target)),
+                    idle_window: Duration::from_secs(target),
+                    allow_idle_consumers: flags[1],
+                    exclude_persistent_lag: flags[2],
+                    ensure_even_distribution: flags[3],
+                    ..Rules::default()
+                };
+                let start = Instant::now();
+                let mut at = start;
+                let mut window = Window::new(Duration::from_secs(60));
+                for (step, partitions, members, failed) in polls {
+                    at += Duration::from_millis(step);
+                    if failed {
+                        window.record_failure(at);
+                        continue;
+                    }
+                    let offsets = partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (high, committed, log_start))| PartitionOffsets {
+                            topic: "t".to_owned(),
+                            partition: i as i32,
+                            log_start: *log_start,
+                            high_watermark: *high,
+                            committed: *committed,
+                        })
+                        .collect();
+                    let estimate = window.record(at, offsets, members, rule);
+                    prop_assert!(estimate.total_lag >= 0);
+                    if let Some(rates) = estimate.rates {
+                        prop_assert!(rates.produce.is_finite() && rates.consume.is_finite());
+                        prop_assert!(rates.produce >= -1e-6 && rates.consume >= -1e-6);
+                    }
+                    let decision = rules.decide(&estimate, at);
+                    prop_assert!(decision.metric_lag >= 0);
+                    for mode in [MetricMode::Lag, MetricMode::Eta, MetricMode::Replicas] {
+                        if let Ok(value) = decision.metric_value(mode) {
+                            prop_assert!(value.is_finite() && value >= 0.0, "{mode}: {value}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -751,4 +751,132 @@ mod tests {
         assert_eq!(trigger.metric_name(), "kafka-lag-team-a-b-t_1");
         assert_eq!(trigger.metric_name(), trigger.clone().metric_name());
     }
+
+    mod fuzz {
+        use proptest::collection::hash_map;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Values that exercise every parser: numbers in and out of range, KEDA booleans and
+        /// near misses, durations, partition lists, control characters and huge strings.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                any::<i128>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|n| n.to_string()),
+                prop::sample::select(vec![
+                    "",
+                    " ",
+                    "0",
+                    "1",
+                    "-1",
+                    "true",
+                    "True",
+                    "TRUE",
+                    "t",
+                    "yes",
+                    "false",
+                    "F",
+                    "lag",
+                    "eta",
+                    "replicas",
+                    "latest",
+                    "earliest",
+                    "2m",
+                    "1h",
+                    "90",
+                    "0s",
+                    "3601s",
+                    "1,2,10-20",
+                    "5-2",
+                    "-",
+                    ",",
+                    "NaN",
+                    "inf",
+                    "1e309",
+                    "consumerGroup",
+                    "plugin",
+                    "k1:9092,k2:9092",
+                    "evil:1",
+                ])
+                .prop_map(str::to_owned),
+                "[0-9,\\- ]{0,20}",
+                "[\\x00-\\x1f\\u{7f}-\\u{10ffff}]{0,8}",
+                (1usize..20_000).prop_map(|n| "9".repeat(n)),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            let known: Vec<&'static str> = OWN_KEYS.iter().chain(KEDA_KEYS).copied().collect();
+            prop_oneof![
+                4 => prop::sample::select(known).prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+            /// Any metadata map: never a panic; either a consistent trigger or an error that
+            /// names a key and says what it accepts.
+            #[test]
+            fn any_metadata_parses_or_names_the_key(
+                mut metadata in hash_map(key(), value(), 0..12),
+                group in prop_oneof![Just(None), value().prop_map(Some)],
+            ) {
+                if let Some(group) = group {
+                    metadata.insert("consumerGroup".to_owned(), group);
+                }
+                match Trigger::parse(&metadata, &cluster()) {
+                    Ok(trigger) => {
+                        let rules = &trigger.rules;
+                        prop_assert!(rules.lag_threshold >= 1);
+                        prop_assert!(rules.activation_lag_threshold >= 0);
+                        prop_assert!(rules.idle_window <= MAX_IDLE_WINDOW);
+                        prop_assert!(trigger.target().is_finite() && trigger.target() > 0.0);
+                        prop_assert!(!(rules.allow_idle_consumers
+                            && rules.limit_to_partitions_with_lag));
+                        prop_assert!(trigger
+                            .metric_name()
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'));
+                    }
+                    Err(err) => {
+                        let message = err.to_string();
+                        prop_assert!(message.starts_with("metadata "), "{}", message);
+                        prop_assert!(message.contains("expected"), "{}", message);
+                        prop_assert!(message.len() < 2_000, "{} bytes", message.len());
+                    }
+                }
+            }
+
+            #[test]
+            fn any_partition_list_parses_or_is_refused(text in "[0-9, \\-]{0,40}") {
+                if let Some(set) = PartitionSet::parse(&text) {
+                    let again = PartitionSet::parse(&set.to_string());
+                    prop_assert_eq!(again, Some(set));
+                }
+            }
+
+            #[test]
+            fn numbers_out_of_range_are_refused(n in any::<i128>()) {
+                let text = n.to_string();
+                let metadata = HashMap::from([
+                    ("consumerGroup".to_owned(), "g".to_owned()),
+                    ("lagThreshold".to_owned(), text),
+                ]);
+                let parsed = Trigger::parse(&metadata, &cluster());
+                prop_assert_eq!(parsed.is_ok(), (1..=i128::from(i64::MAX)).contains(&n));
+            }
+        }
+
+        #[test]
+        fn many_keys_at_once_are_fine() {
+            let metadata: HashMap<String, String> = (0..10_000)
+                .map(|i| (format!("k{i}"), "v".repeat(i % 50)))
+                .collect();
+            assert!(Trigger::parse(&metadata, &cluster()).is_err());
+        }
+    }
 }
