@@ -49,6 +49,12 @@ pub const SETTINGS: &[Setting] = &[
                (at least 2 poll intervals, at most 1h)",
     },
     Setting {
+        name: "SCALER_STALE_AFTER",
+        default: "3 poll intervals + SCALER_KAFKA_TIMEOUT",
+        help: "while polls fail, the last good sample is served until it is this old; then \
+               UNAVAILABLE (at least SCALER_POLL_INTERVAL, at most 1h)",
+    },
+    Setting {
         name: "SCALER_WATCH_TTL",
         default: "10m",
         help: "a watch no RPC asked about for this long is stopped (1s to 7d)",
@@ -81,6 +87,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Rates are estimated over this much of each watch's latest samples.
     pub rate_window: Duration,
+    /// While polls fail, the last good sample is served until it is this old.
+    pub stale_after: Duration,
     /// A watch not asked about for this long is stopped.
     pub watch_ttl: Duration,
     /// Whether `SCALER_DEBUG` asked for debug logging.
@@ -143,6 +151,8 @@ impl Default for Config {
             },
             poll_interval: Duration::from_secs(5),
             rate_window: Duration::from_secs(300),
+            // 3 × poll interval + Kafka timeout, as computed when the variable is unset.
+            stale_after: Duration::from_secs(20),
             watch_ttl: Duration::from_secs(600),
             debug: false,
             unknown_vars: Vec::new(),
@@ -230,6 +240,22 @@ impl Config {
                 "a duration from 100ms to 60s, e.g. 5s",
             )?;
         }
+        config.stale_after = match vars.get("SCALER_STALE_AFTER") {
+            // Three missed polls, plus the time the last poll may legitimately take.
+            None => 3 * config.poll_interval + config.kafka.request_timeout,
+            Some(value) => parse_duration(
+                "SCALER_STALE_AFTER",
+                value,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                STALE_AFTER_RULE,
+            )?,
+        };
+        // A limit under one poll interval would refuse healthy samples between two polls.
+        if config.stale_after < config.poll_interval {
+            let value = vars.get("SCALER_STALE_AFTER").unwrap_or_default();
+            return Err(invalid("SCALER_STALE_AFTER", value, STALE_AFTER_RULE));
+        }
         if let Some(value) = vars.get("SCALER_DEBUG") {
             config.debug = parse_bool(value).ok_or_else(|| {
                 invalid("SCALER_DEBUG", value, "true or false (also 1/0, yes/no)")
@@ -244,12 +270,13 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} rate_window={} \
-             watch_ttl={} debug={}",
+             stale_after={} watch_ttl={} debug={}",
             self.listen,
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
             humantime::format_duration(self.poll_interval),
             humantime::format_duration(self.rate_window),
+            humantime::format_duration(self.stale_after),
             humantime::format_duration(self.watch_ttl),
             self.debug,
         )
@@ -278,6 +305,9 @@ pub fn help_text() -> String {
     }
     text
 }
+
+const STALE_AFTER_RULE: &str =
+    "a duration of at least SCALER_POLL_INTERVAL and at most 1h, e.g. 20s";
 
 const RATE_WINDOW_RULE: &str =
     "a duration of at least twice SCALER_POLL_INTERVAL and at most 1h, e.g. 5m";
@@ -403,6 +433,7 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(5));
         assert_eq!(config.watch_ttl, Duration::from_secs(600));
         assert_eq!(config.rate_window, Duration::from_secs(300));
+        assert_eq!(config.stale_after, Duration::from_secs(20));
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(5));
         assert!(!config.debug);
     }
@@ -416,6 +447,7 @@ mod tests {
             ("SCALER_POLL_INTERVAL", "250ms"),
             ("SCALER_WATCH_TTL", "2m"),
             ("SCALER_RATE_WINDOW", "500ms"),
+            ("SCALER_STALE_AFTER", "4s"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
             ("Scaler_Debug", "TRUE"),
             ("SCALER_REDIS_URL", "localhost"),
@@ -426,6 +458,7 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_millis(250));
         assert_eq!(config.watch_ttl, Duration::from_secs(120));
         assert_eq!(config.rate_window, Duration::from_millis(500));
+        assert_eq!(config.stale_after, Duration::from_secs(4));
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
         assert!(config.debug);
         assert_eq!(config.unknown_vars, ["SCALER_REDIS_URL"]);
@@ -450,6 +483,8 @@ mod tests {
             ("SCALER_DEBUG", "maybe"),
             ("SCALER_RATE_WINDOW", "2h"),
             ("SCALER_RATE_WINDOW", "9s"),
+            ("SCALER_STALE_AFTER", "4s"),
+            ("SCALER_STALE_AFTER", "2h"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
@@ -548,6 +583,7 @@ mod tests {
                 match Config::from_vars(pairs) {
                     Ok(config) => {
                         prop_assert!(config.rate_window >= 2 * config.poll_interval);
+                        prop_assert!(config.stale_after >= config.poll_interval);
                         prop_assert!(config.listen.port() > 0);
                     }
                     Err(err) => {

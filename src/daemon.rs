@@ -92,7 +92,7 @@ impl Daemon {
             .register_service(grpc::external_scaler(
                 Arc::clone(&registry),
                 config.kafka.clone(),
-                stale_after(config),
+                config.stale_after,
             ))
             .register_service(grpc::health_service(health.clone()))
             .build()
@@ -151,12 +151,6 @@ impl Daemon {
         info!("stopped");
         Ok(())
     }
-}
-
-/// Age past which a sample is not served: three missed polls, plus the time the last poll
-/// may legitimately take.
-pub fn stale_after(config: &Config) -> Duration {
-    3 * config.poll_interval + config.kafka.request_timeout
 }
 
 /// Stops accepting calls and lets calls in flight finish until `deadline`.

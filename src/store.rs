@@ -25,39 +25,56 @@ pub enum Reading {
     Failed(Arc<str>),
 }
 
+/// A watch's latest reading together with its latest good estimate, which outlives failed
+/// polls so that it can be served until it is stale.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The latest poll's outcome.
+    pub reading: Reading,
+    /// The estimate of the latest poll that succeeded, if any did.
+    pub last_good: Option<Arc<Estimate>>,
+}
+
 /// One watch's entry: its latest reading and when an RPC last asked about it.
 pub struct Slot {
     /// The watch's number, unique for the life of the store.
     pub id: u64,
     /// What the watch polls.
     pub key: WatchKey,
-    reading: Mutex<Reading>,
+    view: Mutex<View>,
     changed: Condvar,
     origin: Instant,
     last_asked_ms: AtomicU64,
 }
 
 impl Slot {
-    /// The latest reading.
-    pub fn reading(&self) -> Reading {
-        self.reading.lock().clone()
+    /// The latest reading and good estimate.
+    pub fn view(&self) -> View {
+        self.view.lock().clone()
     }
 
-    /// The latest reading, waiting up to `max_wait` while the first poll is still running.
-    pub fn first_reading(&self, max_wait: Duration) -> Reading {
+    /// The latest view, waiting up to `max_wait` while the first poll is still running.
+    pub fn first_view(&self, max_wait: Duration) -> View {
         let deadline = Instant::now() + max_wait;
-        let mut reading = self.reading.lock();
-        while matches!(*reading, Reading::Pending) {
-            if self.changed.wait_until(&mut reading, deadline).timed_out() {
+        let mut view = self.view.lock();
+        while matches!(view.reading, Reading::Pending) {
+            if self.changed.wait_until(&mut view, deadline).timed_out() {
                 break;
             }
         }
-        reading.clone()
+        view.clone()
     }
 
-    /// Replaces the reading and wakes anyone waiting for the first one.
+    /// Replaces the reading (a fresh one also becomes the last good estimate) and wakes
+    /// anyone waiting for the first one.
     pub fn set_reading(&self, reading: Reading) {
-        *self.reading.lock() = reading;
+        {
+            let mut view = self.view.lock();
+            if let Reading::Fresh(estimate) = &reading {
+                view.last_good = Some(Arc::clone(estimate));
+            }
+            view.reading = reading;
+        }
         self.changed.notify_all();
     }
 
@@ -106,7 +123,10 @@ impl Store {
         let slot = Arc::new(Slot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             key: key.clone(),
-            reading: Mutex::new(Reading::Pending),
+            view: Mutex::new(View {
+                reading: Reading::Pending,
+                last_good: None,
+            }),
             changed: Condvar::new(),
             origin: self.origin,
             last_asked_ms: AtomicU64::new(0),
@@ -168,7 +188,7 @@ mod tests {
         assert!(created);
         let started = Instant::now();
         assert!(matches!(
-            slot.first_reading(Duration::from_millis(50)),
+            slot.first_view(Duration::from_millis(50)).reading,
             Reading::Pending
         ));
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -180,9 +200,10 @@ mod tests {
                 slot.set_reading(Reading::Failed("boom".into()));
             })
         };
-        let reading = slot.first_reading(Duration::from_secs(5));
+        let view = slot.first_view(Duration::from_secs(5));
         writer.join().unwrap();
-        assert!(matches!(reading, Reading::Failed(cause) if &*cause == "boom"));
+        assert!(matches!(view.reading, Reading::Failed(cause) if &*cause == "boom"));
+        assert!(view.last_good.is_none());
     }
 
     #[test]

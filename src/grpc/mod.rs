@@ -45,7 +45,8 @@ pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_millis(1500);
 /// cluster, the only one triggers may name. StreamIsActive and StreamMetricSpec are not
 /// registered, so they answer UNIMPLEMENTED (KEDA then falls back to polling).
 ///
-/// A sample older than `stale_after` is not served: the watcher has stopped delivering, and
+/// While polls fail, the last good sample is served until it is `stale_after` old (IsActive
+/// then answers true: missing data never reads as idle). An older sample is not served:
 /// KEDA must fall back rather than scale on old data.
 pub fn external_scaler(
     registry: Arc<Registry>,
@@ -102,9 +103,15 @@ struct Scaler {
 impl Scaler {
     fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
-        let decision = self.decide(&trigger)?;
+        let served = self.current_estimate(&trigger)?;
+        let decision = trigger.rules.decide(&served.estimate, Instant::now());
+        // While polls fail, the workload is kept up: missing data never reads as idle.
+        let active = decision.active || served.failing.is_some();
+        if !decision.active && active {
+            debug!("IsActive {}: true while polls fail", trigger.watch);
+        }
         Ok(IsActiveResponse {
-            result: decision.active,
+            result: active,
             ..Default::default()
         })
     }
@@ -173,41 +180,61 @@ impl Scaler {
         })
     }
 
-    /// The trigger's decision from its watch's latest estimate.
+    /// The trigger's decision from its watch's latest good estimate.
     fn decide(&self, trigger: &Trigger) -> Result<Decision, RpcStatus> {
-        let estimate = self.current_estimate(trigger)?;
-        Ok(trigger.rules.decide(&estimate, Instant::now()))
+        let served = self.current_estimate(trigger)?;
+        Ok(trigger.rules.decide(&served.estimate, Instant::now()))
     }
 
-    /// The watch's latest estimate, or UNAVAILABLE saying why there is none.
-    fn current_estimate(&self, trigger: &Trigger) -> Result<Arc<Estimate>, RpcStatus> {
+    /// The watch's latest good estimate while it is not stale (even if the polls since
+    /// failed), or UNAVAILABLE saying why there is none.
+    fn current_estimate(&self, trigger: &Trigger) -> Result<Served, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch);
-        match slot.first_reading(FIRST_SAMPLE_WAIT) {
-            Reading::Fresh(estimate) if estimate.taken_at.elapsed() <= self.stale_after => {
-                Ok(estimate)
+        let view = slot.first_view(FIRST_SAMPLE_WAIT);
+        let failing = match view.reading {
+            Reading::Pending => {
+                return Err(RpcStatus::with_message(
+                    RpcStatusCode::UNAVAILABLE,
+                    format!(
+                        "no sample yet for {}: the first poll of this watch has not finished",
+                        trigger.watch
+                    ),
+                ))
             }
-            Reading::Fresh(estimate) => Err(RpcStatus::with_message(
-                RpcStatusCode::UNAVAILABLE,
-                format!(
-                    "the latest sample of {} is {} old (stale after {})",
-                    trigger.watch,
-                    humantime::format_duration(round_to_ms(estimate.taken_at.elapsed())),
-                    humantime::format_duration(self.stale_after)
-                ),
-            )),
-            Reading::Pending => Err(RpcStatus::with_message(
-                RpcStatusCode::UNAVAILABLE,
-                format!(
-                    "no sample yet for {}: the first poll of this watch has not finished",
-                    trigger.watch
-                ),
-            )),
-            Reading::Failed(cause) => Err(RpcStatus::with_message(
+            Reading::Fresh(_) => None,
+            Reading::Failed(cause) => Some(cause),
+        };
+        let Some(estimate) = view.last_good else {
+            let cause = failing.as_deref().unwrap_or("no poll succeeded");
+            return Err(RpcStatus::with_message(
                 RpcStatusCode::UNAVAILABLE,
                 format!("polling {} failed: {cause}", trigger.watch),
-            )),
+            ));
+        };
+        let age = estimate.taken_at.elapsed();
+        if age <= self.stale_after {
+            return Ok(Served { estimate, failing });
         }
+        let why = match &failing {
+            Some(cause) => format!("polls fail since: {cause}"),
+            None => "the watcher has not delivered since".to_owned(),
+        };
+        Err(RpcStatus::with_message(
+            RpcStatusCode::UNAVAILABLE,
+            format!(
+                "the latest good sample of {} is {} old (stale after {}); {why}",
+                trigger.watch,
+                humantime::format_duration(round_to_ms(age)),
+                humantime::format_duration(self.stale_after)
+            ),
+        ))
     }
+}
+
+/// An estimate fit to serve, and why the polls since it failed, if they did.
+struct Served {
+    estimate: Arc<Estimate>,
+    failing: Option<Arc<str>>,
 }
 
 fn round_to_ms(duration: Duration) -> Duration {

@@ -100,6 +100,10 @@ impl KafkaClient {
             .set("client.id", "lagscaler")
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
+            // One connection per broker for every watch, retried with exponential backoff
+            // from 100 ms to 1 s while a broker is down: quick recovery, no connection storm.
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "1000")
             .set(
                 "socket.timeout.ms",
                 config.request_timeout.as_millis().to_string(),

@@ -3,5 +3,6 @@
 
 mod binary;
 mod estimator;
+mod faults;
 mod scaler;
 mod support;

@@ -66,10 +66,15 @@ pub struct Tansu {
 impl Tansu {
     /// Starts the broker and waits until it accepts connections.
     pub fn start() -> Tansu {
+        Tansu::start_on(free_port())
+    }
+
+    /// Starts the broker on `port` (e.g. the port of one that was stopped). Its storage is
+    /// in memory: topics and offsets start empty.
+    pub fn start_on(port: u16) -> Tansu {
         let binary = tansu_binary();
         let dir = tempfile::tempdir().expect("temp dir for the broker log");
         let log_path = dir.path().join("tansu.log");
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let log = File::create(&log_path).expect("create the broker log");
         let child = Command::new(&binary)
@@ -101,6 +106,16 @@ impl Tansu {
             broker.log()
         );
         broker
+    }
+
+    /// The broker's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's process id, e.g. to stop it with SIGSTOP.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `127.0.0.1:<port>`.
@@ -194,6 +209,102 @@ impl Drop for Tansu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The real `lagscaler` binary running as a child process on a free loopback port, with its
+/// log in a temp dir. Killed in `Drop` if the test did not stop it.
+pub struct Process {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts the binary with `env` on top of a loopback listener and debug logging, and
+    /// waits until it listens.
+    pub fn start(bootstrap: &str, env: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("lagscaler.log");
+        let log = File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_lagscaler"))
+            .env("SCALER_LISTEN_ADDR", "127.0.0.1")
+            .env("SCALER_PORT", port.to_string())
+            .env("SCALER_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+            .env("SCALER_DEBUG", "true")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start lagscaler");
+        let process = Process {
+            child,
+            port,
+            log_path,
+            _dir: dir,
+        };
+        let listening = wait_for(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(
+            listening.is_some(),
+            "not listening; log:\n{}",
+            process.log()
+        );
+        process
+    }
+
+    /// A gRPC client connected to it.
+    pub fn client(&self) -> GrpcClient {
+        GrpcClient::connect(&format!("127.0.0.1:{}", self.port))
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Its thread count and open file descriptors, from /proc.
+    pub fn threads_and_fds(&self) -> (usize, usize) {
+        let count = |dir: String| std::fs::read_dir(dir).map_or(0, |entries| entries.count());
+        let pid = self.child.id();
+        (
+            count(format!("/proc/{pid}/task")),
+            count(format!("/proc/{pid}/fd")),
+        )
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status; `None` if it is still
+    /// running then (it is killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        send_signal("TERM", self.child.id());
+        let status = wait_for(timeout, || self.child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `SIG<signal>` to `pid` with kill(1).
+pub fn send_signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// The broker binary: `TANSU_BIN`, then `tansu` on PATH, then `~/.cargo/bin/tansu`.

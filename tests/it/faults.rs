@@ -1,0 +1,165 @@
+//! Kafka incidents against the real binary: the broker killed and restarted on the same port,
+//! and the broker frozen with SIGSTOP. Answers stay honest (served while fresh enough, then
+//! UNAVAILABLE, never a guess), serving never waits on Kafka, and recovery needs no restart.
+
+use std::time::{Duration, Instant};
+
+use grpcio::RpcStatusCode;
+
+use crate::support::{send_signal, wait_for, Process, Tansu};
+
+const GROUP: [(&str, &str); 2] = [("consumerGroup", "ops"), ("topic", "events")];
+/// Lag 8 is never above 100: false while data is fresh, true while polls fail.
+const ACTIVE_ABOVE_100: [(&str, &str); 3] = [
+    ("consumerGroup", "ops"),
+    ("topic", "events"),
+    ("activationLagThreshold", "100"),
+];
+
+/// Topic `events` with 6 + 4 records and group `ops` at 1 + 1: lag 8.
+fn load(broker: &Tansu) {
+    broker.create_topic("events", 2);
+    broker.produce("events", 0, 6);
+    broker.produce("events", 1, 4);
+    broker.commit("ops", &[("events", 0, 1), ("events", 1, 1)]);
+}
+
+fn start_scaler(broker: &Tansu) -> Process {
+    Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_POLL_INTERVAL", "200ms"),
+            ("SCALER_KAFKA_TIMEOUT", "500ms"),
+            ("SCALER_STALE_AFTER", "3s"),
+        ],
+    )
+}
+
+#[test]
+fn broker_restart_goes_fresh_stale_unavailable_fresh() {
+    let broker = Tansu::start();
+    let port = broker.port();
+    load(&broker);
+    let scaler = start_scaler(&broker);
+    let client = scaler.client();
+    assert_eq!(client.lag(&GROUP).expect("fresh lag"), 8);
+    assert!(!client.is_active(&ACTIVE_ABOVE_100).expect("fresh activity"));
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = scaler.threads_and_fds();
+
+    drop(broker);
+    let killed = Instant::now();
+    // Stale but served: the polls fail, the last good lag is still answered, and activity
+    // is kept up because missing data never reads as idle.
+    let failing = wait_for(Duration::from_secs(2), || {
+        client.is_active(&ACTIVE_ABOVE_100).ok()?.then_some(())
+    });
+    assert!(
+        failing.is_some(),
+        "no failed poll seen; log:\n{}",
+        scaler.log()
+    );
+    assert_eq!(client.lag(&GROUP).expect("stale but served"), 8);
+    assert!(killed.elapsed() < Duration::from_millis(2500));
+
+    // Stale: UNAVAILABLE with the cause, for both questions.
+    let status = wait_for(Duration::from_secs(5), || client.lag(&GROUP).err());
+    let status = status.expect("UNAVAILABLE once stale");
+    let stale_at = killed.elapsed();
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
+    assert!(status.message().contains("stale after 3s"), "{status:?}");
+    assert!(
+        stale_at >= Duration::from_millis(2500),
+        "stale after {stale_at:?}"
+    );
+    let status = client.is_active(&GROUP).expect_err("IsActive once stale");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
+
+    // The broker returns on the same port (empty: its storage is memory) and is loaded again.
+    let broker = Tansu::start_on(port);
+    load(&broker);
+    let back = Instant::now();
+    let fresh = wait_for(Duration::from_secs(10), || {
+        let lag = client.lag(&GROUP).ok()?;
+        let active = client.is_active(&ACTIVE_ABOVE_100).ok()?;
+        (lag == 8 && !active).then(|| back.elapsed())
+    });
+    let fresh = fresh.unwrap_or_else(|| panic!("no recovery; log:\n{}", scaler.log()));
+    println!("broker restart: stale after {stale_at:?}, fresh again {fresh:?} after reload");
+    // Reconnects back off to at most 1 s, then two polls of 200 ms.
+    assert!(fresh < Duration::from_secs(2), "fresh only after {fresh:?}");
+
+    let settled = wait_for(Duration::from_secs(5), || {
+        (scaler.threads_and_fds() == baseline).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "threads and fds {:?}, baseline {baseline:?}",
+        scaler.threads_and_fds()
+    );
+    let log = scaler.log();
+    assert!(log.contains("watch failing"), "{log}");
+    assert!(log.contains("watch recovered"), "{log}");
+}
+
+/// The p99 of `n` GetMetrics calls, answered or refused.
+fn p99_latency(client: &crate::support::GrpcClient, n: usize) -> Duration {
+    let mut latencies: Vec<Duration> = (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = client.lag(&GROUP);
+            started.elapsed()
+        })
+        .collect();
+    latencies.sort_unstable();
+    latencies[n * 99 / 100]
+}
+
+#[test]
+fn frozen_broker_does_not_slow_serving() {
+    let broker = Tansu::start();
+    load(&broker);
+    let scaler = start_scaler(&broker);
+    let client = scaler.client();
+    assert_eq!(client.lag(&GROUP).expect("fresh lag"), 8);
+    let healthy = p99_latency(&client, 400);
+
+    send_signal("STOP", broker.pid());
+    // Resumed even if an assertion below fails, so that the broker's guard can stop it.
+    struct Resume(u32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            send_signal("CONT", self.0);
+        }
+    }
+    let resume = Resume(broker.pid());
+    // Past the Kafka timeout, so that a watcher is waiting on the frozen broker.
+    std::thread::sleep(Duration::from_millis(700));
+    let frozen = p99_latency(&client, 400);
+    println!("frozen broker: GetMetrics p99 {frozen:?}, healthy {healthy:?}");
+    // A call that waited on Kafka would take the 500 ms timeout; the 1 ms floor absorbs
+    // scheduling noise of sub-millisecond calls on a shared 2-core machine.
+    assert!(
+        frozen <= (2 * healthy).max(healthy + Duration::from_millis(1)),
+        "p99 {frozen:?} while frozen, {healthy:?} healthy"
+    );
+    let timed_out = wait_for(Duration::from_secs(3), || {
+        scaler.log().contains("watch failing").then_some(())
+    });
+    assert!(
+        timed_out.is_some(),
+        "no poll timed out; log:\n{}",
+        scaler.log()
+    );
+
+    drop(resume);
+    let fresh = wait_for(Duration::from_secs(5), || {
+        (!client.is_active(&ACTIVE_ABOVE_100).ok()?).then_some(())
+    });
+    assert!(
+        fresh.is_some(),
+        "no recovery after SIGCONT; log:\n{}",
+        scaler.log()
+    );
+    assert!(scaler.log().contains("watch recovered"));
+}
