@@ -124,6 +124,11 @@ impl Daemon {
         self.registry.len()
     }
 
+    /// Watcher threads that died and were restarted since the start.
+    pub fn watcher_panics(&self) -> usize {
+        self.registry.watcher_panics()
+    }
+
     /// Stops serving and joins every thread the daemon started, giving up after `grace`:
     /// health NOT_SERVING, the gRPC server (in-flight calls finish), the watchers, the Kafka
     /// client's event thread.

@@ -5,6 +5,8 @@ pub mod config;
 pub mod daemon;
 pub mod estimate;
 pub mod grpc;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod kafka;
 pub mod lag;
 pub mod store;

@@ -9,6 +9,7 @@
 mod watcher;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -27,6 +28,15 @@ const RESULTS_CAPACITY: usize = 1024;
 
 /// How often to sleep between checks while joining threads at shutdown.
 const JOIN_CHECK: Duration = Duration::from_millis(10);
+
+/// First delay before restarting a watcher that died; doubled for each death in a row.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest delay before restarting a watcher that died.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A watcher that ran this long since its last death starts the backoff afresh.
+const BACKOFF_RESET: Duration = Duration::from_secs(300);
 
 /// How watches behave.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +62,7 @@ pub struct ShutdownError {
 /// Handle to the watches: cheap to share between gRPC handlers.
 pub struct Registry {
     store: Arc<Store>,
+    panics: Arc<AtomicUsize>,
     control: Sender<Control>,
     supervisor: Mutex<Option<JoinHandle<Result<(), ShutdownError>>>>,
 }
@@ -76,6 +87,7 @@ impl Registry {
     /// Starts the supervisor thread.
     pub fn start(client: Arc<KafkaClient>, settings: WatchSettings) -> std::io::Result<Registry> {
         let store = Arc::new(Store::default());
+        let panics = Arc::new(AtomicUsize::new(0));
         let (control_tx, control_rx) = unbounded();
         let (results_tx, results_rx) = bounded(RESULTS_CAPACITY);
         let supervisor = Supervisor {
@@ -87,6 +99,9 @@ impl Registry {
             results: results_rx,
             watchers: HashMap::new(),
             stopping: Vec::new(),
+            deaths: HashMap::new(),
+            restarts: Vec::new(),
+            panics: Arc::clone(&panics),
             panicked: 0,
         };
         let handle = thread::Builder::new()
@@ -94,6 +109,7 @@ impl Registry {
             .spawn(move || supervisor.run())?;
         Ok(Registry {
             store,
+            panics,
             control: control_tx,
             supervisor: Mutex::new(Some(handle)),
         })
@@ -120,6 +136,11 @@ impl Registry {
     /// Number of watches.
     pub fn len(&self) -> usize {
         self.store.len()
+    }
+
+    /// Watcher threads that died (panicked) since the start; each was restarted.
+    pub fn watcher_panics(&self) -> usize {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// Whether there is no watch.
@@ -170,6 +191,12 @@ struct Supervisor {
     watchers: HashMap<u64, WatcherHandle>,
     /// Watchers told to stop whose threads have not been joined yet.
     stopping: Vec<(WatchKey, JoinHandle<()>)>,
+    /// Per watch id: deaths in a row and when the last one was noticed, for the backoff.
+    deaths: HashMap<u64, (u32, Instant)>,
+    /// Watches whose dead watcher restarts at the given time.
+    restarts: Vec<(Instant, Arc<Slot>)>,
+    /// Shared with the handle, for observability.
+    panics: Arc<AtomicUsize>,
     panicked: usize,
 }
 
@@ -190,6 +217,7 @@ impl Supervisor {
                 Event::Tick => {
                     self.expire_idle();
                     self.restart_dead();
+                    self.restart_due();
                     self.join_stopped();
                 }
             }
@@ -265,6 +293,7 @@ impl Supervisor {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
+            self.deaths.remove(&id);
             let Some(watcher) = self.watchers.remove(&id) else {
                 continue;
             };
@@ -279,9 +308,10 @@ impl Supervisor {
         }
     }
 
-    /// A watcher only ends when told to; one that ended by itself panicked. Its watch is
-    /// marked failed (so its last sample is not served as current) and a new watcher starts;
-    /// the tick period bounds restarts to one per second per watch.
+    /// A watcher only ends when told to; one that ended by itself panicked. The panic is
+    /// logged and counted, the watch is marked failed (its last good sample is still served
+    /// until stale) and a new watcher starts after a backoff: 1 s, doubled for each death in
+    /// a row, at most 60 s.
     fn restart_dead(&mut self) {
         let dead: Vec<u64> = self
             .watchers
@@ -289,6 +319,7 @@ impl Supervisor {
             .filter(|(_, watcher)| watcher.thread.is_finished())
             .map(|(id, _)| *id)
             .collect();
+        let now = Instant::now();
         for id in dead {
             let Some(watcher) = self.watchers.remove(&id) else {
                 continue;
@@ -298,14 +329,41 @@ impl Supervisor {
                 Ok(()) => "it stopped unexpectedly".to_owned(),
             };
             self.panicked += 1;
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            let in_a_row = match self.deaths.get(&id) {
+                Some((count, last)) if now.duration_since(*last) < BACKOFF_RESET => count + 1,
+                _ => 1,
+            };
+            self.deaths.insert(id, (in_a_row, now));
+            let delay = RESTART_BACKOFF
+                .saturating_mul(1 << (in_a_row - 1).min(16))
+                .min(MAX_RESTART_BACKOFF);
             error!(
-                "watcher of {} died ({cause}); restarting it",
-                watcher.slot.key
+                "watcher of {} died ({cause}); restarting it in {} (death {in_a_row} in a row)",
+                watcher.slot.key,
+                humantime::format_duration(delay)
             );
             watcher.slot.set_reading(crate::store::Reading::Failed(
                 format!("the watcher thread died ({cause}) and is restarting").into(),
             ));
-            self.start_watcher(watcher.slot);
+            self.restarts.push((now + delay, watcher.slot));
+        }
+    }
+
+    /// Starts the watchers whose restart is due, unless their watch expired meanwhile.
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.restarts.drain(..).partition(|(at, _)| *at <= now);
+        self.restarts = waiting;
+        for (_, slot) in due {
+            if self.store.remove_if_idle(&slot.key, self.settings.ttl) {
+                info!("watch expired while its watcher was down: {}", slot.key);
+                self.deaths.remove(&slot.id);
+                continue;
+            }
+            info!("restarting the watcher of {}", slot.key);
+            self.start_watcher(slot);
         }
     }
 

@@ -103,6 +103,10 @@ impl Watcher {
     }
 
     fn poll(&mut self) -> Reading {
+        #[cfg(feature = "test-hooks")]
+        if crate::hooks::take_watcher_panic(&self.key.group) {
+            panic!("panic injected by a test into the watcher of {}", self.key);
+        }
         let started = Instant::now();
         match self.read() {
             Ok((offsets, members)) => {

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use grpcio::RpcStatusCode;
 
-use crate::support::{send_signal, wait_for, Process, Tansu};
+use lagscaler::daemon::StopError;
+use lagscaler::hooks;
+
+use crate::support::{send_signal, wait_for, Process, Scaler, Tansu};
 
 const GROUP: [(&str, &str); 2] = [("consumerGroup", "ops"), ("topic", "events")];
 /// Lag 8 is never above 100: false while data is fresh, true while polls fail.
@@ -162,4 +165,65 @@ fn frozen_broker_does_not_slow_serving() {
         scaler.log()
     );
     assert!(scaler.log().contains("watch recovered"));
+}
+
+#[test]
+fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
+    let broker = Tansu::start();
+    load(&broker);
+    broker.commit("victim", &[("events", 0, 2), ("events", 1, 2)]);
+    let scaler = Scaler::start(
+        &broker.bootstrap(),
+        Duration::from_millis(200),
+        Duration::from_secs(600),
+    );
+    let victim = [("consumerGroup", "victim"), ("topic", "events")];
+    // Lag 6 is never above 100: false while fresh, true while the watch is failed.
+    let victim_fresh = [
+        ("consumerGroup", "victim"),
+        ("topic", "events"),
+        ("activationLagThreshold", "100"),
+    ];
+    assert_eq!(scaler.lag(&victim).expect("victim lag"), 6);
+    assert_eq!(scaler.lag(&GROUP).expect("bystander lag"), 8);
+
+    let mut restart_times = Vec::new();
+    for death in 1..=2 {
+        hooks::panic_watcher_once("victim");
+        let died = wait_for(Duration::from_secs(3), || {
+            (scaler.daemon().watcher_panics() == death).then(Instant::now)
+        });
+        let died = died.expect("the injected panic was not noticed");
+        // While the watcher is down: the last good lag is served, the bystander is fresh.
+        assert_eq!(scaler.lag(&victim).expect("served while down"), 6);
+        assert!(scaler
+            .is_active(&victim_fresh)
+            .expect("activity while down"));
+        assert!(!scaler
+            .is_active(&ACTIVE_ABOVE_100)
+            .expect("bystander fresh"));
+        let restarted = wait_for(Duration::from_secs(6), || {
+            (!scaler.is_active(&victim_fresh).ok()?).then(|| died.elapsed())
+        });
+        restart_times.push(restarted.expect("the watcher was not restarted"));
+    }
+    println!("watcher panics: fresh again after {restart_times:?}");
+    // Backoff: 1 s after the first death, 2 s after the second in a row (plus up to one
+    // 1 s supervisor tick each).
+    assert!(
+        restart_times[0] >= Duration::from_millis(900),
+        "{restart_times:?}"
+    );
+    assert!(
+        restart_times[1] >= Duration::from_millis(1900),
+        "{restart_times:?}"
+    );
+    assert!(restart_times[1] > restart_times[0], "{restart_times:?}");
+    assert_eq!(scaler.daemon().watch_count(), 2);
+
+    // Survived, but not forgotten: the shutdown reports both panics.
+    match scaler.shutdown() {
+        Err(StopError::Watches(err)) => assert_eq!((err.panicked, err.unjoined), (2, 0)),
+        other => panic!("shutdown after two watcher panics: {other:?}"),
+    }
 }

@@ -477,11 +477,15 @@ impl Scaler {
     }
 
     /// Shuts the daemon down and checks that it stopped cleanly.
-    pub fn stop(mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon
-                .shutdown(Duration::from_secs(10))
-                .expect("clean shutdown");
+    pub fn stop(self) {
+        self.shutdown().expect("clean shutdown");
+    }
+
+    /// Shuts the daemon down and returns how that went.
+    pub fn shutdown(mut self) -> Result<(), lagscaler::daemon::StopError> {
+        match self.daemon.take() {
+            Some(daemon) => daemon.shutdown(Duration::from_secs(10)),
+            None => Ok(()),
         }
     }
 }
