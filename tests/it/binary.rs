@@ -1,8 +1,12 @@
 //! The real `lagscaler` binary: flags, bad configuration, and SIGTERM with watches running.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use grpcio::RpcStatusCode;
 use lagscaler::config::SETTINGS;
 
 use crate::support::{Process, Tansu};
@@ -91,4 +95,71 @@ fn sigterm_with_watches_running_exits_zero_within_five_seconds() {
     assert!(output.contains("watch added"), "{output}");
     assert!(output.contains("stopped"), "{output}");
     assert!(!output.contains("panicked"), "{output}");
+}
+
+#[test]
+fn sigterm_under_load_exits_zero_and_answers_or_refuses_cleanly() {
+    const CLIENTS: usize = 4;
+    let broker = Tansu::start();
+    broker.create_topic("load", 1);
+    broker.produce("load", 0, 3);
+    broker.commit("loaders", &[("load", 0, 1)]);
+    let mut process = Process::start(&broker.bootstrap(), &[("SCALER_DEBUG", "false")]);
+    let metadata = [("consumerGroup", "loaders"), ("topic", "load")];
+    assert_eq!(process.client().lag(&metadata).expect("warm"), 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let client = process.client();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                // (answered, refused with a clean status, other failures)
+                let mut tally = (0usize, 0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match client.try_get_metrics(&metadata) {
+                        Ok((2, _)) => tally.0 += 1,
+                        Ok(other) => tally.2.push(format!("wrong answer {other:?}")),
+                        Err(grpcio::Error::RpcFailure(status))
+                            if matches!(
+                                status.code(),
+                                RpcStatusCode::UNAVAILABLE | RpcStatusCode::CANCELLED
+                            ) =>
+                        {
+                            tally.1 += 1;
+                            // Connection refused once the server is gone: don't spin.
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(err) => tally.2.push(err.to_string()),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    let status = process.terminate(Duration::from_secs(5));
+    let took = sent.elapsed();
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = 0;
+    let mut refused = 0;
+    for caller in callers {
+        let (ok, clean, other) = caller.join().expect("caller thread");
+        answered += ok;
+        refused += clean;
+        assert!(other.is_empty(), "unclean outcomes: {other:?}");
+    }
+    let log = process.log();
+    println!(
+        "sigterm under load: {answered} calls answered in about 1 s of load from {CLIENTS} \
+         clients, {refused} refused cleanly, exited {took:?} after SIGTERM"
+    );
+    let Some(status) = status else {
+        panic!("still running 5 s after SIGTERM; log:\n{log}");
+    };
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    assert!(answered > 1_000, "only {answered} calls answered");
+    assert!(!log.contains("panicked"), "{log}");
 }

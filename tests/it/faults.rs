@@ -227,3 +227,90 @@ fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
         other => panic!("shutdown after two watcher panics: {other:?}"),
     }
 }
+
+/// Resident set size of `pid` in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_watches_come_and_go_without_leaking() {
+    const WATCHES: usize = 10_000;
+    let broker = Tansu::start();
+    load(&broker);
+    let scaler = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_POLL_INTERVAL", "30m"),
+            ("SCALER_RATE_WINDOW", "1h"),
+            ("SCALER_WATCH_TTL", "1s"),
+            ("SCALER_DEBUG", "false"),
+        ],
+    );
+    let client = scaler.client();
+    assert_eq!(client.lag(&GROUP).expect("warm-up watch"), 8);
+    // Let the warm-up watch expire: the baseline has no watch at all.
+    let idle = wait_for(Duration::from_secs(5), || {
+        let (threads, _) = scaler.threads_and_fds();
+        std::thread::sleep(Duration::from_millis(500));
+        (scaler.threads_and_fds().0 == threads).then_some(())
+    });
+    assert!(idle.is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    let (threads_before, fds_before) = scaler.threads_and_fds();
+    let rss_before = rss_kib(scaler.pid());
+
+    // Two rounds: the first shows threads and fds return to baseline, the second that
+    // memory levels off instead of growing with every watch ever seen.
+    let mut rss_after_round = Vec::new();
+    for round in 0..2 {
+        let started = Instant::now();
+        let mut peak_threads = 0;
+        for i in 0..WATCHES {
+            let group = format!("churn-{round}-{i}");
+            let metadata = [("consumerGroup", group.as_str()), ("topic", "events")];
+            client.metric_spec(&metadata).expect("GetMetricSpec");
+            if i % 500 == 0 {
+                peak_threads = peak_threads.max(scaler.threads_and_fds().0);
+            }
+        }
+        let created_in = started.elapsed();
+        let settled = wait_for(Duration::from_secs(30), || {
+            (scaler.threads_and_fds() == (threads_before, fds_before)).then_some(())
+        });
+        let rss = rss_kib(scaler.pid());
+        println!(
+            "watch churn round {round}: {WATCHES} watches in {created_in:?}, peak \
+             {peak_threads} threads, threads/fds {:?} -> {:?}, RSS {rss_before} -> {rss} KiB",
+            (threads_before, fds_before),
+            scaler.threads_and_fds()
+        );
+        assert!(
+            settled.is_some(),
+            "threads and fds {:?}, baseline {:?}",
+            scaler.threads_and_fds(),
+            (threads_before, fds_before)
+        );
+        rss_after_round.push(rss);
+    }
+    // The allocator may keep what the first 10,000 watches used, but the next 10,000 must
+    // not add to it.
+    assert!(
+        rss_after_round[1] < rss_after_round[0] + 8 * 1024,
+        "RSS {rss_before} KiB -> {rss_after_round:?} KiB"
+    );
+    assert!(
+        rss_after_round[0] < rss_before + 64 * 1024,
+        "RSS {rss_before} KiB -> {rss_after_round:?} KiB"
+    );
+    assert!(
+        client.lag(&GROUP).is_ok(),
+        "still serving; log:\n{}",
+        scaler.log()
+    );
+}

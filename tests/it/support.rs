@@ -267,6 +267,11 @@ impl Process {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its thread count and open file descriptors, from /proc.
     pub fn threads_and_fds(&self) -> (usize, usize) {
         let count = |dir: String| std::fs::read_dir(dir).map_or(0, |entries| entries.count());
@@ -355,15 +360,19 @@ impl GrpcClient {
 
     /// GetMetrics: the (int, float) value of the one metric.
     pub fn get_metrics(&self, metadata: &[(&str, &str)]) -> Result<(i64, f64), RpcStatus> {
+        self.try_get_metrics(metadata).map_err(into_status)
+    }
+
+    /// GetMetrics, with any failure (also outside the protocol) as the error.
+    pub fn try_get_metrics(&self, metadata: &[(&str, &str)]) -> grpcio::Result<(i64, f64)> {
         let request = proto::GetMetricsRequest {
             scaledObjectRef: Some(scaled_object(metadata)).into(),
             metricName: "unused".to_owned(),
             ..Default::default()
         };
-        let response = self
-            .client
-            .unary_call(&proto::METHOD_GET_METRICS, &request, call_option())
-            .map_err(into_status)?;
+        let response =
+            self.client
+                .unary_call(&proto::METHOD_GET_METRICS, &request, call_option())?;
         assert_eq!(response.metricValues.len(), 1, "{response:?}");
         let value = &response.metricValues[0];
         Ok((value.metricValue, value.metricValueFloat))
