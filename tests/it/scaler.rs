@@ -267,3 +267,98 @@ fn health_service_reports_serving_and_unknown_services_are_not_found() {
     assert_eq!(status.code(), RpcStatusCode::NOT_FOUND);
     scaler.stop();
 }
+
+mod fuzz {
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use grpcio::RpcStatusCode;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use crate::support::{free_port, Scaler};
+
+    /// KEDA's keys and lagscaler's, plus random ones.
+    fn key() -> impl Strategy<Value = String> {
+        let known = vec![
+            "consumerGroup",
+            "topic",
+            "lagThreshold",
+            "activationLagThreshold",
+            "offsetResetPolicy",
+            "partitionLimitation",
+            "allowIdleConsumers",
+            "excludePersistentLag",
+            "scaleToZeroOnInvalidOffset",
+            "limitToPartitionsWithLag",
+            "ensureEvenDistributionOfPartitions",
+            "metric",
+            "targetEtaSeconds",
+            "idleWindow",
+            "entityType",
+            "bootstrapServers",
+            "scalerAddress",
+        ];
+        prop_oneof![
+            20 => prop::sample::select(known).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => any::<String>(),
+            1 => any::<i128>().prop_map(|n| n.to_string()),
+            3 => prop::sample::select(vec![
+                "", "g", "t", "0", "1", "5", "true", "false", "lag", "2m", "earliest",
+            ])
+            .prop_map(str::to_owned),
+            1 => (1usize..50_000).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    /// Arbitrary metadata over real gRPC: never a panic or a dropped call, always OK (a
+    /// valid trigger's spec) or INVALID_ARGUMENT.
+    #[test]
+    fn any_metadata_over_grpc_is_ok_or_invalid_argument() {
+        // Nothing listens on this port: valid triggers get a spec and a watch that fails.
+        let dead = format!("127.0.0.1:{}", free_port());
+        let mut config = Scaler::config(&dead, Duration::from_secs(60), Duration::from_secs(1));
+        config.kafka.request_timeout = Duration::from_millis(200);
+        let scaler = Scaler::start_with(config);
+        let mut runner = TestRunner::new(Config::with_cases(1_500));
+        // Half the maps name a plain group, so that valid triggers are common too.
+        let strategy = (
+            prop::collection::hash_map(key(), value(), 0..5),
+            any::<bool>(),
+        )
+            .prop_map(|(mut metadata, named)| {
+                if named {
+                    metadata.insert("consumerGroup".to_owned(), "g".to_owned());
+                }
+                metadata
+            });
+        let (ok, invalid) = (Cell::new(0), Cell::new(0));
+        let result = runner.run(&strategy, |metadata: HashMap<String, String>| {
+            let pairs: Vec<(&str, &str)> = metadata
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            match scaler.metric_spec(&pairs) {
+                Ok(_) => ok.set(ok.get() + 1),
+                Err(status) => {
+                    prop_assert_eq!(status.code(), RpcStatusCode::INVALID_ARGUMENT);
+                    prop_assert!(status.message().starts_with("metadata "));
+                    invalid.set(invalid.get() + 1);
+                }
+            }
+            Ok(())
+        });
+        let (ok, invalid) = (ok.get(), invalid.get());
+        println!("metadata over gRPC: {ok} accepted, {invalid} refused");
+        result.expect("every call OK or INVALID_ARGUMENT");
+        assert!(ok > 0 && invalid > 0, "{ok} accepted, {invalid} refused");
+        scaler.stop();
+    }
+}
