@@ -841,6 +841,18 @@ mod tests {
     }
 
     #[test]
+    fn total_lag_saturates() {
+        let mut window = Window::new(Duration::from_secs(60));
+        let estimate = window.record(
+            Instant::now(),
+            vec![offsets(0, i64::MAX, Some(0)), offsets(1, 5, Some(0))],
+            None,
+            LATEST,
+        );
+        assert_eq!(estimate.total_lag, i64::MAX);
+    }
+
+    #[test]
     fn rates_are_unknown_until_two_samples() {
         let start = Instant::now();
         let mut window = Window::new(Duration::from_secs(60));

@@ -48,11 +48,6 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// The latest reading and good estimate.
-    pub fn view(&self) -> View {
-        self.view.lock().clone()
-    }
-
     /// The latest view, waiting up to `max_wait` while the first poll is still running.
     pub fn first_view(&self, max_wait: Duration) -> View {
         let deadline = Instant::now() + max_wait;
