@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use grpcio::{
-    CallOption, ChannelBuilder, Client, EnvBuilder, Environment, Server, ServerBuilder,
-    ServerCredentials, ServiceBuilder,
+    CallOption, ChannelBuilder, Client, EnvBuilder, Environment, RpcContext, Server, ServerBuilder,
+    ServerCredentials, ServiceBuilder, UnarySink,
 };
 use lagscaler::grpc::proto;
 use lagscaler::{Config, Daemon};
@@ -295,6 +295,19 @@ impl Caller {
     }
 }
 
+/// A unary handler that answers every request with (a copy of) `answer`.
+fn constant<Req, Resp>(answer: Resp) -> impl Fn(RpcContext<'_>, Req, UnarySink<Resp>) + Clone
+where
+    Resp: Clone + Send + 'static,
+{
+    move |ctx, _request, sink| {
+        let answer = answer.clone();
+        ctx.spawn(async move {
+            let _ = sink.success(answer).await;
+        });
+    }
+}
+
 /// The floor: a grpcio server with the same completion-queue count as lagscaler, answering
 /// the same three RPCs with constants.
 struct Floor {
@@ -313,49 +326,34 @@ impl Floor {
         let service = ServiceBuilder::new()
             .add_unary_handler(
                 &proto::METHOD_IS_ACTIVE,
-                |ctx, _request: proto::ScaledObjectRef, sink| {
-                    let answer = proto::IsActiveResponse {
-                        result: true,
-                        ..Default::default()
-                    };
-                    ctx.spawn(async move {
-                        let _ = sink.success(answer).await;
-                    });
-                },
+                constant::<proto::ScaledObjectRef, _>(proto::IsActiveResponse {
+                    result: true,
+                    ..Default::default()
+                }),
             )
             .add_unary_handler(
                 &proto::METHOD_GET_METRIC_SPEC,
-                |ctx, _request: proto::ScaledObjectRef, sink| {
-                    let answer = proto::GetMetricSpecResponse {
-                        metricSpecs: vec![proto::MetricSpec {
-                            metricName: "constant".to_owned(),
-                            targetSize: 10,
-                            targetSizeFloat: 10.0,
-                            ..Default::default()
-                        }],
+                constant::<proto::ScaledObjectRef, _>(proto::GetMetricSpecResponse {
+                    metricSpecs: vec![proto::MetricSpec {
+                        metricName: "constant".to_owned(),
+                        targetSize: 10,
+                        targetSizeFloat: 10.0,
                         ..Default::default()
-                    };
-                    ctx.spawn(async move {
-                        let _ = sink.success(answer).await;
-                    });
-                },
+                    }],
+                    ..Default::default()
+                }),
             )
             .add_unary_handler(
                 &proto::METHOD_GET_METRICS,
-                |ctx, _request: proto::GetMetricsRequest, sink| {
-                    let answer = proto::GetMetricsResponse {
-                        metricValues: vec![proto::MetricValue {
-                            metricName: "constant".to_owned(),
-                            metricValue: 3,
-                            metricValueFloat: 3.0,
-                            ..Default::default()
-                        }],
+                constant::<proto::GetMetricsRequest, _>(proto::GetMetricsResponse {
+                    metricValues: vec![proto::MetricValue {
+                        metricName: "constant".to_owned(),
+                        metricValue: 3,
+                        metricValueFloat: 3.0,
                         ..Default::default()
-                    };
-                    ctx.spawn(async move {
-                        let _ = sink.success(answer).await;
-                    });
-                },
+                    }],
+                    ..Default::default()
+                }),
             )
             .build();
         let mut server = ServerBuilder::new(Arc::clone(&env))

@@ -125,7 +125,7 @@ const KEDA_KEYS: &[&str] = &[
 ];
 
 /// Keys this version reads.
-const OWN_KEYS: &[&str] = &[
+pub const OWN_KEYS: &[&str] = &[
     "entityType",
     "entityName",
     "consumerGroup",

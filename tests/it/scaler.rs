@@ -281,25 +281,11 @@ mod fuzz {
 
     /// KEDA's keys and lagscaler's, plus random ones.
     fn key() -> impl Strategy<Value = String> {
-        let known = vec![
-            "consumerGroup",
-            "topic",
-            "lagThreshold",
-            "activationLagThreshold",
-            "offsetResetPolicy",
-            "partitionLimitation",
-            "allowIdleConsumers",
-            "excludePersistentLag",
-            "scaleToZeroOnInvalidOffset",
-            "limitToPartitionsWithLag",
-            "ensureEvenDistributionOfPartitions",
-            "metric",
-            "targetEtaSeconds",
-            "idleWindow",
-            "entityType",
-            "bootstrapServers",
-            "scalerAddress",
-        ];
+        let known: Vec<&'static str> = lagscaler::trigger::OWN_KEYS
+            .iter()
+            .copied()
+            .chain(["scalerAddress"])
+            .collect();
         prop_oneof![
             20 => prop::sample::select(known).prop_map(str::to_owned),
             1 => any::<String>(),
