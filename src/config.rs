@@ -60,6 +60,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "a watch no RPC asked about for this long is stopped (1s to 7d)",
     },
     Setting {
+        name: "SCALER_MAX_WATCHES",
+        default: "10000",
+        help: "most consumer group/topic watches at once; triggers needing more get \
+               RESOURCE_EXHAUSTED (1 to 1000000)",
+    },
+    Setting {
         name: "SCALER_KAFKA_TIMEOUT",
         default: "5s",
         help: "timeout of each Kafka request a watch makes (100ms to 60s)",
@@ -91,6 +97,8 @@ pub struct Config {
     pub stale_after: Duration,
     /// A watch not asked about for this long is stopped.
     pub watch_ttl: Duration,
+    /// Most watches at once.
+    pub max_watches: usize,
     /// Whether `SCALER_DEBUG` asked for debug logging.
     pub debug: bool,
     /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
@@ -154,6 +162,7 @@ impl Default for Config {
             // 3 × poll interval + Kafka timeout, as computed when the variable is unset.
             stale_after: Duration::from_secs(20),
             watch_ttl: Duration::from_secs(600),
+            max_watches: 10_000,
             debug: false,
             unknown_vars: Vec::new(),
         }
@@ -256,6 +265,16 @@ impl Config {
             let value = vars.get("SCALER_STALE_AFTER").unwrap_or_default();
             return Err(invalid("SCALER_STALE_AFTER", value, STALE_AFTER_RULE));
         }
+        if let Some(value) = vars.get("SCALER_MAX_WATCHES") {
+            config.max_watches = value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|max| (1..=1_000_000).contains(max))
+                .ok_or_else(|| {
+                    invalid("SCALER_MAX_WATCHES", value, "an integer from 1 to 1000000")
+                })?;
+        }
         if let Some(value) = vars.get("SCALER_DEBUG") {
             config.debug = parse_bool(value).ok_or_else(|| {
                 invalid("SCALER_DEBUG", value, "true or false (also 1/0, yes/no)")
@@ -270,7 +289,7 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} rate_window={} \
-             stale_after={} watch_ttl={} debug={}",
+             stale_after={} watch_ttl={} max_watches={} debug={}",
             self.listen,
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
@@ -278,6 +297,7 @@ impl Config {
             humantime::format_duration(self.rate_window),
             humantime::format_duration(self.stale_after),
             humantime::format_duration(self.watch_ttl),
+            self.max_watches,
             self.debug,
         )
     }
@@ -434,6 +454,7 @@ mod tests {
         assert_eq!(config.watch_ttl, Duration::from_secs(600));
         assert_eq!(config.rate_window, Duration::from_secs(300));
         assert_eq!(config.stale_after, Duration::from_secs(20));
+        assert_eq!(config.max_watches, 10_000);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(5));
         assert!(!config.debug);
     }
@@ -448,6 +469,7 @@ mod tests {
             ("SCALER_WATCH_TTL", "2m"),
             ("SCALER_RATE_WINDOW", "500ms"),
             ("SCALER_STALE_AFTER", "4s"),
+            ("SCALER_MAX_WATCHES", "50"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
             ("Scaler_Debug", "TRUE"),
             ("SCALER_REDIS_URL", "localhost"),
@@ -459,6 +481,7 @@ mod tests {
         assert_eq!(config.watch_ttl, Duration::from_secs(120));
         assert_eq!(config.rate_window, Duration::from_millis(500));
         assert_eq!(config.stale_after, Duration::from_secs(4));
+        assert_eq!(config.max_watches, 50);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
         assert!(config.debug);
         assert_eq!(config.unknown_vars, ["SCALER_REDIS_URL"]);
@@ -485,6 +508,8 @@ mod tests {
             ("SCALER_RATE_WINDOW", "9s"),
             ("SCALER_STALE_AFTER", "4s"),
             ("SCALER_STALE_AFTER", "2h"),
+            ("SCALER_MAX_WATCHES", "0"),
+            ("SCALER_MAX_WATCHES", "lots"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
@@ -584,6 +609,7 @@ mod tests {
                     Ok(config) => {
                         prop_assert!(config.rate_window >= 2 * config.poll_interval);
                         prop_assert!(config.stale_after >= config.poll_interval);
+                        prop_assert!(config.max_watches >= 1);
                         prop_assert!(config.listen.port() > 0);
                     }
                     Err(err) => {

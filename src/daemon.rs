@@ -71,6 +71,7 @@ impl Daemon {
                 poll_interval: config.poll_interval,
                 ttl: config.watch_ttl,
                 rate_window: config.rate_window,
+                max_watches: config.max_watches,
             },
         )?);
         let cq_count = std::thread::available_parallelism()

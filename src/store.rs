@@ -109,11 +109,15 @@ impl Store {
         self.slots.read().get(key).cloned()
     }
 
-    /// The slot of `key`, created (pending) if absent; `true` when this call created it.
-    pub fn get_or_insert(&self, key: &WatchKey) -> (Arc<Slot>, bool) {
+    /// The slot of `key`, created (pending) if absent and fewer than `max` slots exist;
+    /// `true` when this call created it, `None` when the store is full.
+    pub fn get_or_insert(&self, key: &WatchKey, max: usize) -> Option<(Arc<Slot>, bool)> {
         let mut slots = self.slots.write();
         if let Some(slot) = slots.get(key) {
-            return (Arc::clone(slot), false);
+            return Some((Arc::clone(slot), false));
+        }
+        if slots.len() >= max {
+            return None;
         }
         let slot = Arc::new(Slot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -128,7 +132,7 @@ impl Store {
         });
         slot.touch();
         slots.insert(key.clone(), Arc::clone(&slot));
-        (slot, true)
+        Some((slot, true))
     }
 
     /// Removes `key`'s slot if nobody asked about it for `ttl`; `true` when removed. Checked
@@ -179,7 +183,7 @@ mod tests {
     #[test]
     fn first_reading_waits_for_the_writer_and_no_longer() {
         let store = Store::default();
-        let (slot, created) = store.get_or_insert(&key("g"));
+        let (slot, created) = store.get_or_insert(&key("g"), 10).unwrap();
         assert!(created);
         let started = Instant::now();
         assert!(matches!(
@@ -204,16 +208,21 @@ mod tests {
     #[test]
     fn idle_slots_are_removed_and_touched_ones_kept() {
         let store = Store::default();
-        let (_, _) = store.get_or_insert(&key("old"));
+        let (_, _) = store.get_or_insert(&key("old"), 2).unwrap();
         thread::sleep(Duration::from_millis(30));
-        let (fresh, created) = store.get_or_insert(&key("new"));
+        let (fresh, created) = store.get_or_insert(&key("new"), 2).unwrap();
+        assert!(store.get_or_insert(&key("third"), 2).is_none(), "full at 2");
         assert!(created);
         fresh.touch();
         assert!(store.remove_if_idle(&key("old"), Duration::from_millis(25)));
         assert!(!store.remove_if_idle(&key("new"), Duration::from_millis(25)));
         assert_eq!(store.len(), 1);
-        let (again, created) = store.get_or_insert(&key("new"));
+        let (again, created) = store.get_or_insert(&key("new"), 2).unwrap();
         assert!(!created);
         assert_eq!(again.id, fresh.id);
+        assert!(
+            store.get_or_insert(&key("third"), 2).is_some(),
+            "room again"
+        );
     }
 }

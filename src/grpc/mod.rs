@@ -16,7 +16,7 @@ use crate::config::KafkaConfig;
 use crate::estimate::{Decision, Estimate, MetricMode};
 use crate::store::Reading;
 use crate::trigger::Trigger;
-use crate::watch::Registry;
+use crate::watch::{Registry, WatchLimit};
 
 mod health;
 
@@ -120,7 +120,7 @@ impl Scaler {
         let trigger = self.trigger(&request.scalerMetadata)?;
         // KEDA asks for the spec first: registering the watch here starts its first poll
         // before the GetMetrics call that needs it.
-        self.registry.watch(&trigger.watch);
+        self.registry.watch(&trigger.watch).map_err(exhausted)?;
         let target = trigger.target();
         let spec = MetricSpec {
             metricName: trigger.metric_name(),
@@ -189,7 +189,7 @@ impl Scaler {
     /// The watch's latest good estimate while it is not stale (even if the polls since
     /// failed), or UNAVAILABLE saying why there is none.
     fn current_estimate(&self, trigger: &Trigger) -> Result<Served, RpcStatus> {
-        let slot = self.registry.watch(&trigger.watch);
+        let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
         let view = slot.first_view(FIRST_SAMPLE_WAIT);
         let failing = match view.reading {
             Reading::Pending => {
@@ -229,6 +229,11 @@ impl Scaler {
             ),
         ))
     }
+}
+
+/// The answer to a trigger that would need a watch beyond `SCALER_MAX_WATCHES`.
+fn exhausted(limit: WatchLimit) -> RpcStatus {
+    RpcStatus::with_message(RpcStatusCode::RESOURCE_EXHAUSTED, limit.to_string())
 }
 
 /// An estimate fit to serve, and why the polls since it failed, if they did.

@@ -15,7 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender, TryRecvError};
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::kafka::KafkaClient;
@@ -47,6 +47,19 @@ pub struct WatchSettings {
     pub ttl: Duration,
     /// Rates are estimated over this much of the latest samples.
     pub rate_window: Duration,
+    /// Most watches at once; asking for another is refused.
+    pub max_watches: usize,
+}
+
+/// A new watch was refused: there are `max` already.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error(
+    "lagscaler already watches {max} groups/topics (SCALER_MAX_WATCHES={max}); this trigger \
+     needs another: raise the limit, or let unused watches expire"
+)]
+pub struct WatchLimit {
+    /// The limit.
+    pub max: usize,
 }
 
 /// What went wrong while stopping the watches.
@@ -62,6 +75,7 @@ pub struct ShutdownError {
 /// Handle to the watches: cheap to share between gRPC handlers.
 pub struct Registry {
     store: Arc<Store>,
+    max_watches: usize,
     panics: Arc<AtomicUsize>,
     control: Sender<Control>,
     supervisor: Mutex<Option<JoinHandle<Result<(), ShutdownError>>>>,
@@ -109,20 +123,25 @@ impl Registry {
             .spawn(move || supervisor.run())?;
         Ok(Registry {
             store,
+            max_watches: settings.max_watches,
             panics,
             control: control_tx,
             supervisor: Mutex::new(Some(handle)),
         })
     }
 
-    /// The slot of the watch for `key`, registering the watch if it is new. Either way the
-    /// watch counts as asked about now.
-    pub fn watch(&self, key: &WatchKey) -> Arc<Slot> {
+    /// The slot of the watch for `key`, registering the watch if it is new and the limit
+    /// allows. Either way the watch counts as asked about now.
+    pub fn watch(&self, key: &WatchKey) -> Result<Arc<Slot>, WatchLimit> {
         if let Some(slot) = self.store.get(key) {
             slot.touch();
-            return slot;
+            return Ok(slot);
         }
-        let (slot, created) = self.store.get_or_insert(key);
+        let max = self.max_watches;
+        let Some((slot, created)) = self.store.get_or_insert(key, max) else {
+            warn!("watch refused, {max} watches already: {key}");
+            return Err(WatchLimit { max });
+        };
         slot.touch();
         if created {
             info!("watch added: {key}");
@@ -130,7 +149,7 @@ impl Registry {
             // the caller answers UNAVAILABLE, which is right for a server that is stopping.
             let _ = self.control.send(Control::Start(Arc::clone(&slot)));
         }
-        slot
+        Ok(slot)
     }
 
     /// Number of watches.

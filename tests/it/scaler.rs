@@ -348,3 +348,51 @@ mod fuzz {
         scaler.stop();
     }
 }
+
+#[test]
+fn watches_beyond_the_cap_are_resource_exhausted_and_existing_ones_unaffected() {
+    let broker = Tansu::start();
+    broker.create_topic("capped", 1);
+    broker.produce("capped", 0, 4);
+    for group in ["a", "b", "c"] {
+        broker.commit(group, &[("capped", 0, 1)]);
+    }
+    let mut config = Scaler::config(&broker.bootstrap(), POLL, Duration::from_secs(1));
+    config.max_watches = 2;
+    let scaler = Scaler::start_with(config);
+    let watch = |group: &'static str| [("consumerGroup", group), ("topic", "capped")];
+
+    assert_eq!(scaler.lag(&watch("a")).expect("first watch"), 3);
+    assert_eq!(scaler.lag(&watch("b")).expect("second watch"), 3);
+    for status in [
+        scaler.lag(&watch("c")).expect_err("third watch"),
+        scaler
+            .metric_spec(&watch("c"))
+            .expect_err("third watch's spec"),
+    ] {
+        assert_eq!(
+            status.code(),
+            RpcStatusCode::RESOURCE_EXHAUSTED,
+            "{status:?}"
+        );
+        assert!(
+            status.message().contains("SCALER_MAX_WATCHES=2"),
+            "{status:?}"
+        );
+    }
+    // A different threshold on a watched group needs no new watch.
+    let mut same_watch = watch("a").to_vec();
+    same_watch.push(("activationLagThreshold", "5"));
+    assert!(!scaler
+        .is_active(&same_watch)
+        .expect("same watch, other rules"));
+    assert_eq!(scaler.daemon().watch_count(), 2);
+
+    // Once "b" expires (TTL 1 s) while "a" is kept asked about, "c" fits.
+    let admitted = wait_for(Duration::from_secs(5), || {
+        scaler.lag(&watch("a")).ok()?;
+        scaler.lag(&watch("c")).ok()
+    });
+    assert_eq!(admitted, Some(3));
+    scaler.stop();
+}
