@@ -57,10 +57,7 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
 
 /// A tansu broker with in-memory storage on a free loopback port.
 pub struct Tansu {
-    child: Child,
-    port: u16,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
+    server: LoggedChild,
 }
 
 impl Tansu {
@@ -73,11 +70,9 @@ impl Tansu {
     /// in memory: topics and offsets start empty.
     pub fn start_on(port: u16) -> Tansu {
         let binary = tansu_binary();
-        let dir = tempfile::tempdir().expect("temp dir for the broker log");
-        let log_path = dir.path().join("tansu.log");
         let url = format!("tcp://127.0.0.1:{port}");
-        let log = File::create(&log_path).expect("create the broker log");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args([
                 "broker",
                 "--listener-url",
@@ -85,54 +80,37 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
-        let broker = Tansu {
-            child,
-            port,
-            log_path,
-            _dir: dir,
-        };
-        let ready = wait_for(Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(
-            ready.is_some(),
-            "tansu did not listen on {port} within 30 s; log:\n{}",
-            broker.log()
-        );
-        broker
+            .args(["--storage-engine", "memory://tansu/"]);
+        Tansu {
+            server: LoggedChild::start(command, port, Duration::from_secs(30)),
+        }
     }
 
     /// The broker's port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// The broker's process id, e.g. to stop it with SIGSTOP.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.child.id()
     }
 
     /// `127.0.0.1:<port>`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.server.port)
     }
 
     /// The broker's output so far, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     /// Creates a topic with the broker's own CLI.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let output = Command::new(tansu_binary())
             .args(["topic", "create", "--broker"])
-            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg(format!("tcp://127.0.0.1:{}", self.server.port))
             .args(["--partitions", &partitions.to_string(), name])
             .output()
             .expect("run tansu topic create");
@@ -204,20 +182,10 @@ pub fn produce_one(producer: &BaseProducer, topic: &str, partition: i32) {
     }
 }
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The real `lagscaler` binary running as a child process on a free loopback port, with its
 /// log in a temp dir. Killed in `Drop` if the test did not stop it.
 pub struct Process {
-    child: Child,
-    port: u16,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
+    server: LoggedChild,
 }
 
 impl Process {
@@ -225,57 +193,38 @@ impl Process {
     /// waits until it listens.
     pub fn start(bootstrap: &str, env: &[(&str, &str)]) -> Process {
         let port = free_port();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log_path = dir.path().join("lagscaler.log");
-        let log = File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lagscaler"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lagscaler"));
+        command
             .env("SCALER_LISTEN_ADDR", "127.0.0.1")
             .env("SCALER_PORT", port.to_string())
             .env("SCALER_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
             .env("SCALER_DEBUG", "true")
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("start lagscaler");
-        let process = Process {
-            child,
-            port,
-            log_path,
-            _dir: dir,
-        };
-        let listening = wait_for(Duration::from_secs(20), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(
-            listening.is_some(),
-            "not listening; log:\n{}",
-            process.log()
-        );
-        process
+            .envs(env.iter().copied());
+        Process {
+            server: LoggedChild::start(command, port, Duration::from_secs(20)),
+        }
     }
 
     /// A gRPC client connected to it.
     pub fn client(&self) -> GrpcClient {
-        GrpcClient::connect(&format!("127.0.0.1:{}", self.port))
+        GrpcClient::connect(&format!("127.0.0.1:{}", self.server.port))
     }
 
     /// Its log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.server.log()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.child.id()
     }
 
     /// Its thread count and open file descriptors, from /proc.
     pub fn threads_and_fds(&self) -> (usize, usize) {
         let count = |dir: String| std::fs::read_dir(dir).map_or(0, |entries| entries.count());
-        let pid = self.child.id();
+        let pid = self.server.child.id();
         (
             count(format!("/proc/{pid}/task")),
             count(format!("/proc/{pid}/fd")),
@@ -285,17 +234,61 @@ impl Process {
     /// Sends SIGTERM and waits up to `timeout` for the exit status; `None` if it is still
     /// running then (it is killed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        send_signal("TERM", self.child.id());
-        let status = wait_for(timeout, || self.child.try_wait().ok().flatten());
+        let child = &mut self.server.child;
+        send_signal("TERM", child.id());
+        let status = wait_for(timeout, || child.try_wait().ok().flatten());
         if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = child.kill();
+            let _ = child.wait();
         }
         status
     }
 }
 
-impl Drop for Process {
+/// A child process serving on a loopback port, its output in a log file of its own temp
+/// dir. Killed and reaped in `Drop`.
+struct LoggedChild {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoggedChild {
+    /// Spawns `command` with its output logged and waits up to `timeout` until something
+    /// accepts connections on `port`; the log goes into the failure message otherwise.
+    fn start(mut command: Command, port: u16, timeout: Duration) -> LoggedChild {
+        let dir = tempfile::tempdir().expect("temp dir for the log");
+        let log_path = dir.path().join("output.log");
+        let log = File::create(&log_path).expect("create the log");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {:?}: {err}", command.get_program()));
+        let server = LoggedChild {
+            child,
+            port,
+            log_path,
+            _dir: dir,
+        };
+        let listening = wait_for(timeout, || TcpStream::connect(("127.0.0.1", port)).ok());
+        assert!(
+            listening.is_some(),
+            "{:?} did not listen on {port} within {timeout:?}; log:\n{}",
+            command.get_program(),
+            server.log()
+        );
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for LoggedChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
