@@ -372,6 +372,6 @@ impl Floor {
     }
 
     fn stop(mut self) {
-        let _ = futures_executor::block_on(self.server.shutdown());
+        let _ = futures::executor::block_on(self.server.shutdown());
     }
 }

@@ -71,6 +71,29 @@ pub const SETTINGS: &[Setting] = &[
         help: "timeout of each Kafka request a watch makes (100ms to 60s)",
     },
     Setting {
+        name: "SCALER_REDIS_URL",
+        default: "localhost:6379",
+        help: "the Azul dispatcher's Redis, for plugin triggers: [redis:// or rediss://]\
+               [user:password@]host:port[/db]; database 2 unless the URL names one",
+    },
+    Setting {
+        name: "SCALER_REDIS_USERNAME",
+        default: "",
+        help: "Redis ACL user name (overrides one in the URL)",
+    },
+    Setting {
+        name: "SCALER_REDIS_PASSWORD",
+        default: "",
+        help: "Redis password, with or without a user name (overrides one in the URL; \
+               never logged)",
+    },
+    Setting {
+        name: "SCALER_TOPIC_PREFIX",
+        default: "",
+        help: "the dispatcher's topic prefix: a plugin's consumer groups are named \
+               <prefix>-azul-<kafka_prefix>[-...]",
+    },
+    Setting {
         name: "SCALER_DEBUG",
         default: "false",
         help: "debug logging for lagscaler (true/false); RUST_LOG overrides it",
@@ -99,6 +122,8 @@ pub struct Config {
     pub watch_ttl: Duration,
     /// Most watches at once.
     pub max_watches: usize,
+    /// The Azul dispatcher's Redis, read for plugin triggers only.
+    pub redis: RedisConfig,
     /// Whether `SCALER_DEBUG` asked for debug logging.
     pub debug: bool,
     /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
@@ -113,6 +138,66 @@ pub struct KafkaConfig {
     /// Timeout of each request made to the cluster.
     pub request_timeout: Duration,
 }
+
+/// How to reach the Azul dispatcher's Redis, and how its plugins' groups are named. Its
+/// `Debug` leaves the password out.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Address, database (2 unless the URL names one) and credentials.
+    pub connection: redis::ConnectionInfo,
+    /// `SCALER_TOPIC_PREFIX`: a plugin's groups are named `<prefix>-azul-<kafka_prefix>...`.
+    pub topic_prefix: String,
+}
+
+impl RedisConfig {
+    /// The Redis to use, without secrets: scheme, host, port, database and whether a user
+    /// and a password are set.
+    pub fn describe(&self) -> String {
+        let (scheme, host, port) = match &self.connection.addr {
+            redis::ConnectionAddr::Tcp(host, port) => ("redis", host.as_str(), *port),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
+            redis::ConnectionAddr::Unix(path) => {
+                return format!("unix:{}?db={}", path.display(), self.connection.redis.db)
+            }
+        };
+        let mut text = format!("{scheme}://{host}:{port}/{}", self.connection.redis.db);
+        if let Some(user) = &self.connection.redis.username {
+            text.push_str(&format!(" user={user}"));
+        }
+        if self.connection.redis.password.is_some() {
+            text.push_str(" password=(set)");
+        }
+        text
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("redis", &self.describe())
+            .field("topic_prefix", &self.topic_prefix)
+            .finish()
+    }
+}
+
+impl Default for RedisConfig {
+    /// Azul's default: `localhost:6379`, database 2, no credentials, no topic prefix.
+    fn default() -> Self {
+        RedisConfig {
+            connection: redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp("localhost".to_owned(), 6379),
+                redis: redis::RedisConnectionInfo {
+                    db: AZUL_REDIS_DB,
+                    ..Default::default()
+                },
+            },
+            topic_prefix: String::new(),
+        }
+    }
+}
+
+/// The database the Azul dispatcher keeps its plugin keys in.
+pub const AZUL_REDIS_DB: i64 = 2;
 
 impl KafkaConfig {
     /// The bootstrap list as librdkafka takes it.
@@ -163,6 +248,7 @@ impl Default for Config {
             stale_after: Duration::from_secs(20),
             watch_ttl: Duration::from_secs(600),
             max_watches: 10_000,
+            redis: RedisConfig::default(),
             debug: false,
             unknown_vars: Vec::new(),
         }
@@ -275,6 +361,18 @@ impl Config {
                     invalid("SCALER_MAX_WATCHES", value, "an integer from 1 to 1000000")
                 })?;
         }
+        if let Some(value) = vars.get("SCALER_REDIS_URL") {
+            config.redis.connection = parse_redis_url(value)?;
+        }
+        if let Some(user) = vars.get("SCALER_REDIS_USERNAME").filter(|u| !u.is_empty()) {
+            config.redis.connection.redis.username = Some(user.to_owned());
+        }
+        if let Some(password) = vars.get("SCALER_REDIS_PASSWORD").filter(|p| !p.is_empty()) {
+            config.redis.connection.redis.password = Some(password.to_owned());
+        }
+        if let Some(prefix) = vars.get("SCALER_TOPIC_PREFIX") {
+            config.redis.topic_prefix = prefix.trim().to_owned();
+        }
         if let Some(value) = vars.get("SCALER_DEBUG") {
             config.debug = parse_bool(value).ok_or_else(|| {
                 invalid("SCALER_DEBUG", value, "true or false (also 1/0, yes/no)")
@@ -284,12 +382,12 @@ impl Config {
         Ok(config)
     }
 
-    /// One line describing the effective settings, for the start-up log. No setting read
-    /// today is a secret; secrets added later must be redacted here.
+    /// One line describing the effective settings, for the start-up log; secrets (the Redis
+    /// password) are left out.
     pub fn summary(&self) -> String {
         format!(
             "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} rate_window={} \
-             stale_after={} watch_ttl={} max_watches={} debug={}",
+             stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
             self.listen,
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
@@ -298,6 +396,8 @@ impl Config {
             humantime::format_duration(self.stale_after),
             humantime::format_duration(self.watch_ttl),
             self.max_watches,
+            self.redis.describe(),
+            self.redis.topic_prefix,
             self.debug,
         )
     }
@@ -409,6 +509,57 @@ pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+const REDIS_URL_RULE: &str = "a Redis URL such as localhost:6379, redis://host:6379/2 or \
+     rediss://user:password@host:6380 (the scheme is optional; database 2 unless one is named)";
+
+/// Parses `SCALER_REDIS_URL` as the Azul scaler does (`redis://` added when there is no
+/// scheme) and picks database 2 unless the URL names one. Errors quote the URL without its
+/// password.
+fn parse_redis_url(value: &str) -> Result<redis::ConnectionInfo, ConfigError> {
+    let trimmed = value.trim();
+    let url = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("redis://{trimmed}")
+    };
+    let refuse = || ConfigError::Invalid {
+        name: "SCALER_REDIS_URL",
+        value: redact_url(value),
+        accepted: REDIS_URL_RULE,
+    };
+    let parsed = redis::parse_redis_url(&url).ok_or_else(refuse)?;
+    if !matches!(parsed.scheme(), "redis" | "rediss")
+        || parsed.host_str().map_or(true, str::is_empty)
+    {
+        return Err(refuse());
+    }
+    let names_db = !parsed.path().trim_matches('/').is_empty();
+    let mut info: redis::ConnectionInfo = url.parse().map_err(|_| refuse())?;
+    if !names_db {
+        info.redis.db = AZUL_REDIS_DB;
+    }
+    Ok(info)
+}
+
+/// `url` with the password of its user-info part replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        };
+    };
+    match rest.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Parses `host:port[,host:port...]`; `None` when any entry is malformed.
 pub(crate) fn parse_bootstrap(value: &str) -> Option<Vec<String>> {
     let servers: Vec<String> = value
@@ -460,6 +611,57 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_follow_azul_with_database_2_by_default() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.redis.describe(), "redis://localhost:6379/2");
+        let cases = [
+            ("localhost:6379", "redis://localhost:6379/2"),
+            ("redis://r.example:6380", "redis://r.example:6380/2"),
+            ("redis://r.example:6380/", "redis://r.example:6380/2"),
+            ("redis://r.example:6380/5", "redis://r.example:6380/5"),
+            ("rediss://r.example:6380", "rediss://r.example:6380/2"),
+            (
+                "redis://u:hunter2@r.example:1/0",
+                "redis://r.example:1/0 user=u password=(set)",
+            ),
+        ];
+        for (url, described) in cases {
+            let config = Config::from_vars(vars(&[("SCALER_REDIS_URL", url)])).unwrap();
+            assert_eq!(config.redis.describe(), described, "{url}");
+        }
+        let config = Config::from_vars(vars(&[
+            ("SCALER_REDIS_URL", "redis://a:b@r:1"),
+            ("SCALER_REDIS_USERNAME", "scaler"),
+            ("SCALER_REDIS_PASSWORD", "s3cret-pw"),
+            ("SCALER_TOPIC_PREFIX", "qa01"),
+        ]))
+        .unwrap();
+        let redis = &config.redis.connection.redis;
+        assert_eq!(redis.username.as_deref(), Some("scaler"));
+        assert_eq!(redis.password.as_deref(), Some("s3cret-pw"));
+        assert_eq!(config.redis.topic_prefix, "qa01");
+        for text in [config.summary(), format!("{config:?}")] {
+            assert!(!text.contains("s3cret-pw"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_without_its_password() {
+        for url in [
+            "http://r:6379",
+            "redis://",
+            "redis://u:hunter2@:6379",
+            "redis://r:99999",
+            "redis://u:hunter2@r:6379/x",
+        ] {
+            let err = Config::from_vars(vars(&[("SCALER_REDIS_URL", url)])).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("SCALER_REDIS_URL="), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
     fn every_setting_parses_and_names_are_case_insensitive() {
         let config = Config::from_vars(vars(&[
             ("scaler_port", "9000"),
@@ -472,7 +674,7 @@ mod tests {
             ("SCALER_MAX_WATCHES", "50"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
             ("Scaler_Debug", "TRUE"),
-            ("SCALER_REDIS_URL", "localhost"),
+            ("SCALER_BURROW_URL", "http://burrow:8000"),
         ]))
         .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
@@ -484,7 +686,7 @@ mod tests {
         assert_eq!(config.max_watches, 50);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
         assert!(config.debug);
-        assert_eq!(config.unknown_vars, ["SCALER_REDIS_URL"]);
+        assert_eq!(config.unknown_vars, ["SCALER_BURROW_URL"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::directory::Directory;
 use crate::grpc;
 use crate::kafka::{KafkaClient, KafkaError};
 use crate::watch::{Registry, ShutdownError, WatchSettings};
@@ -16,6 +17,9 @@ use crate::watch::{Registry, ShutdownError, WatchSettings};
 /// How long calls in flight get to finish at shutdown; a new watch's first answer may wait
 /// up to [`grpc::FIRST_SAMPLE_WAIT`].
 const GRPC_GRACE: Duration = Duration::from_secs(2);
+
+/// Watch updates the push thread may be behind by.
+const UPDATES_CAPACITY: usize = 4096;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,7 @@ pub struct Daemon {
     // Kept so that the completion queues outlive the server; dropped last.
     _env: Arc<Environment>,
     health: grpc::Health,
+    pusher: Arc<grpc::Pusher>,
     registry: Arc<Registry>,
     kafka: Arc<KafkaClient>,
     addr: SocketAddr,
@@ -65,14 +70,20 @@ impl Daemon {
     /// Starts everything and marks the health service SERVING.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
         let kafka = Arc::new(KafkaClient::connect(&config.kafka)?);
+        let directory = Arc::new(Directory::new(config.redis.clone()));
+        // Ids of watches with a new reading, for the push thread; bounded so that a stuck
+        // listener cannot grow it (it re-reads every stream once a second anyway).
+        let (updates_tx, updates_rx) = crossbeam_channel::bounded(UPDATES_CAPACITY);
         let registry = Arc::new(Registry::start(
             Arc::clone(&kafka),
+            directory,
             WatchSettings {
                 poll_interval: config.poll_interval,
                 ttl: config.watch_ttl,
                 rate_window: config.rate_window,
                 max_watches: config.max_watches,
             },
+            updates_tx,
         )?);
         let cq_count = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -89,12 +100,14 @@ impl Daemon {
             addr: config.listen,
             cause,
         };
+        let (scaler, pusher) = grpc::external_scaler(
+            Arc::clone(&registry),
+            config.kafka.clone(),
+            config.stale_after,
+            updates_rx,
+        )?;
         let mut server = ServerBuilder::new(Arc::clone(&env))
-            .register_service(grpc::external_scaler(
-                Arc::clone(&registry),
-                config.kafka.clone(),
-                config.stale_after,
-            ))
+            .register_service(scaler)
             .register_service(grpc::health_service(health.clone()))
             .build()
             .map_err(|err| grpc_failed(err.to_string()))?;
@@ -109,6 +122,7 @@ impl Daemon {
             server,
             _env: env,
             health,
+            pusher,
             registry,
             kafka,
             addr,
@@ -140,11 +154,14 @@ impl Daemon {
             server,
             _env,
             health,
+            pusher,
             registry,
             kafka,
             addr: _,
         } = self;
         health.set_serving(false);
+        // Streams end first, with status OK, so that they do not hold the server's grace.
+        pusher.shutdown();
         let server_result = stop_server(server, Instant::now() + GRPC_GRACE.min(grace / 2));
         let watches_result = registry.shutdown(deadline);
         let kafka_result = kafka.shutdown().map_err(|_| StopError::KafkaEvents);
@@ -172,7 +189,7 @@ fn stop_server(mut server: Server, deadline: Instant) -> Result<(), StopError> {
         .name("grpc-shutdown".to_owned())
         .spawn(move || {
             // The receiver may have given up waiting; then nobody needs the result.
-            let _ = done_tx.send(futures_executor::block_on(shutdown));
+            let _ = done_tx.send(futures::executor::block_on(shutdown));
         })
         .map_err(|err| StopError::Grpc(format!("cannot start a thread: {err}")))?;
     match done_rx.recv_deadline(deadline) {

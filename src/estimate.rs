@@ -27,6 +27,13 @@ pub const MAX_POINTS: usize = 360;
 /// The longest idle window a trigger may ask for; the lag history spans this much.
 pub const MAX_IDLE_WINDOW: Duration = Duration::from_secs(3600);
 
+/// The `backlog` metric's largest value, minutes: the Azul scaler's ceiling (9,999,999).
+pub const MAX_BACKLOG_MINUTES: f64 = 9_999_999.0;
+
+/// The `backlog` metric's rate scale ε, records per second (1 per minute, the net rate below
+/// which the Azul scaler stops dividing): see [`backlog_minutes`].
+const BACKLOG_RATE_SCALE: f64 = 1.0 / 60.0;
+
 /// Most entries the lag history keeps (see [`LagHistory`]).
 const MAX_HISTORY: usize = 4096;
 
@@ -39,7 +46,8 @@ pub struct Window {
     rate_window: Duration,
     /// Times of the successful samples within the rate window.
     samples: VecDeque<Instant>,
-    partitions: BTreeMap<(String, i32), PartitionHistory>,
+    /// By group, topic and partition.
+    partitions: BTreeMap<(String, String, i32), PartitionHistory>,
     /// Active members of the group at each sample in the window, where known.
     members: VecDeque<(Instant, usize)>,
     history: LagHistory,
@@ -224,10 +232,10 @@ impl Window {
         }
 
         // Partitions gone from the sample (topic deleted, group left a topic) are forgotten.
-        self.partitions.retain(|(topic, partition), _| {
+        self.partitions.retain(|(group, topic, partition), _| {
             offsets
                 .iter()
-                .any(|o| &o.topic == topic && o.partition == *partition)
+                .any(|o| &o.group == group && &o.topic == topic && o.partition == *partition)
         });
         let mut partitions = Vec::with_capacity(offsets.len());
         let mut total_lag = 0i64;
@@ -235,7 +243,11 @@ impl Window {
         for offsets in offsets {
             let history = self
                 .partitions
-                .entry((offsets.topic.clone(), offsets.partition))
+                .entry((
+                    offsets.group.clone(),
+                    offsets.topic.clone(),
+                    offsets.partition,
+                ))
                 .or_default();
             history.produced.push(at, offsets.high_watermark);
             history.produced.prune(oldest);
@@ -379,6 +391,9 @@ pub enum MetricMode {
     Eta,
     /// The replica target; target 1 (HPA `AverageValue`), so desired = the value.
     Replicas,
+    /// Azul's `backlog`: minutes to drain, growing smoothly past "never" while the lag does
+    /// not drain; target `targetSize` (HPA `AverageValue`). The default for plugins.
+    Backlog,
 }
 
 impl MetricMode {
@@ -388,6 +403,7 @@ impl MetricMode {
             MetricMode::Lag => "lag",
             MetricMode::Eta => "eta",
             MetricMode::Replicas => "replicas",
+            MetricMode::Backlog => "backlog",
         }
     }
 }
@@ -509,6 +525,8 @@ pub struct Decision {
     pub eta: Eta,
     /// Replica target, or why there is none (`None` without `targetEtaSeconds`).
     pub replicas: Option<Result<u64, String>>,
+    /// The `backlog` metric, minutes; `None` while rates are unknown and there is lag.
+    pub backlog: Option<f64>,
     /// The IsActive answer.
     pub active: bool,
 }
@@ -535,6 +553,13 @@ impl Decision {
                 Some(Err(why)) => Err(why.clone()),
                 None => Err("replicas mode needs targetEtaSeconds".to_owned()),
             },
+            MetricMode::Backlog => self.backlog.ok_or_else(|| {
+                format!(
+                    "the backlog is not known yet: rates need two samples in the window and \
+                     there is one (lag {})",
+                    self.total_lag
+                )
+            }),
         }
     }
 }
@@ -564,6 +589,10 @@ impl fmt::Display for Decision {
             Some(Ok(replicas)) => write!(f, " replicas={replicas}")?,
             Some(Err(why)) => write!(f, " replicas=unknown ({why})")?,
             None => {}
+        }
+        match self.backlog {
+            Some(minutes) => write!(f, " backlog={minutes:.3}min")?,
+            None => f.write_str(" backlog=unknown")?,
         }
         write!(f, " active={}", self.active)
     }
@@ -609,6 +638,11 @@ impl Rules {
             members: estimate.members,
             eta,
             replicas,
+            backlog: backlog_minutes(
+                estimate.total_lag,
+                estimate.rates,
+                estimate.in_flight_seconds,
+            ),
             active: self.active(estimate, now),
         }
     }
@@ -663,7 +697,7 @@ impl Rules {
 
     /// IsActive: true on any sample above the activation threshold; false only once the lag
     /// stayed at or below it for the whole idle window, with no gap in the data.
-    fn active(&self, estimate: &Estimate, now: Instant) -> bool {
+    pub fn active(&self, estimate: &Estimate, now: Instant) -> bool {
         let threshold = self.activation_lag_threshold;
         if estimate.total_lag > threshold {
             return true;
@@ -731,6 +765,64 @@ pub fn eta(
     Eta::NotDraining(why)
 }
 
+/// The `backlog` metric: minutes to drain `lag` at `rates`, one formula whatever the rates,
+/// continuous in lag and rates, increasing with lag and with the producer's lead, and
+/// decreasing with the consumers' pace:
+///
+/// ```text
+/// in flight  F = min(L, μ·τ)                       records consumed but not committed yet
+/// flight     f = min(L/μ, τ)   (τ when μ = 0)      seconds they take
+/// net rate   d = μ − λ                             records/s the lag shrinks by
+/// soft rate  d⁺ = (d + √(d² + 4ε²)) / 2,  ε = 1/60 (one record per minute)
+/// backlog    = (f + (L − F) / d⁺) / 60  minutes, at most 9,999,999
+/// ```
+///
+/// `d⁺` is `d` when the lag drains clearly faster than ε (so the value is the ETA in minutes,
+/// Azul's lag / r), ε when it does not drain at all, and ε²/|d| when producers pull ahead: the
+/// value then grows with the lag and with how far the consumers fall behind, with no cliff
+/// and no change of unit. `τ` is the estimate's in-flight time; `None` counts as 0.
+pub fn backlog_minutes(
+    lag: i64,
+    rates: Option<Rates>,
+    in_flight_seconds: Option<f64>,
+) -> Option<f64> {
+    if lag <= 0 {
+        return Some(0.0);
+    }
+    let rates = rates?;
+    let lag = lag as f64;
+    let consume = if rates.consume.is_finite() {
+        rates.consume.max(0.0)
+    } else {
+        0.0
+    };
+    let produce = if rates.produce.is_finite() {
+        rates.produce.max(0.0)
+    } else {
+        0.0
+    };
+    let tau = in_flight_seconds
+        .filter(|seconds| seconds.is_finite())
+        .unwrap_or(0.0)
+        .max(0.0);
+    let in_flight = lag.min(consume * tau);
+    let flight = if consume > 0.0 {
+        (lag / consume).min(tau)
+    } else {
+        tau
+    };
+    let net = consume - produce;
+    let root = net.hypot(2.0 * BACKLOG_RATE_SCALE);
+    // Both forms are (d + √(d² + 4ε²)) / 2; the second avoids cancellation for d < 0.
+    let soft_rate = if net >= 0.0 {
+        (net + root) / 2.0
+    } else {
+        2.0 * BACKLOG_RATE_SCALE * BACKLOG_RATE_SCALE / (root - net)
+    };
+    let seconds = flight + (lag - in_flight).max(0.0) / soft_rate;
+    Some((seconds / 60.0).min(MAX_BACKLOG_MINUTES))
+}
+
 /// Consumers needed to keep up with production and drain the lag within `target`:
 /// ceil((produce + lag / target) / per-member throughput), at least 1 while there is lag.
 /// Not capped here.
@@ -787,6 +879,7 @@ mod tests {
 
     fn offsets(partition: i32, high: i64, committed: Option<i64>) -> PartitionOffsets {
         PartitionOffsets {
+            group: "g".to_owned(),
             topic: "t".to_owned(),
             partition,
             log_start: 0,
@@ -1419,6 +1512,80 @@ mod tests {
         assert!(!no_window.decide(&first, start).active);
     }
 
+    fn rates(produce: f64, consume: f64) -> Option<Rates> {
+        Some(Rates { produce, consume })
+    }
+
+    #[test]
+    fn backlog_is_minutes_to_drain_while_draining_clearly() {
+        // 6000 behind, net 10/s, nothing in flight: 600 s = 10 min (Azul: lag / r).
+        let minutes = backlog_minutes(6000, rates(20.0, 30.0), Some(0.0)).unwrap();
+        assert!((minutes - 10.0).abs() < 1e-4, "{minutes}");
+        // With a 5 s commit interval, 150 records are in flight: done in 5 s, and the other
+        // 5850 drain at 10/s.
+        let minutes = backlog_minutes(6000, rates(20.0, 30.0), Some(5.0)).unwrap();
+        assert!((minutes - (5.0 + 585.0) / 60.0).abs() < 1e-4, "{minutes}");
+        // Only records in flight: their time, however close the producer is.
+        let minutes = backlog_minutes(100, rates(50.0, 50.0), Some(5.0)).unwrap();
+        assert!((minutes - 2.0 / 60.0).abs() < 1e-9, "{minutes}");
+    }
+
+    #[test]
+    fn backlog_without_lag_is_zero_and_unknown_rates_are_no_number() {
+        assert_eq!(backlog_minutes(0, None, None), Some(0.0));
+        assert_eq!(backlog_minutes(5, None, None), None);
+    }
+
+    #[test]
+    fn backlog_grows_with_the_producers_lead_without_a_cliff() {
+        // Not draining at all: (L - F) / ε, so 1 minute per record beyond the ones in flight.
+        let minutes = backlog_minutes(1000, rates(10.0, 10.0), Some(5.0)).unwrap();
+        assert!((minutes - (5.0 / 60.0 + 950.0)).abs() < 1e-6, "{minutes}");
+        // Falling behind by 1/s: about ε²/|d|, i.e. 3600 × the records beyond, in seconds.
+        let minutes = backlog_minutes(1000, rates(11.0, 10.0), Some(0.0)).unwrap();
+        assert!((minutes / (1000.0 * 60.0) - 1.0).abs() < 0.01, "{minutes}");
+        // Saturates at Azul's ceiling rather than overflowing.
+        let minutes = backlog_minutes(i64::MAX, rates(1e9, 0.0), None).unwrap();
+        assert_eq!(minutes, MAX_BACKLOG_MINUTES);
+    }
+
+    #[test]
+    fn backlog_is_continuous_and_monotonic_across_the_drain_boundary() {
+        // Net rate swept from -5/s to +5/s in steps of 1e-5/s at fixed consume: values never
+        // go up as the net rate rises, and neighbours differ by a small fraction (the value
+        // is proportional to the deficit when falling behind, so coarser steps near the
+        // boundary are large relative changes of a continuous function, not a cliff).
+        let consume = 40.0;
+        let mut previous: Option<f64> = None;
+        for step in 0..=1_000_000 {
+            let net = -5.0 + step as f64 * 1e-5;
+            let value = backlog_minutes(5_000, rates(consume - net, consume), Some(5.0)).unwrap();
+            assert!(value.is_finite() && value > 0.0);
+            if let Some(before) = previous {
+                assert!(
+                    value <= before + 1e-9,
+                    "rises at net {net}: {before} -> {value}"
+                );
+                assert!(
+                    before - value <= 0.01 * before,
+                    "jump at net {net}: {before} -> {value}"
+                );
+            }
+            previous = Some(value);
+        }
+        // And in lag, across the in-flight boundary (consume 40/s × 5 s = 200 records).
+        let mut previous = 0.0;
+        for lag in 1..=1_000 {
+            let value = backlog_minutes(lag, rates(40.0, 40.0), Some(5.0)).unwrap();
+            assert!(value >= previous, "falls at lag {lag}");
+            assert!(
+                value - previous <= 1.0 + 1e-9,
+                "jump at lag {lag}: {previous} -> {value}"
+            );
+            previous = value;
+        }
+    }
+
     mod fuzz {
         use proptest::prelude::*;
 
@@ -1484,6 +1651,7 @@ mod tests {
                         .iter()
                         .enumerate()
                         .map(|(i, (high, committed, log_start))| PartitionOffsets {
+                            group: "g".to_owned(),
                             topic: "t".to_owned(),
                             partition: i as i32,
                             log_start: *log_start,
@@ -1499,7 +1667,12 @@ mod tests {
                     }
                     let decision = rules.decide(&estimate, at);
                     prop_assert!(decision.metric_lag >= 0);
-                    for mode in [MetricMode::Lag, MetricMode::Eta, MetricMode::Replicas] {
+                    for mode in [
+                        MetricMode::Lag,
+                        MetricMode::Eta,
+                        MetricMode::Replicas,
+                        MetricMode::Backlog,
+                    ] {
                         if let Ok(value) = decision.metric_value(mode) {
                             prop_assert!(value.is_finite() && value >= 0.0, "{mode}: {value}");
                         }

@@ -50,6 +50,8 @@ impl fmt::Display for LagRule {
 /// The offsets of one partition at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
+    /// The consumer group whose committed offset this is (a plugin's watch spans several).
+    pub group: String,
     /// Topic name.
     pub topic: String,
     /// Partition number.
@@ -92,6 +94,7 @@ mod tests {
 
     fn partition(log_start: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
         PartitionOffsets {
+            group: "g".to_owned(),
             topic: "t".to_owned(),
             partition: 0,
             log_start,

@@ -3,12 +3,14 @@
 
 pub mod config;
 pub mod daemon;
+pub mod directory;
 pub mod estimate;
 pub mod grpc;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
 pub mod kafka;
 pub mod lag;
+pub mod plugin;
 pub mod store;
 pub mod trigger;
 pub mod watch;

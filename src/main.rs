@@ -55,7 +55,14 @@ fn run(config: &Config) -> anyhow::Result<()> {
         config.summary()
     );
     for name in &config.unknown_vars {
-        warn!("ignoring unknown setting {name}; see lagscaler --help");
+        if name.eq_ignore_ascii_case("SCALER_BURROW_URL") {
+            warn!(
+                "ignoring {name}: lagscaler reads lag from Kafka itself, not from Burrow \
+                 (SCALER_KAFKA_BOOTSTRAP_SERVERS)"
+            );
+        } else {
+            warn!("ignoring unknown setting {name}; see lagscaler --help");
+        }
     }
     // Registered before the server starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;

@@ -173,7 +173,7 @@ mod tests {
 
     fn key(group: &str) -> WatchKey {
         WatchKey {
-            group: group.to_owned(),
+            source: crate::trigger::Source::Group(group.to_owned()),
             topic: None,
             partitions: None,
             lag_rule: LagRule::DEFAULT,

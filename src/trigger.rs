@@ -20,19 +20,58 @@ pub struct Trigger {
     pub watch: WatchKey,
     /// How the watch's estimates become this trigger's answers.
     pub rules: Rules,
+    /// Azul's `targetSize`: the HPA target of a plugin's `backlog` (or `lag`) metric.
+    pub target_size: Option<i64>,
 }
 
 /// Identity of a watch: everything that decides what a poll reads and how lag is counted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatchKey {
-    /// The consumer group.
-    pub group: String,
+    /// Whose lag: one consumer group, or an Azul plugin's groups.
+    pub source: Source,
     /// One topic, or `None` for every topic the group has committed offsets for.
     pub topic: Option<String>,
     /// Only these partitions of the topic count (`partitionLimitation`); `None` for all.
     pub partitions: Option<PartitionSet>,
     /// How a partition's lag is counted.
     pub lag_rule: LagRule,
+}
+
+/// Whose committed offsets a watch reads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// One consumer group (`consumerGroup`).
+    Group(String),
+    /// An Azul plugin (`entityType=plugin`): the consumer groups the dispatcher made for it,
+    /// found through its deployment key in Redis.
+    Plugin {
+        /// `pluginName`: the dispatcher's deployment key.
+        name: String,
+        /// Whether its `-historic` groups count (`includeHistoric`).
+        include_historic: bool,
+    },
+}
+
+impl Source {
+    /// The group or plugin name, e.g. for a thread name.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Group(group) => group,
+            Source::Plugin { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Group(group) => write!(f, "group={group}"),
+            Source::Plugin {
+                name,
+                include_historic,
+            } => write!(f, "plugin={name} includeHistoric={include_historic}"),
+        }
+    }
 }
 
 /// A set of partition numbers, as KEDA's `partitionLimitation` writes it: `1,2,10-20`.
@@ -143,6 +182,22 @@ pub const OWN_KEYS: &[&str] = &[
     "metric",
     "targetEtaSeconds",
     "idleWindow",
+    "pluginName",
+    "targetSize",
+    "includeHistoric",
+];
+
+/// Keys a plugin trigger (`entityType=plugin`) reads.
+const PLUGIN_KEYS: &[&str] = &[
+    "entityType",
+    "entityName",
+    "pluginName",
+    "targetSize",
+    "includeHistoric",
+    "metric",
+    "targetEtaSeconds",
+    "activationLagThreshold",
+    "idleWindow",
 ];
 
 /// Longest value quoted back in an error message.
@@ -162,7 +217,19 @@ impl Trigger {
         cluster: &KafkaConfig,
     ) -> Result<Trigger, TriggerError> {
         check_keys(metadata)?;
-        check_entity(metadata)?;
+        if check_entity(metadata)? == Entity::Plugin {
+            return parse_plugin(metadata);
+        }
+        for key in ["pluginName", "targetSize", "includeHistoric"] {
+            if let Some(value) = metadata.get(key) {
+                return Err(invalid(
+                    key,
+                    value,
+                    "nothing for a consumerGroup trigger: this key belongs to \
+                     entityType=plugin",
+                ));
+            }
+        }
         if let Some(value) = metadata.get("bootstrapServers") {
             check_bootstrap(value, cluster)?;
         }
@@ -217,7 +284,13 @@ impl Trigger {
             None | Some("lag") => MetricMode::Lag,
             Some("eta") => MetricMode::Eta,
             Some("replicas") => MetricMode::Replicas,
-            Some(other) => return Err(invalid("metric", other, "lag, eta or replicas")),
+            Some(other) => {
+                return Err(invalid(
+                    "metric",
+                    other,
+                    "lag, eta or replicas (backlog is for entityType=plugin)",
+                ))
+            }
         };
         let target_eta = get("targetEtaSeconds").map(parse_target_eta).transpose()?;
         let idle_window = match get("idleWindow") {
@@ -265,28 +338,32 @@ impl Trigger {
                 ));
             }
         }
-        if matches!(metric, MetricMode::Eta | MetricMode::Replicas) && target_eta.is_none() {
-            return Err(TriggerError::Missing {
-                key: "targetEtaSeconds",
-                accepted: "seconds to drain the lag in (a number > 0), required by metric=eta \
-                           and metric=replicas",
-            });
-        }
+        check_target_eta(metric, target_eta)?;
         Ok(Trigger {
             watch: WatchKey {
-                group,
+                source: Source::Group(group),
                 topic,
                 partitions,
                 lag_rule,
             },
             rules,
+            target_size: None,
         })
     }
 
-    /// The metric's name: stable for a mode, group and topic, and safe for an HPA metric name.
+    /// The metric's name: stable for a mode and watch, and safe for an HPA metric name. A
+    /// plugin's default metric keeps Azul's name, `backlog`.
     pub fn metric_name(&self) -> String {
-        let topic = self.watch.topic.as_deref().unwrap_or("all-topics");
-        let raw = format!("kafka-{}-{}-{}", self.rules.metric, self.watch.group, topic);
+        let raw = match &self.watch.source {
+            Source::Group(group) => {
+                let topic = self.watch.topic.as_deref().unwrap_or("all-topics");
+                format!("kafka-{}-{group}-{topic}", self.rules.metric)
+            }
+            Source::Plugin { .. } if self.rules.metric == MetricMode::Backlog => {
+                "backlog".to_owned()
+            }
+            Source::Plugin { name, .. } => format!("plugin-{}-{name}", self.rules.metric),
+        };
         raw.chars()
             .map(|ch| {
                 if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
@@ -298,25 +375,169 @@ impl Trigger {
             .collect()
     }
 
-    /// The HPA target of the metric: `lagThreshold` per replica for `lag`, the ETA aimed at
-    /// for `eta` (meant for `metricType: Value`), and 1 per replica for `replicas`.
+    /// The HPA target of the metric: `lagThreshold` (a plugin's `targetSize`) per replica for
+    /// `lag`, the ETA aimed at for `eta` (meant for `metricType: Value`), 1 per replica for
+    /// `replicas`, and `targetSize` minutes per replica for `backlog`.
     pub fn target(&self) -> f64 {
         match self.rules.metric {
             MetricMode::Lag => self.rules.lag_threshold as f64,
             MetricMode::Eta => self.rules.target_eta.map_or(0.0, |eta| eta.as_secs_f64()),
             MetricMode::Replicas => 1.0,
+            MetricMode::Backlog => self.target_size.unwrap_or(1) as f64,
         }
     }
 }
 
+/// What a trigger's `entityType` (or `entityName`) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entity {
+    ConsumerGroup,
+    Plugin,
+}
+
+/// `eta` and `replicas` need `targetEtaSeconds`.
+fn check_target_eta(metric: MetricMode, target_eta: Option<Duration>) -> Result<(), TriggerError> {
+    if matches!(metric, MetricMode::Eta | MetricMode::Replicas) && target_eta.is_none() {
+        return Err(TriggerError::Missing {
+            key: "targetEtaSeconds",
+            accepted: "seconds to drain the lag in (a number > 0), required by metric=eta \
+                       and metric=replicas",
+        });
+    }
+    Ok(())
+}
+
+/// A plugin trigger, as the Azul scaler's: `pluginName`, `targetSize`, `includeHistoric`, plus
+/// lagscaler's metric modes and activation keys.
+fn parse_plugin(metadata: &HashMap<String, String>) -> Result<Trigger, TriggerError> {
+    let keys: BTreeSet<&str> = metadata.keys().map(String::as_str).collect();
+    for key in keys {
+        if PLUGIN_KEYS.contains(&key) || KEDA_KEYS.contains(&key) {
+            continue;
+        }
+        return Err(TriggerError::Invalid {
+            key: quote(key),
+            value: quote(&metadata[key]),
+            accepted: format!(
+                "nothing with entityType=plugin (its groups come from the dispatcher); \
+                 accepted keys are {}",
+                PLUGIN_KEYS.join(", ")
+            ),
+        });
+    }
+    let get = |key: &str| metadata.get(key).map(String::as_str);
+    let name = match get("pluginName") {
+        None => {
+            return Err(TriggerError::Missing {
+                key: "pluginName",
+                accepted: "the plugin's deployment key in the dispatcher's Redis, e.g. \
+                           plugin-tika",
+            })
+        }
+        Some(name) => parse_plugin_name(name)?,
+    };
+    let include_historic = match get("includeHistoric") {
+        None => false,
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(invalid(
+                    "includeHistoric",
+                    value,
+                    "true or false (any case, spaces around allowed)",
+                ))
+            }
+        },
+    };
+    let metric = match get("metric").map(str::trim) {
+        None | Some("backlog") => MetricMode::Backlog,
+        Some("lag") => MetricMode::Lag,
+        Some("eta") => MetricMode::Eta,
+        Some("replicas") => MetricMode::Replicas,
+        Some(other) => return Err(invalid("metric", other, "backlog, lag, eta or replicas")),
+    };
+    let target_size = match (get("targetSize"), metric) {
+        (Some(value), MetricMode::Backlog | MetricMode::Lag) => Some(parse_integer(
+            "targetSize",
+            value,
+            1,
+            "an integer > 0: backlog minutes (or records, with metric=lag) per replica",
+        )?),
+        (None, MetricMode::Backlog | MetricMode::Lag) => {
+            return Err(TriggerError::Missing {
+                key: "targetSize",
+                accepted: "an integer > 0: backlog minutes (or records, with metric=lag) per \
+                           replica",
+            })
+        }
+        (Some(value), MetricMode::Eta | MetricMode::Replicas) => {
+            return Err(invalid(
+                "targetSize",
+                value,
+                "no targetSize with metric=eta or metric=replicas: targetEtaSeconds is their \
+                 target",
+            ))
+        }
+        (None, _) => None,
+    };
+    let target_eta = get("targetEtaSeconds").map(parse_target_eta).transpose()?;
+    check_target_eta(metric, target_eta)?;
+    let rules = Rules {
+        metric,
+        lag_threshold: target_size.unwrap_or(Rules::default().lag_threshold),
+        activation_lag_threshold: match get("activationLagThreshold") {
+            None => 0,
+            Some(value) => parse_integer("activationLagThreshold", value, 0, "an integer >= 0")?,
+        },
+        target_eta,
+        idle_window: match get("idleWindow") {
+            None => Duration::ZERO,
+            Some(value) => parse_idle_window(value)?,
+        },
+        // A plugin's replicas are not its groups' members (the dispatcher consumes for
+        // them), so the partition count is no cap.
+        allow_idle_consumers: true,
+        ..Rules::default()
+    };
+    Ok(Trigger {
+        watch: WatchKey {
+            source: Source::Plugin {
+                name,
+                include_historic,
+            },
+            topic: None,
+            partitions: None,
+            lag_rule: LagRule::DEFAULT,
+        },
+        rules,
+        target_size,
+    })
+}
+
+fn parse_plugin_name(value: &str) -> Result<String, TriggerError> {
+    if value.trim().is_empty()
+        || value.trim() != value
+        || value.chars().any(char::is_control)
+        || value.len() > 512
+    {
+        return Err(invalid(
+            "pluginName",
+            value,
+            "the plugin's deployment key: not empty, no control characters or surrounding \
+             spaces, at most 512 bytes",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 impl fmt::Display for WatchKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "group={} topic={}",
-            self.group,
-            self.topic.as_deref().unwrap_or("*"),
-        )?;
+        write!(f, "{}", self.source)?;
+        if let Source::Plugin { .. } = self.source {
+            return Ok(());
+        }
+        write!(f, " topic={}", self.topic.as_deref().unwrap_or("*"))?;
         if let Some(partitions) = &self.partitions {
             write!(f, " partitions={partitions}")?;
         }
@@ -340,22 +561,26 @@ fn check_keys(metadata: &HashMap<String, String>) -> Result<(), TriggerError> {
     Ok(())
 }
 
-fn check_entity(metadata: &HashMap<String, String>) -> Result<(), TriggerError> {
+fn check_entity(metadata: &HashMap<String, String>) -> Result<Entity, TriggerError> {
     // Azul's README spells the key entityName; KEDA's users write entityType.
+    let mut entity = None;
     for key in ["entityType", "entityName"] {
-        match metadata.get(key).map(|value| value.trim()) {
-            None | Some("consumerGroup") => {}
-            Some("plugin") => {
-                return Err(invalid(
-                    key,
-                    "plugin",
-                    "consumerGroup (Azul plugins are not supported by this version)",
-                ))
-            }
-            Some(other) => return Err(invalid(key, other, "consumerGroup")),
+        let named = match metadata.get(key).map(|value| value.trim()) {
+            None => continue,
+            Some("consumerGroup") => Entity::ConsumerGroup,
+            Some("plugin") => Entity::Plugin,
+            Some(other) => return Err(invalid(key, other, "consumerGroup or plugin")),
+        };
+        if entity.is_some_and(|first| first != named) {
+            return Err(invalid(
+                key,
+                &metadata[key],
+                "the same entity as entityType (give one of the two keys)",
+            ));
         }
+        entity = Some(named);
     }
-    Ok(())
+    Ok(entity.unwrap_or(Entity::ConsumerGroup))
 }
 
 fn check_bootstrap(value: &str, cluster: &KafkaConfig) -> Result<(), TriggerError> {
@@ -505,7 +730,7 @@ mod tests {
     #[test]
     fn defaults_follow_keda() {
         let trigger = parse(&[("consumerGroup", "orders"), ("scalerAddress", "x:8090")]).unwrap();
-        assert_eq!(trigger.watch.group, "orders");
+        assert_eq!(trigger.watch.source, Source::Group("orders".to_owned()));
         assert_eq!(trigger.watch.topic, None);
         assert_eq!(trigger.watch.partitions, None);
         assert_eq!(trigger.watch.lag_rule, LagRule::DEFAULT);
@@ -513,6 +738,128 @@ mod tests {
         assert_eq!(trigger.rules.lag_threshold, 10);
         assert_eq!(trigger.rules.activation_lag_threshold, 0);
         assert_eq!(trigger.target(), 10.0);
+    }
+
+    fn plugin(pairs: &[(&str, &str)]) -> Result<Trigger, TriggerError> {
+        let mut all = vec![("entityType", "plugin"), ("pluginName", "plugin-tika")];
+        all.extend_from_slice(pairs);
+        parse(&all)
+    }
+
+    #[test]
+    fn azul_plugin_metadata_is_read_as_azul_does() {
+        let trigger = plugin(&[("targetSize", "5"), ("scalerAddress", "x:8090")]).unwrap();
+        assert_eq!(
+            trigger.watch.source,
+            Source::Plugin {
+                name: "plugin-tika".to_owned(),
+                include_historic: false
+            }
+        );
+        assert_eq!(trigger.rules.metric, MetricMode::Backlog);
+        assert_eq!(trigger.metric_name(), "backlog");
+        assert_eq!(trigger.target(), 5.0);
+        assert!(
+            trigger.rules.allow_idle_consumers,
+            "no partition cap for plugins"
+        );
+        // Azul's README spells the key entityName; includeHistoric is trimmed, any case.
+        for value in ["true", " TRUE ", "True"] {
+            let trigger = parse(&[
+                ("entityName", "plugin"),
+                ("pluginName", "plugin-tika"),
+                ("targetSize", "5"),
+                ("includeHistoric", value),
+            ])
+            .unwrap();
+            assert!(matches!(
+                trigger.watch.source,
+                Source::Plugin {
+                    include_historic: true,
+                    ..
+                }
+            ));
+        }
+        let other_mode = plugin(&[("metric", "eta"), ("targetEtaSeconds", "60")]).unwrap();
+        assert_eq!(other_mode.metric_name(), "plugin-eta-plugin-tika");
+        assert_eq!(other_mode.target(), 60.0);
+        let lag = plugin(&[("metric", "lag"), ("targetSize", "100")]).unwrap();
+        assert_eq!(lag.target(), 100.0);
+        assert_ne!(
+            plugin(&[("targetSize", "5")]).unwrap().watch,
+            plugin(&[("targetSize", "5"), ("includeHistoric", "true")])
+                .unwrap()
+                .watch,
+            "includeHistoric is part of the watch"
+        );
+    }
+
+    #[test]
+    fn bad_plugin_metadata_names_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("targetSize", "5"), ("includeHistoric", "yes")],
+                "includeHistoric",
+            ),
+            (
+                &[("targetSize", "5"), ("includeHistoric", "1")],
+                "includeHistoric",
+            ),
+            (
+                &[("targetSize", "5"), ("includeHistoric", "")],
+                "includeHistoric",
+            ),
+            (&[], "targetSize"),
+            (&[("targetSize", "0")], "targetSize"),
+            (&[("targetSize", "2.5")], "targetSize"),
+            (&[("targetSize", "5"), ("metric", "minutes")], "metric"),
+            (&[("metric", "eta")], "targetEtaSeconds"),
+            (
+                &[
+                    ("metric", "eta"),
+                    ("targetEtaSeconds", "60"),
+                    ("targetSize", "5"),
+                ],
+                "targetSize",
+            ),
+            (
+                &[("targetSize", "5"), ("consumerGroup", "g")],
+                "consumerGroup",
+            ),
+            (&[("targetSize", "5"), ("topic", "t")], "topic"),
+            (
+                &[("targetSize", "5"), ("lagThreshold", "5")],
+                "lagThreshold",
+            ),
+            (
+                &[("targetSize", "5"), ("entityName", "consumerGroup")],
+                "entityName",
+            ),
+        ];
+        for (pairs, key) in cases {
+            let err = plugin(pairs).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("metadata {key}")),
+                "{pairs:?}: {message}"
+            );
+            assert!(message.contains("expected"), "{message}");
+        }
+        for name in ["", " p", "p\n"] {
+            let err = parse(&[
+                ("entityType", "plugin"),
+                ("pluginName", name),
+                ("targetSize", "5"),
+            ])
+            .unwrap_err();
+            assert!(err.to_string().starts_with("metadata pluginName"), "{err}");
+        }
+        let err = parse(&[("entityType", "plugin"), ("targetSize", "5")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metadata pluginName is missing"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -649,7 +996,9 @@ mod tests {
             (&[g, ("offsetResetPolicy", "Latest")], "offsetResetPolicy"),
             (&[g, ("topic", "a,b")], "topic"),
             (&[g, ("topic", "..")], "topic"),
-            (&[g, ("entityType", "plugin")], "entityType"),
+            (&[g, ("entityType", "plugin")], "consumerGroup"),
+            (&[g, ("pluginName", "p")], "pluginName"),
+            (&[g, ("metric", "backlog")], "metric"),
             (&[g, ("entityName", "queue")], "entityName"),
             (&[g, ("bootstrapServers", "evil:9092")], "bootstrapServers"),
             (&[g, ("bootstrapServers", "k1:9092")], "bootstrapServers"),
@@ -797,6 +1146,9 @@ mod tests {
                     "1e309",
                     "consumerGroup",
                     "plugin",
+                    "backlog",
+                    " True ",
+                    "plugin-tika",
                     "k1:9092,k2:9092",
                     "evil:1",
                 ])

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
 use log::{debug, warn};
 
@@ -19,8 +20,10 @@ use crate::trigger::Trigger;
 use crate::watch::{Registry, WatchLimit};
 
 mod health;
+mod push;
 
 pub use health::{health_service, Health};
+pub use push::{Pusher, KEEPALIVE};
 
 /// Generated from `proto/` by build.rs: messages, and a `METHOD_*` table per file.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -41,9 +44,12 @@ pub const SERVICE_NAME: &str = "externalscaler.ExternalScaler";
 /// How long a handler waits for a new watch's first poll before answering UNAVAILABLE.
 pub const FIRST_SAMPLE_WAIT: Duration = Duration::from_millis(1500);
 
-/// Builds the ExternalScaler service over `registry`. `cluster` is the configured Kafka
-/// cluster, the only one triggers may name. StreamIsActive and StreamMetricSpec are not
-/// registered, so they answer UNIMPLEMENTED (KEDA then falls back to polling).
+/// The push thread never waits for a first poll: it decides again when the poll is in.
+const NO_WAIT: Duration = Duration::ZERO;
+
+/// Builds the ExternalScaler service over `registry`, with the `push` thread that serves its
+/// streams; `updates` carries the ids of watches with a new reading. `cluster` is the
+/// configured Kafka cluster, the only one triggers may name.
 ///
 /// While polls fail, the last good sample is served until it is `stale_after` old (IsActive
 /// then answers true: missing data never reads as idle). An older sample is not served:
@@ -52,16 +58,52 @@ pub fn external_scaler(
     registry: Arc<Registry>,
     cluster: KafkaConfig,
     stale_after: Duration,
-) -> Service {
+    updates: Receiver<u64>,
+) -> std::io::Result<(Service, Arc<Pusher>)> {
     let scaler = Scaler {
         registry,
         cluster: Arc::new(cluster),
         stale_after,
     };
+    let pusher = Arc::new(Pusher::start(scaler.clone(), updates)?);
     let is_active = scaler.clone();
     let get_metric_spec = scaler.clone();
+    let stream_spec = (scaler.clone(), Arc::clone(&pusher));
+    let stream_active = (scaler.clone(), Arc::clone(&pusher));
     let get_metrics = scaler;
-    ServiceBuilder::new()
+    let service = ServiceBuilder::new()
+        .add_server_streaming_handler(
+            &proto::METHOD_STREAM_IS_ACTIVE,
+            move |ctx, request: ScaledObjectRef, sink| {
+                let (scaler, pusher) = &stream_active;
+                let caller = caller(&request);
+                let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
+                    scaler.registry.watch(&trigger.watch).map_err(exhausted)?;
+                    Ok(trigger)
+                });
+                match opened {
+                    Ok(trigger) => pusher.stream_is_active(&ctx, caller, trigger, sink),
+                    Err(status) => refuse_stream(&ctx, sink, "StreamIsActive", &caller, status),
+                }
+            },
+        )
+        .add_server_streaming_handler(
+            &proto::METHOD_STREAM_METRIC_SPEC,
+            move |ctx, request: ScaledObjectRef, sink| {
+                let (scaler, pusher) = &stream_spec;
+                let caller = caller(&request);
+                let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
+                    let spec = scaler.metric_spec(&request)?;
+                    Ok((trigger, spec))
+                });
+                match opened {
+                    Ok((trigger, spec)) => {
+                        pusher.stream_metric_spec(&ctx, caller, trigger, spec, sink)
+                    }
+                    Err(status) => refuse_stream(&ctx, sink, "StreamMetricSpec", &caller, status),
+                }
+            },
+        )
         .add_unary_handler(
             &proto::METHOD_IS_ACTIVE,
             move |ctx, request: ScaledObjectRef, sink| {
@@ -90,7 +132,8 @@ pub fn external_scaler(
                 );
             },
         )
-        .build()
+        .build();
+    Ok((service, pusher))
 }
 
 #[derive(Clone)]
@@ -103,17 +146,24 @@ struct Scaler {
 impl Scaler {
     fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
-        let served = self.current_estimate(&trigger)?;
-        let decision = trigger.rules.decide(&served.estimate, Instant::now());
-        // While polls fail, the workload is kept up: missing data never reads as idle.
-        let active = decision.active || served.failing.is_some();
-        if !decision.active && active {
-            debug!("IsActive {}: true while polls fail", trigger.watch);
-        }
+        let (active, _) = self.activity(&trigger, FIRST_SAMPLE_WAIT)?;
         Ok(IsActiveResponse {
             result: active,
             ..Default::default()
         })
+    }
+
+    /// The trigger's activity and its watch's id, waiting up to `wait` for a new watch's
+    /// first poll. While polls fail the workload is kept up: missing data never reads as
+    /// idle.
+    fn activity(&self, trigger: &Trigger, wait: Duration) -> Result<(bool, u64), RpcStatus> {
+        let served = self.current_estimate(trigger, wait)?;
+        let active = trigger.rules.active(&served.estimate, Instant::now());
+        if !active && served.failing.is_some() {
+            debug!("IsActive {}: true while polls fail", trigger.watch);
+            return Ok((true, served.watch_id));
+        }
+        Ok((active, served.watch_id))
     }
 
     fn metric_spec(&self, request: &ScaledObjectRef) -> Result<GetMetricSpecResponse, RpcStatus> {
@@ -163,7 +213,7 @@ impl Scaler {
             metricValue: match mode {
                 MetricMode::Lag => decision.metric_lag,
                 // Rounded up, so that older KEDA (integers only) errs towards scaling up.
-                MetricMode::Eta | MetricMode::Replicas => value.ceil() as i64,
+                MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog => value.ceil() as i64,
             },
             metricValueFloat: value,
             ..Default::default()
@@ -182,15 +232,16 @@ impl Scaler {
 
     /// The trigger's decision from its watch's latest good estimate.
     fn decide(&self, trigger: &Trigger) -> Result<Decision, RpcStatus> {
-        let served = self.current_estimate(trigger)?;
+        let served = self.current_estimate(trigger, FIRST_SAMPLE_WAIT)?;
         Ok(trigger.rules.decide(&served.estimate, Instant::now()))
     }
 
     /// The watch's latest good estimate while it is not stale (even if the polls since
-    /// failed), or UNAVAILABLE saying why there is none.
-    fn current_estimate(&self, trigger: &Trigger) -> Result<Served, RpcStatus> {
+    /// failed), or UNAVAILABLE saying why there is none. Waits up to `wait` for a new
+    /// watch's first poll.
+    fn current_estimate(&self, trigger: &Trigger, wait: Duration) -> Result<Served, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
-        let view = slot.first_view(FIRST_SAMPLE_WAIT);
+        let view = slot.first_view(wait);
         let failing = match view.reading {
             Reading::Pending => {
                 return Err(RpcStatus::with_message(
@@ -213,7 +264,11 @@ impl Scaler {
         };
         let age = estimate.taken_at.elapsed();
         if age <= self.stale_after {
-            return Ok(Served { estimate, failing });
+            return Ok(Served {
+                estimate,
+                failing,
+                watch_id: slot.id,
+            });
         }
         let why = match &failing {
             Some(cause) => format!("polls fail since: {cause}"),
@@ -240,6 +295,7 @@ fn exhausted(limit: WatchLimit) -> RpcStatus {
 struct Served {
     estimate: Arc<Estimate>,
     failing: Option<Arc<str>>,
+    watch_id: u64,
 }
 
 fn round_to_ms(duration: Duration) -> Duration {
@@ -249,6 +305,33 @@ fn round_to_ms(duration: Duration) -> Duration {
 /// `namespace/name` of the ScaledObject asking, for logs.
 fn caller(object: &ScaledObjectRef) -> String {
     format!("{}/{}", object.namespace, object.name)
+}
+
+/// Ends a stream that cannot be served with `status`, logged as a unary error is.
+fn refuse_stream<T: Send + 'static>(
+    ctx: &RpcContext<'_>,
+    sink: grpcio::ServerStreamingSink<T>,
+    rpc: &str,
+    caller: &str,
+    status: RpcStatus,
+) {
+    log_refusal(rpc, caller, &status);
+    let failed = sink.fail(status);
+    ctx.spawn(async move {
+        if let Err(err) = failed.await {
+            debug!("refusal not delivered: {err}");
+        }
+    });
+}
+
+/// Logs an error answer: bad metadata needs the operator, anything else is KEDA's fallback
+/// to handle.
+fn log_refusal(rpc: &str, caller: &str, status: &RpcStatus) {
+    if status.code() == RpcStatusCode::INVALID_ARGUMENT {
+        warn!("{rpc} {caller}: {}", status.message());
+    } else {
+        debug!("{rpc} {caller}: {:?} {}", status.code(), status.message());
+    }
 }
 
 /// Sends the answer (or the error) and logs what `caller` gets.
@@ -265,12 +348,7 @@ fn reply<T: Send + 'static>(
             sink.success(response)
         }
         Err(status) => {
-            // Bad metadata needs the operator; anything else is KEDA's fallback to handle.
-            if status.code() == RpcStatusCode::INVALID_ARGUMENT {
-                warn!("{rpc} {caller}: {}", status.message());
-            } else {
-                debug!("{rpc} {caller}: {:?} {}", status.code(), status.message());
-            }
+            log_refusal(rpc, caller, &status);
             sink.fail(status)
         }
     };

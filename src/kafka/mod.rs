@@ -71,6 +71,12 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
+    /// Listing the cluster's consumer groups failed.
+    #[error("listing consumer groups: {cause}")]
+    ListGroups {
+        /// librdkafka's reason.
+        cause: String,
+    },
     /// The trigger names no topic and the group has no committed offset anywhere.
     #[error(
         "group {group} has no committed offsets and the trigger names no topic, so there is \
@@ -175,6 +181,7 @@ impl KafkaClient {
             .map(|(topic, partition)| {
                 let key = (topic.as_str(), *partition);
                 PartitionOffsets {
+                    group: group.to_owned(),
                     log_start: earliest.get(&key).copied().unwrap_or(0),
                     high_watermark: latest.get(&key).copied().unwrap_or(0),
                     committed: committed.get(&key).copied(),
@@ -211,6 +218,24 @@ impl KafkaClient {
             .filter(|info| info.name() == group)
             .map(|info| info.members().len())
             .sum())
+    }
+
+    /// Every consumer group of the cluster with its active member count (ListGroups and
+    /// DescribeGroups), sorted by name.
+    pub fn list_groups(&self) -> Result<Vec<(String, usize)>, KafkaError> {
+        let list = self
+            .consumer
+            .fetch_group_list(None, self.timeout)
+            .map_err(|err| KafkaError::ListGroups {
+                cause: err.to_string(),
+            })?;
+        let mut groups: Vec<(String, usize)> = list
+            .groups()
+            .iter()
+            .map(|info| (info.name().to_owned(), info.members().len()))
+            .collect();
+        groups.sort();
+        Ok(groups)
     }
 
     /// The partition numbers of `topic`, sorted.

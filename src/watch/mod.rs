@@ -18,6 +18,7 @@ use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender, TryR
 use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
+use crate::directory::Directory;
 use crate::kafka::KafkaClient;
 use crate::store::{Slot, Store};
 use crate::trigger::WatchKey;
@@ -98,8 +99,15 @@ impl Control {
 }
 
 impl Registry {
-    /// Starts the supervisor thread.
-    pub fn start(client: Arc<KafkaClient>, settings: WatchSettings) -> std::io::Result<Registry> {
+    /// Starts the supervisor thread. Plugin watches find their groups through `directory`.
+    /// The id of each watch whose reading changed is sent to `updates` (dropped when it is
+    /// full: a listener that falls behind re-reads everything anyway).
+    pub fn start(
+        client: Arc<KafkaClient>,
+        directory: Arc<Directory>,
+        settings: WatchSettings,
+        updates: Sender<u64>,
+    ) -> std::io::Result<Registry> {
         let store = Arc::new(Store::default());
         let panics = Arc::new(AtomicUsize::new(0));
         let (control_tx, control_rx) = unbounded();
@@ -107,6 +115,8 @@ impl Registry {
         let supervisor = Supervisor {
             store: Arc::clone(&store),
             client,
+            directory,
+            updates,
             settings,
             control: control_rx,
             results_tx,
@@ -150,6 +160,11 @@ impl Registry {
             let _ = self.control.send(Control::Start(Arc::clone(&slot)));
         }
         Ok(slot)
+    }
+
+    /// The slot of the watch for `key` if it exists, without registering or touching it.
+    pub fn get(&self, key: &WatchKey) -> Option<Arc<Slot>> {
+        self.store.get(key)
     }
 
     /// Number of watches.
@@ -203,6 +218,8 @@ struct WatcherHandle {
 struct Supervisor {
     store: Arc<Store>,
     client: Arc<KafkaClient>,
+    directory: Arc<Directory>,
+    updates: Sender<u64>,
     settings: WatchSettings,
     control: Receiver<Control>,
     results_tx: Sender<PollResult>,
@@ -270,7 +287,7 @@ impl Supervisor {
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
-            Arc::clone(&self.client),
+            (Arc::clone(&self.client), Arc::clone(&self.directory)),
             (self.settings.poll_interval, self.settings.rate_window),
             self.results_tx.clone(),
             stop_rx,
@@ -291,6 +308,7 @@ impl Supervisor {
                 slot.set_reading(crate::store::Reading::Failed(
                     format!("cannot start a watcher thread: {err}").into(),
                 ));
+                let _ = self.updates.try_send(slot.id);
             }
         }
     }
@@ -299,6 +317,7 @@ impl Supervisor {
         // A result from a watcher already expired has no slot to go to.
         if let Some(watcher) = self.watchers.get(&result.watch_id) {
             watcher.slot.set_reading(result.reading);
+            let _ = self.updates.try_send(result.watch_id);
         }
     }
 
@@ -365,6 +384,7 @@ impl Supervisor {
             watcher.slot.set_reading(crate::store::Reading::Failed(
                 format!("the watcher thread died ({cause}) and is restarting").into(),
             ));
+            let _ = self.updates.try_send(id);
             self.restarts.push((now + delay, watcher.slot));
         }
     }

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
+use crate::directory::{Directory, Lookup};
 use crate::estimate::{Estimate, Eta, NotDraining, Window};
-use crate::kafka::KafkaClient;
+use crate::kafka::{KafkaClient, KafkaError};
 use crate::lag::PartitionOffsets;
+use crate::plugin;
 use crate::store::Reading;
-use crate::trigger::WatchKey;
+use crate::trigger::{Source, WatchKey};
 
 /// A poll's result, addressed to the watch that made it.
 pub struct PollResult {
@@ -31,7 +33,7 @@ pub enum Never {}
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
-    client: Arc<KafkaClient>,
+    (client, directory): (Arc<KafkaClient>, Arc<Directory>),
     (interval, rate_window): (Duration, Duration),
     results: Sender<PollResult>,
     stop: Receiver<Never>,
@@ -40,6 +42,7 @@ pub fn spawn(
         watch_id,
         key,
         client,
+        directory,
         interval,
         results,
         stop,
@@ -47,21 +50,39 @@ pub fn spawn(
         failing: false,
         members_failing: false,
         not_draining: None,
+        plugin_state: None,
     };
     thread::Builder::new()
         .name(thread_name(&watcher.key))
         .spawn(move || watcher.run())
 }
 
-/// `watch-<group>`; Linux keeps the first 15 bytes of a thread's name.
+/// `watch-<group>` or `plugin-<name>`; Linux keeps the first 15 bytes of a thread's name.
 fn thread_name(key: &WatchKey) -> String {
-    format!("watch-{}", key.group)
+    match &key.source {
+        Source::Group(group) => format!("watch-{group}"),
+        Source::Plugin { name, .. } => format!("plugin-{name}"),
+    }
+}
+
+/// What a plugin's poll found out about the plugin, to log changes only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PluginState {
+    /// Neither the dispatcher nor lagscaler knows the plugin.
+    Unknown,
+    /// Its kafka_prefix is known, from the dispatcher or remembered, and these groups match.
+    Known {
+        kafka_prefix: String,
+        remembered: bool,
+        groups: Vec<String>,
+    },
 }
 
 struct Watcher {
     watch_id: u64,
     key: WatchKey,
     client: Arc<KafkaClient>,
+    directory: Arc<Directory>,
     interval: Duration,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
@@ -73,6 +94,8 @@ struct Watcher {
     members_failing: bool,
     /// Why the lag was not draining at the previous sample, to log changes only.
     not_draining: Option<NotDraining>,
+    /// A plugin watch's last state, to log changes only.
+    plugin_state: Option<PluginState>,
 }
 
 impl Watcher {
@@ -104,7 +127,7 @@ impl Watcher {
 
     fn poll(&mut self) -> Reading {
         #[cfg(feature = "test-hooks")]
-        if crate::hooks::take_watcher_panic(&self.key.group) {
+        if crate::hooks::take_watcher_panic(self.key.source.name()) {
             panic!("panic injected by a test into the watcher of {}", self.key);
         }
         let started = Instant::now();
@@ -146,9 +169,19 @@ impl Watcher {
     /// members, `None` when the group could not be described (only the replica target
     /// needs them, so that is not a failed poll).
     fn read(&mut self) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+        let group = match &self.key.source {
+            Source::Group(group) => group.clone(),
+            Source::Plugin {
+                name,
+                include_historic,
+            } => {
+                let (name, include_historic) = (name.clone(), *include_historic);
+                return self.read_plugin(&name, include_historic);
+            }
+        };
         let mut offsets = self
             .client
-            .snapshot(&self.key.group, self.key.topic.as_deref())
+            .snapshot(&group, self.key.topic.as_deref())
             .map_err(|err| err.to_string())?;
         if let Some(set) = &self.key.partitions {
             let n_partitions = offsets.len();
@@ -161,7 +194,7 @@ impl Watcher {
                 ));
             }
         }
-        let members = match self.client.group_members(&self.key.group) {
+        let members = match self.client.group_members(&group) {
             Ok(members) => {
                 if self.members_failing {
                     info!("describing the group works again: {}", self.key);
@@ -178,6 +211,92 @@ impl Watcher {
             }
         };
         Ok((offsets, members))
+    }
+
+    /// A plugin's sample: the offsets of every group of the plugin, over every topic each
+    /// committed on, and the largest member count among them (each consumer of the plugin
+    /// joins each of its groups). A plugin nobody knows, or with no group yet, has nothing
+    /// to consume: an empty sample (lag 0, inactive), as the Azul scaler answers, with a
+    /// warning.
+    fn read_plugin(
+        &mut self,
+        name: &str,
+        include_historic: bool,
+    ) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+        let lookup = self.directory.lookup(name)?;
+        let Some(kafka_prefix) = lookup.kafka_prefix() else {
+            self.note_plugin_state(PluginState::Unknown);
+            return Ok((Vec::new(), Some(0)));
+        };
+        let topic_prefix = self.directory.topic_prefix();
+        let groups: Vec<(String, usize)> = self
+            .client
+            .list_groups()
+            .map_err(|err| err.to_string())?
+            .into_iter()
+            .filter(|(group, _)| {
+                plugin::is_plugin_group(group, topic_prefix, kafka_prefix, include_historic)
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for (group, _) in &groups {
+            match self.client.snapshot(group, None) {
+                Ok(found) => offsets.extend(found),
+                // A group that never committed has no position to measure from yet.
+                Err(KafkaError::NoTopics { .. }) => {}
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        let members = groups
+            .iter()
+            .map(|(_, members)| *members)
+            .max()
+            .unwrap_or(0);
+        self.note_plugin_state(PluginState::Known {
+            kafka_prefix: kafka_prefix.to_owned(),
+            remembered: matches!(lookup, Lookup::Remembered(_)),
+            groups: groups.into_iter().map(|(group, _)| group).collect(),
+        });
+        Ok((offsets, Some(members)))
+    }
+
+    /// Logs a plugin watch's state when it changes.
+    fn note_plugin_state(&mut self, state: PluginState) {
+        if self.plugin_state.as_ref() == Some(&state) {
+            return;
+        }
+        match &state {
+            PluginState::Unknown => warn!(
+                "{}: the dispatcher's Redis has no key for this plugin and lagscaler never saw \
+                 one: answering lag 0 and inactive until it appears",
+                self.key
+            ),
+            PluginState::Known {
+                kafka_prefix,
+                remembered,
+                groups,
+            } => {
+                let from = if *remembered {
+                    "remembered (the dispatcher's key is gone or Redis is down)"
+                } else {
+                    "from the dispatcher"
+                };
+                if groups.is_empty() {
+                    warn!(
+                        "{}: kafka_prefix {kafka_prefix} {from}, but no consumer group matches: \
+                         answering lag 0 and inactive until one appears",
+                        self.key
+                    );
+                } else {
+                    info!(
+                        "{}: kafka_prefix {kafka_prefix} {from}; groups {}",
+                        self.key,
+                        groups.join(", ")
+                    );
+                }
+            }
+        }
+        self.plugin_state = Some(state);
     }
 
     /// Logs when the lag stops draining (and why) or drains again.

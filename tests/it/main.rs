@@ -4,5 +4,6 @@
 mod binary;
 mod estimator;
 mod faults;
+mod plugins;
 mod scaler;
 mod support;

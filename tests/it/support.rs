@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Environment, RpcStatus};
-use lagscaler::config::{Config, KafkaConfig};
+use lagscaler::config::{Config, KafkaConfig, RedisConfig};
 use lagscaler::grpc::proto;
 use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
 use lagscaler::grpc::proto::health::HealthCheckRequest;
@@ -179,6 +179,60 @@ pub fn produce_one(producer: &BaseProducer, topic: &str, partition: i32) {
             "{topic}[{partition}]: record not acknowledged within 10 s"
         );
         producer.poll(Duration::from_millis(1));
+    }
+}
+
+/// A redis-server of the test's own on a free loopback port, keeping nothing on disk.
+pub struct Redis {
+    server: LoggedChild,
+}
+
+impl Redis {
+    /// Starts it and waits until it accepts connections.
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// Starts it on `port` (e.g. the port of one that was stopped), empty.
+    pub fn start_on(port: u16) -> Redis {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        Redis {
+            server: LoggedChild::start(command, port, Duration::from_secs(10)),
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// `127.0.0.1:<port>`, as SCALER_REDIS_URL (no scheme, no database: Azul's style).
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    /// A connection to database 2, where the dispatcher keeps plugin keys.
+    pub fn dispatcher_db(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/2", self.server.port))
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to the test Redis")
+    }
+
+    /// Settings pointing lagscaler at it, with `topic_prefix`.
+    pub fn config(&self, topic_prefix: &str) -> RedisConfig {
+        RedisConfig {
+            connection: redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp("127.0.0.1".to_owned(), self.server.port),
+                redis: redis::RedisConnectionInfo {
+                    db: 2,
+                    ..Default::default()
+                },
+            },
+            topic_prefix: topic_prefix.to_owned(),
+        }
     }
 }
 
@@ -407,6 +461,38 @@ impl GrpcClient {
         ))
     }
 
+    /// Opens StreamIsActive; its messages arrive on the returned stream.
+    pub fn stream_is_active(&self, metadata: &[(&str, &str)]) -> Stream<bool> {
+        let receiver = self
+            .client
+            .server_streaming(
+                &proto::METHOD_STREAM_IS_ACTIVE,
+                &scaled_object(metadata),
+                CallOption::default(),
+            )
+            .expect("start StreamIsActive");
+        Stream::read(receiver, |response: proto::IsActiveResponse| {
+            response.result
+        })
+    }
+
+    /// Opens StreamMetricSpec; each message's first spec (name, float target) arrives on the
+    /// returned stream.
+    pub fn stream_metric_spec(&self, metadata: &[(&str, &str)]) -> Stream<(String, f64)> {
+        let receiver = self
+            .client
+            .server_streaming(
+                &proto::METHOD_STREAM_METRIC_SPEC,
+                &scaled_object(metadata),
+                CallOption::default(),
+            )
+            .expect("start StreamMetricSpec");
+        Stream::read(receiver, |response: proto::GetMetricSpecResponse| {
+            let spec = &response.metricSpecs[0];
+            (spec.metricName.clone(), spec.targetSizeFloat)
+        })
+    }
+
     /// grpc.health.v1 Check of `service`.
     pub fn health(&self, service: &str) -> Result<ServingStatus, RpcStatus> {
         let request = HealthCheckRequest {
@@ -432,6 +518,90 @@ impl GrpcClient {
         wait_for(timeout, || {
             (self.lag(metadata).ok() == Some(expected)).then(|| started.elapsed())
         })
+    }
+}
+
+/// What a server stream delivered.
+#[derive(Debug, PartialEq)]
+pub enum StreamEvent<T> {
+    /// A message, and when it arrived.
+    Message(T, Instant),
+    /// The stream ended with status OK.
+    Ended,
+    /// The stream failed (the server's status, or cancelled by this client).
+    Failed(String),
+}
+
+/// A server stream read by a thread of its own, so that a test can wait for messages with a
+/// deadline and cancel the call.
+pub struct Stream<T> {
+    events: crossbeam_channel::Receiver<StreamEvent<T>>,
+    cancel: Option<futures::channel::oneshot::Sender<()>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Stream<T> {
+    fn read<R: Send + 'static>(
+        mut receiver: grpcio::ClientSStreamReceiver<R>,
+        convert: impl Fn(R) -> T + Send + 'static,
+    ) -> Stream<T> {
+        use futures::future::{select, Either};
+        use futures::StreamExt;
+
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let (cancel, mut cancelled) = futures::channel::oneshot::channel::<()>();
+        let reader = std::thread::Builder::new()
+            .name("test-stream".to_owned())
+            .spawn(move || loop {
+                let next = futures::executor::block_on(select(receiver.next(), &mut cancelled));
+                let item = match next {
+                    Either::Left((item, _)) => Some(item),
+                    Either::Right(_) => None,
+                };
+                let event = match item {
+                    Some(Some(Ok(message))) => {
+                        let _ =
+                            events_tx.send(StreamEvent::Message(convert(message), Instant::now()));
+                        continue;
+                    }
+                    Some(Some(Err(err))) => StreamEvent::Failed(err.to_string()),
+                    Some(None) => StreamEvent::Ended,
+                    None => {
+                        receiver.cancel();
+                        StreamEvent::Failed("cancelled by the test".to_owned())
+                    }
+                };
+                let _ = events_tx.send(event);
+                break;
+            })
+            .expect("start the stream reader");
+        Stream {
+            events,
+            cancel: Some(cancel),
+            reader: Some(reader),
+        }
+    }
+
+    /// The next event, or `None` if nothing arrives within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<StreamEvent<T>> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Cancels the call (as KEDA does when a ScaledObject goes away) and waits for the reader.
+    pub fn cancel(self) {
+        drop(self);
+    }
+}
+
+impl<T> Drop for Stream<T> {
+    /// Cancels the call unless it ended, and waits for the reader.
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            let _ = cancel.send(());
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
 

@@ -1,0 +1,277 @@
+//! Azul plugins against a real Redis (the dispatcher's database 2) and tansu: which groups
+//! count, the remembered mapping, a Redis outage, and push (StreamIsActive).
+
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+
+use crate::support::{Process, Redis, Scaler, StreamEvent, Tansu};
+
+const TOPIC_PREFIX: &str = "qa01";
+const PLUGIN: &str = "plugin-tika";
+const EXTRACTED: &str = "azul.qa01.src.binary.extracted";
+const SYSTEM: &str = "azul.qa01.system.binary";
+
+/// The plugin's metadata as an Azul ScaledObject has it, plus `extra`.
+fn plugin<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut metadata = vec![
+        ("scalerAddress", "lagscaler:8090"),
+        ("entityType", "plugin"),
+        ("pluginName", PLUGIN),
+    ];
+    metadata.extend_from_slice(extra);
+    metadata
+}
+
+/// As `plugin`, reporting plain lag (targetSize is then records per replica).
+fn plugin_lag<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut metadata = plugin(&[("metric", "lag"), ("targetSize", "10")]);
+    metadata.extend_from_slice(extra);
+    metadata
+}
+
+/// Sets the dispatcher's key for the plugin, with its 24 h expiry.
+fn dispatcher_key(redis: &Redis, kafka_prefix: &str) {
+    let value = format!(r#"{{"kafka_prefix":"{kafka_prefix}"}}"#);
+    let _: () = redis
+        .dispatcher_db()
+        .set_ex(PLUGIN, value, 24 * 3600)
+        .expect("SET the dispatcher's key");
+}
+
+/// Topics and groups as the dispatcher names them, with decoys the Azul scaler's substring
+/// match would count. The plugin's lag is 6 (live 3 + expedite 3), 20 with historic (+14).
+fn azul_cluster(broker: &Tansu) {
+    broker.create_topic(EXTRACTED, 2);
+    broker.create_topic(SYSTEM, 1);
+    broker.produce(EXTRACTED, 0, 10);
+    broker.produce(EXTRACTED, 1, 6);
+    broker.produce(SYSTEM, 0, 4);
+    let live = "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live";
+    broker.commit(live, &[(EXTRACTED, 0, 7), (EXTRACTED, 1, 6)]);
+    broker.commit("qa01-azul-Tika-1.2-binary-expedite", &[(SYSTEM, 0, 1)]);
+    broker.commit(
+        "qa01-azul-Tika-1.2-binary-historic",
+        &[(EXTRACTED, 0, 2), (EXTRACTED, 1, 0)],
+    );
+    // Decoys: another plugin whose name extends this one's, one that contains it, and
+    // another deployment's prefix.
+    broker.commit("qa01-azul-Tika-1.2-binaryX-live", &[(EXTRACTED, 0, 0)]);
+    broker.commit("qa01-azul-OldTika-1.2-binary-live", &[(EXTRACTED, 0, 5)]);
+    broker.commit("qa02-azul-Tika-1.2-binary-live", &[(SYSTEM, 0, 0)]);
+}
+
+fn start_scaler(broker: &Tansu, redis: &Redis) -> Scaler {
+    let mut config = Scaler::config(
+        &broker.bootstrap(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
+    config.redis = redis.config(TOPIC_PREFIX);
+    Scaler::start_with(config)
+}
+
+#[test]
+fn plugin_lag_counts_exactly_its_groups_and_outlives_the_dispatcher_key() {
+    let broker = Tansu::start();
+    let redis = Redis::start();
+    azul_cluster(&broker);
+    dispatcher_key(&redis, "Tika-1.2-binary");
+    let scaler = start_scaler(&broker, &redis);
+
+    assert_eq!(scaler.lag(&plugin_lag(&[])).expect("lag"), 6);
+    let historic = plugin_lag(&[("includeHistoric", " TRUE ")]);
+    assert_eq!(scaler.lag(&historic).expect("lag with historic"), 20);
+    assert!(
+        scaler.is_active(&plugin_lag(&[])).expect("IsActive"),
+        "lag 6 is above activation 0"
+    );
+
+    // Azul's own metric: `backlog`, target targetSize. Nothing moves, so it is not
+    // draining: (τ + 6 records / (1 per minute)) in minutes, τ being the ~0.3 s poll spacing.
+    let backlog = plugin(&[("targetSize", "5")]);
+    assert_eq!(
+        scaler.metric_spec(&backlog).expect("spec"),
+        ("backlog".to_owned(), 5, 5.0)
+    );
+    let value =
+        crate::support::wait_for(Duration::from_secs(5), || scaler.get_metrics(&backlog).ok())
+            .expect("backlog known once two samples are in");
+    assert!(value.1 > 6.0 && value.1 < 6.05, "backlog {value:?}");
+    assert_eq!(value.0, 7, "integer value rounded up");
+
+    // A plugin nobody ever saw: inactive and 0, as the Azul scaler answers.
+    let nobody = [
+        ("entityType", "plugin"),
+        ("pluginName", "plugin-nobody"),
+        ("targetSize", "5"),
+    ];
+    assert!(!scaler.is_active(&nobody).expect("IsActive"));
+    assert_eq!(scaler.get_metrics(&nobody).expect("metric"), (0, 0.0));
+
+    // The dispatcher's key expires (a plugin scaled to zero for a day): still watched.
+    let _: () = redis.dispatcher_db().del(PLUGIN).expect("DEL");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(scaler.lag(&plugin_lag(&[])).expect("lag after DEL"), 6);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let remembered: Option<String> = redis
+        .dispatcher_db()
+        .hget(lagscaler::directory::REMEMBERED_KEY, PLUGIN)
+        .expect("HGET");
+    assert_eq!(remembered.as_deref(), Some("Tika-1.2-binary"));
+    scaler.stop();
+
+    // A restarted lagscaler knows the mapping from its own key.
+    let again = start_scaler(&broker, &redis);
+    assert_eq!(again.lag(&plugin_lag(&[])).expect("lag after restart"), 6);
+    again.stop();
+}
+
+#[test]
+fn redis_outage_keeps_the_last_mapping_and_recovers_by_itself() {
+    let broker = Tansu::start();
+    let redis = Redis::start();
+    let redis_port = redis.port();
+    azul_cluster(&broker);
+    dispatcher_key(&redis, "Tika-1.2-binary");
+    let process = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_REDIS_URL", &redis.address()),
+            ("SCALER_TOPIC_PREFIX", TOPIC_PREFIX),
+            ("SCALER_POLL_INTERVAL", "300ms"),
+        ],
+    );
+    let client = process.client();
+    let metadata = plugin_lag(&[]);
+    assert_eq!(client.lag(&metadata).expect("lag"), 6);
+
+    drop(redis);
+    broker.produce(EXTRACTED, 0, 2);
+    let moved = client.wait_for_lag(&metadata, 8, Duration::from_secs(5));
+    assert!(
+        moved.is_some(),
+        "no fresh lag during the outage; log:\n{}",
+        process.log()
+    );
+    assert!(client.is_active(&metadata).expect("IsActive"));
+    // At least 5 more polls into the outage: still one warning.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(client.lag(&metadata).expect("lag"), 8);
+    let outage_warning = "plugins keep their last known consumer groups";
+    assert_eq!(
+        process.log().matches(outage_warning).count(),
+        1,
+        "{}",
+        process.log()
+    );
+
+    // Back, empty, and the plugin was upgraded meanwhile: the new version's groups count.
+    let redis = Redis::start_on(redis_port);
+    broker.commit("qa01-azul-Tika-1.3-binary-live", &[(SYSTEM, 0, 0)]);
+    dispatcher_key(&redis, "Tika-1.3-binary");
+    let recovered = client.wait_for_lag(&metadata, 4, Duration::from_secs(5));
+    assert!(recovered.is_some(), "no recovery; log:\n{}", process.log());
+    assert!(
+        process.log().contains("is reachable again"),
+        "{}",
+        process.log()
+    );
+}
+
+#[test]
+fn stream_is_active_pushes_within_a_poll_and_ends_cleanly() {
+    const TRIALS: usize = 5;
+    let poll = Duration::from_secs(1);
+    let broker = Tansu::start();
+    let redis = Redis::start();
+    broker.create_topic(SYSTEM, 1);
+    broker.produce(SYSTEM, 0, 3);
+    let live = "qa01-azul-Tika-1.2-binary-live";
+    broker.commit(live, &[(SYSTEM, 0, 3)]);
+    dispatcher_key(&redis, "Tika-1.2-binary");
+    let mut process = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_REDIS_URL", &redis.address()),
+            ("SCALER_TOPIC_PREFIX", TOPIC_PREFIX),
+            ("SCALER_POLL_INTERVAL", "1s"),
+        ],
+    );
+    let client = process.client();
+    let metadata = plugin(&[("targetSize", "5")]);
+
+    let stream = client.stream_is_active(&metadata);
+    let first = stream.next(Duration::from_secs(3));
+    assert!(
+        matches!(first, Some(StreamEvent::Message(false, _))),
+        "{first:?}; log:\n{}",
+        process.log()
+    );
+
+    let producer = broker.producer();
+    let mut offset = 3;
+    let mut latencies = Vec::new();
+    for trial in 0..TRIALS {
+        crate::support::produce_one(&producer, SYSTEM, 0);
+        let produced = Instant::now();
+        offset += 1;
+        let pushed = stream.next(poll + Duration::from_secs(2));
+        let Some(StreamEvent::Message(true, at)) = pushed else {
+            panic!("trial {trial}: {pushed:?}; log:\n{}", process.log());
+        };
+        latencies.push(at.duration_since(produced));
+        // Consumed: the push goes back to false (KEDA ignores it; scale-in is by polling).
+        broker.commit(live, &[(SYSTEM, 0, offset)]);
+        let idle = stream.next(poll + Duration::from_secs(2));
+        assert!(
+            matches!(idle, Some(StreamEvent::Message(false, _))),
+            "trial {trial}: {idle:?}"
+        );
+    }
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest <= poll + Duration::from_millis(500),
+        "record-to-push latencies {latencies:?}"
+    );
+    eprintln!("record-to-push latencies with a 1 s poll: {latencies:?}");
+
+    // StreamMetricSpec: the spec at once, equal to GetMetricSpec's, and nothing more.
+    let specs = client.stream_metric_spec(&metadata);
+    let spec = specs.next(Duration::from_secs(3));
+    let (name, target, _) = client.metric_spec(&metadata).expect("spec");
+    assert!(
+        matches!(&spec, Some(StreamEvent::Message((n, t), _)) if *n == name && *t == target as f64),
+        "{spec:?}"
+    );
+    assert_eq!(specs.next(Duration::from_millis(1500)), None);
+    specs.cancel();
+
+    // The client cancels: the server notices and forgets the stream.
+    stream.cancel();
+    let forgotten = crate::support::wait_for(Duration::from_secs(3), || {
+        process
+            .log()
+            .contains("stream closed by the client")
+            .then_some(())
+    });
+    assert!(forgotten.is_some(), "{}", process.log());
+
+    // The server stops: an open stream ends with status OK.
+    let open = client.stream_is_active(&metadata);
+    assert!(matches!(
+        open.next(Duration::from_secs(3)),
+        Some(StreamEvent::Message(false, _))
+    ));
+    let status = process.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(open.next(Duration::from_secs(3)), Some(StreamEvent::Ended));
+    let log = process.log();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
