@@ -71,6 +71,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "timeout of each Kafka request a watch makes (100ms to 60s)",
     },
     Setting {
+        name: "SCALER_KAFKA_STATS_INTERVAL",
+        default: "0s",
+        help: "every this often, log how many requests of each kind lagscaler has sent to \
+               Kafka (librdkafka statistics); 0s is off (1s to 1h otherwise)",
+    },
+    Setting {
         name: "SCALER_REDIS_URL",
         default: "localhost:6379",
         help: "the Azul dispatcher's Redis, for plugin triggers: [redis:// or rediss://]\
@@ -137,6 +143,9 @@ pub struct KafkaConfig {
     pub bootstrap_servers: Vec<String>,
     /// Timeout of each request made to the cluster.
     pub request_timeout: Duration,
+    /// How often librdkafka reports statistics, whose request counts are logged; `None` is
+    /// off.
+    pub stats_interval: Option<Duration>,
 }
 
 /// How to reach the Azul dispatcher's Redis, and how its plugins' groups are named. Its
@@ -241,6 +250,7 @@ impl Default for Config {
             kafka: KafkaConfig {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
                 request_timeout: Duration::from_secs(5),
+                stats_interval: None,
             },
             poll_interval: Duration::from_secs(5),
             rate_window: Duration::from_secs(300),
@@ -335,6 +345,20 @@ impl Config {
                 "a duration from 100ms to 60s, e.g. 5s",
             )?;
         }
+        if let Some(value) = vars.get("SCALER_KAFKA_STATS_INTERVAL") {
+            let rule = "0s (off) or a duration from 1s to 1h, e.g. 60s";
+            config.kafka.stats_interval =
+                match humantime::parse_duration(value.trim()).map_err(|_| ()) {
+                    Ok(zero) if zero.is_zero() => None,
+                    _ => Some(parse_duration(
+                        "SCALER_KAFKA_STATS_INTERVAL",
+                        value,
+                        Duration::from_secs(1),
+                        Duration::from_secs(3600),
+                        rule,
+                    )?),
+                };
+        }
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
             // Three missed polls, plus the time the last poll may legitimately take.
             None => 3 * config.poll_interval + config.kafka.request_timeout,
@@ -386,11 +410,13 @@ impl Config {
     /// password) are left out.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} kafka.bootstrap={} kafka.timeout={} poll_interval={} rate_window={} \
+            "listen={} kafka.bootstrap={} kafka.timeout={} kafka.stats_interval={} \
+             poll_interval={} rate_window={} \
              stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
             self.listen,
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
+            humantime::format_duration(self.kafka.stats_interval.unwrap_or_default()),
             humantime::format_duration(self.poll_interval),
             humantime::format_duration(self.rate_window),
             humantime::format_duration(self.stale_after),
@@ -407,7 +433,8 @@ impl Config {
 pub fn help_text() -> String {
     let mut text = format!(
         "lagscaler {}\nKEDA external scaler that watches Kafka consumer-group lag.\n\n\
-         Usage: lagscaler [--help | --version]\n\n\
+         Usage: lagscaler [--help | --version]\n       \
+         lagscaler check key=value ... (one trigger's answers from two polls; check --help)\n\n\
          Settings come from the environment (names are case-insensitive):\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -673,6 +700,7 @@ mod tests {
             ("SCALER_STALE_AFTER", "4s"),
             ("SCALER_MAX_WATCHES", "50"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
+            ("SCALER_KAFKA_STATS_INTERVAL", "30s"),
             ("Scaler_Debug", "TRUE"),
             ("SCALER_BURROW_URL", "http://burrow:8000"),
         ]))
@@ -685,8 +713,11 @@ mod tests {
         assert_eq!(config.stale_after, Duration::from_secs(4));
         assert_eq!(config.max_watches, 50);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
+        assert_eq!(config.kafka.stats_interval, Some(Duration::from_secs(30)));
         assert!(config.debug);
         assert_eq!(config.unknown_vars, ["SCALER_BURROW_URL"]);
+        let off = Config::from_vars(vars(&[("SCALER_KAFKA_STATS_INTERVAL", "0s")])).unwrap();
+        assert_eq!(off.kafka.stats_interval, None);
     }
 
     #[test]
@@ -705,6 +736,8 @@ mod tests {
             ("SCALER_POLL_INTERVAL", "2h"),
             ("SCALER_WATCH_TTL", "-1s"),
             ("SCALER_KAFKA_TIMEOUT", "0s"),
+            ("SCALER_KAFKA_STATS_INTERVAL", "500ms"),
+            ("SCALER_KAFKA_STATS_INTERVAL", "often"),
             ("SCALER_DEBUG", "maybe"),
             ("SCALER_RATE_WINDOW", "2h"),
             ("SCALER_RATE_WINDOW", "9s"),

@@ -134,6 +134,12 @@ impl Daemon {
         self.addr
     }
 
+    /// Kafka requests sent so far by API, as of librdkafka's latest statistics report
+    /// (`None` before the first, or when statistics are off).
+    pub fn kafka_requests(&self) -> Option<crate::kafka::RequestCounts> {
+        self.kafka.request_counts()
+    }
+
     /// Number of live watches.
     pub fn watch_count(&self) -> usize {
         self.registry.len()

@@ -532,6 +532,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// GetMetrics' integer `metricValue` for `value`, the float of [`Decision::metric_value`]
+    /// in `mode`: the `lag` metric exactly, the others rounded up.
+    pub fn metric_int(&self, mode: MetricMode, value: f64) -> i64 {
+        match mode {
+            MetricMode::Lag => self.metric_lag,
+            // Rounded up, so that older KEDA (integers only) errs towards scaling up.
+            MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog => value.ceil() as i64,
+        }
+    }
+
     /// The value to report for `mode`, or why there is none. Finite and never negative.
     pub fn metric_value(&self, mode: MetricMode) -> Result<f64, String> {
         match mode {

@@ -1,6 +1,7 @@
 //! lagscaler: a KEDA external scaler that watches Kafka consumer-group lag with plain OS
 //! threads, a blocking Kafka client and grpcio. See ARCHITECTURE.md for the map.
 
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod directory;

@@ -26,6 +26,10 @@ fn main() -> ExitCode {
             println!("lagscaler {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        (Some("check"), first) => {
+            let rest: Vec<String> = first.into_iter().chain(args).collect();
+            return check(&rest);
+        }
         (Some(other), _) => {
             eprintln!("lagscaler: unexpected argument {other:?}; try --help");
             return ExitCode::from(2);
@@ -44,6 +48,40 @@ fn main() -> ExitCode {
         Err(err) => {
             error!("{err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lagscaler check key=value ...`: exit code 0 with the report on stdout, 2 for bad
+/// settings or metadata, 1 when Kafka could not be read.
+fn check(args: &[String]) -> ExitCode {
+    if matches!(args.first().map(String::as_str), Some("--help" | "-h")) {
+        println!("usage: {}", lagscaler::check::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("lagscaler check: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Warnings only: the report is the output.
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn);
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filter);
+    }
+    builder.init();
+    let mut out = std::io::stdout().lock();
+    match lagscaler::check::run(args, &config, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lagscaler check: {err}");
+            match err {
+                lagscaler::check::CheckError::Usage(_) => ExitCode::from(2),
+                lagscaler::check::CheckError::Failed(_) => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -716,6 +716,7 @@ mod tests {
         KafkaConfig {
             bootstrap_servers: vec!["k1:9092".to_owned(), "k2:9092".to_owned()],
             request_timeout: Duration::from_secs(5),
+            stats_interval: None,
         }
     }
 

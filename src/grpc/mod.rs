@@ -14,7 +14,7 @@ use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, Unar
 use log::{debug, warn};
 
 use crate::config::KafkaConfig;
-use crate::estimate::{Decision, Estimate, MetricMode};
+use crate::estimate::{Decision, Estimate};
 use crate::store::Reading;
 use crate::trigger::Trigger;
 use crate::watch::{Registry, WatchLimit};
@@ -210,11 +210,7 @@ impl Scaler {
         })?;
         let value = MetricValue {
             metricName: trigger.metric_name(),
-            metricValue: match mode {
-                MetricMode::Lag => decision.metric_lag,
-                // Rounded up, so that older KEDA (integers only) errs towards scaling up.
-                MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog => value.ceil() as i64,
-            },
+            metricValue: decision.metric_int(mode, value),
             metricValueFloat: value,
             ..Default::default()
         };

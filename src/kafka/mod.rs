@@ -3,24 +3,34 @@
 //! Each call is blocking and bounded by the cluster's request timeout. The client's event
 //! queue (errors, statistics) is drained by one named thread, `kafka-events`, so events never
 //! pile up while the broker is unreachable.
+//!
+//! What several watches read alike is read once per poll cycle ([`cycle`]): a topic's
+//! partitions, high watermarks and log start offsets, and the cluster's group list with
+//! member counts. Only a group's committed offsets are read per watch.
 
 mod admin;
+mod cycle;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::lag::PartitionOffsets;
 
 pub use admin::CommittedOffset;
+pub use cycle::{current_tick, next_tick};
+
+use cycle::Cycled;
 
 /// Why a read from Kafka failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -63,14 +73,6 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
-    /// Describing the group (DescribeGroups) failed.
-    #[error("describing group {group}: {cause}")]
-    DescribeGroup {
-        /// The group.
-        group: String,
-        /// librdkafka's reason.
-        cause: String,
-    },
     /// Listing the cluster's consumer groups failed.
     #[error("listing consumer groups: {cause}")]
     ListGroups {
@@ -90,22 +92,67 @@ pub enum KafkaError {
 
 /// A blocking client for one Kafka cluster.
 pub struct KafkaClient {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Context>>,
     timeout: Duration,
+    /// Partitions with their log start and high watermark, by topic, read once per cycle.
+    topics: Cycled<Vec<TopicPartitionOffsets>>,
+    /// The cluster's groups with their member counts, read once per cycle.
+    groups: Cycled<Vec<(String, usize)>>,
     stop_events: Arc<AtomicBool>,
-    events_thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    events_thread: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// One partition of a topic as read in a cycle.
+#[derive(Clone, Copy, Debug)]
+struct TopicPartitionOffsets {
+    partition: i32,
+    log_start: i64,
+    high_watermark: i64,
+}
+
+/// Requests sent to the brokers since the client started, by Kafka API name (`Metadata`,
+/// `ListOffsets`, `OffsetFetch`...), summed over brokers, from librdkafka's statistics.
+pub type RequestCounts = BTreeMap<String, i64>;
+
+/// The client's context: keeps the request counts of the latest statistics report.
+#[derive(Default)]
+struct Context {
+    requests: Mutex<Option<RequestCounts>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut counts = RequestCounts::new();
+        for broker in statistics.brokers.values() {
+            for (api, count) in &broker.req {
+                if *count > 0 {
+                    *counts.entry(api.clone()).or_default() += count;
+                }
+            }
+        }
+        let total: i64 = counts.values().sum();
+        let by_api: Vec<String> = counts.iter().map(|(api, n)| format!("{api}={n}")).collect();
+        info!("kafka requests since start: {total} ({})", by_api.join(" "));
+        *self.requests.lock() = Some(counts);
+    }
+}
+
+impl ConsumerContext for Context {}
 
 impl KafkaClient {
     /// Creates the client and starts its `kafka-events` thread. Connecting is lazy: an
     /// unreachable cluster shows up as errors of the first reads, not here.
     pub fn connect(config: &KafkaConfig) -> Result<KafkaClient, KafkaError> {
         let bootstrap = config.bootstrap_string();
-        let consumer: BaseConsumer = ClientConfig::new()
+        let stats_ms = config.stats_interval.map_or(0, |every| every.as_millis());
+        let consumer: BaseConsumer<Context> = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
+            .set("statistics.interval.ms", stats_ms.to_string())
             .set("client.id", "lagscaler")
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
+            // No client telemetry (KIP-714): one request fewer per interval, nothing gained.
+            .set("enable.metrics.push", "false")
             // One connection per broker for every watch, retried with exponential backoff
             // from 100 ms to 1 s while a broker is down: quick recovery, no connection storm.
             .set("reconnect.backoff.ms", "100")
@@ -114,7 +161,7 @@ impl KafkaClient {
                 "socket.timeout.ms",
                 config.request_timeout.as_millis().to_string(),
             )
-            .create()
+            .create_with_context(Context::default())
             .map_err(|err| KafkaError::Client {
                 bootstrap: bootstrap.clone(),
                 cause: err.to_string(),
@@ -135,18 +182,29 @@ impl KafkaClient {
         Ok(KafkaClient {
             consumer,
             timeout: config.request_timeout,
+            topics: Cycled::default(),
+            groups: Cycled::default(),
             stop_events,
-            events_thread: parking_lot::Mutex::new(Some(events_thread)),
+            events_thread: Mutex::new(Some(events_thread)),
         })
+    }
+
+    /// Requests sent so far by API, as of librdkafka's latest statistics report; `None`
+    /// until the first report, or ever when `SCALER_KAFKA_STATS_INTERVAL` is off.
+    pub fn request_counts(&self) -> Option<RequestCounts> {
+        self.consumer.context().requests.lock().clone()
     }
 
     /// Reads what lag is computed from: for `group` and either one topic or every topic the
     /// group has committed on, each partition's log start, high watermark and committed
-    /// offset. Partitions come sorted by topic and number.
+    /// offset. Partitions come sorted by topic and number. The group's committed offsets are
+    /// read now; each topic's offsets come from a read made at or after `since` (this poll's
+    /// scheduled time), shared with every watch of the cycle.
     pub fn snapshot(
         &self,
         group: &str,
         topic: Option<&str>,
+        since: Instant,
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
         let committed = self.group_offsets(group)?;
         let topics: BTreeSet<&str> = match topic {
@@ -162,35 +220,50 @@ impl KafkaClient {
                 group: group.to_owned(),
             });
         }
-        let mut partitions = Vec::new();
-        for topic in topics {
-            for partition in self.partition_ids(topic)? {
-                partitions.push((topic.to_owned(), partition));
-            }
-        }
-        let latest = self.list_offsets(&partitions, Offset::End, "latest")?;
-        let earliest = self.list_offsets(&partitions, Offset::Beginning, "earliest")?;
         let committed: HashMap<(&str, i32), i64> = committed
             .iter()
             .filter(|offset| offset.offset >= 0)
             .map(|offset| ((offset.topic.as_str(), offset.partition), offset.offset))
             .collect();
-        // `list_offsets` answered for every partition or failed, so the lookups below hit.
-        let snapshot = partitions
+        let mut snapshot = Vec::new();
+        for topic in topics {
+            let partitions = self
+                .topics
+                .get(topic, since, || self.topic_offsets(topic))?;
+            snapshot.extend(partitions.iter().map(|read| PartitionOffsets {
+                group: group.to_owned(),
+                log_start: read.log_start,
+                high_watermark: read.high_watermark,
+                committed: committed.get(&(topic, read.partition)).copied(),
+                topic: topic.to_owned(),
+                partition: read.partition,
+            }));
+        }
+        Ok(snapshot)
+    }
+
+    /// A topic's partitions, sorted, with their high watermarks and log start offsets:
+    /// Metadata, then one ListOffsets per partition leader for each end.
+    fn topic_offsets(&self, topic: &str) -> Result<Vec<TopicPartitionOffsets>, KafkaError> {
+        let partitions: Vec<(String, i32)> = self
+            .partition_ids(topic)?
+            .into_iter()
+            .map(|partition| (topic.to_owned(), partition))
+            .collect();
+        let latest = self.list_offsets(&partitions, Offset::End, "latest")?;
+        let earliest = self.list_offsets(&partitions, Offset::Beginning, "earliest")?;
+        // `list_offsets` answered for every partition or failed, so the lookups hit.
+        Ok(partitions
             .iter()
             .map(|(topic, partition)| {
                 let key = (topic.as_str(), *partition);
-                PartitionOffsets {
-                    group: group.to_owned(),
+                TopicPartitionOffsets {
+                    partition: *partition,
                     log_start: earliest.get(&key).copied().unwrap_or(0),
                     high_watermark: latest.get(&key).copied().unwrap_or(0),
-                    committed: committed.get(&key).copied(),
-                    topic: topic.clone(),
-                    partition: *partition,
                 }
             })
-            .collect();
-        Ok(snapshot)
+            .collect())
     }
 
     /// Every committed offset of `group`.
@@ -203,39 +276,34 @@ impl KafkaClient {
         })
     }
 
-    /// Active members of `group` (DescribeGroups); 0 for a group that is empty or unknown.
-    pub fn group_members(&self, group: &str) -> Result<usize, KafkaError> {
-        let list = self
-            .consumer
-            .fetch_group_list(Some(group), self.timeout)
-            .map_err(|err| KafkaError::DescribeGroup {
-                group: group.to_owned(),
-                cause: err.to_string(),
-            })?;
-        Ok(list
-            .groups()
-            .iter()
-            .filter(|info| info.name() == group)
-            .map(|info| info.members().len())
-            .sum())
+    /// Active members of `group`; 0 for a group that is empty or unknown. From the group
+    /// list of a read made at or after `since`.
+    pub fn group_members(&self, group: &str, since: Instant) -> Result<usize, KafkaError> {
+        let groups = self.list_groups(since)?;
+        Ok(groups
+            .binary_search_by(|(name, _)| name.as_str().cmp(group))
+            .map_or(0, |found| groups[found].1))
     }
 
-    /// Every consumer group of the cluster with its active member count (ListGroups and
-    /// DescribeGroups), sorted by name.
-    pub fn list_groups(&self) -> Result<Vec<(String, usize)>, KafkaError> {
-        let list = self
-            .consumer
-            .fetch_group_list(None, self.timeout)
-            .map_err(|err| KafkaError::ListGroups {
-                cause: err.to_string(),
-            })?;
-        let mut groups: Vec<(String, usize)> = list
-            .groups()
-            .iter()
-            .map(|info| (info.name().to_owned(), info.members().len()))
-            .collect();
-        groups.sort();
-        Ok(groups)
+    /// Every consumer group of the cluster with its active member count, sorted by name,
+    /// from a read made at or after `since` (ListGroups and one DescribeGroups per broker,
+    /// shared with every watch of the cycle).
+    pub fn list_groups(&self, since: Instant) -> Result<Arc<Vec<(String, usize)>>, KafkaError> {
+        self.groups.get("", since, || {
+            let list = self
+                .consumer
+                .fetch_group_list(None, self.timeout)
+                .map_err(|err| KafkaError::ListGroups {
+                    cause: err.to_string(),
+                })?;
+            let mut groups: Vec<(String, usize)> = list
+                .groups()
+                .iter()
+                .map(|info| (info.name().to_owned(), info.members().len()))
+                .collect();
+            groups.sort();
+            Ok(groups)
+        })
     }
 
     /// The partition numbers of `topic`, sorted.
@@ -338,7 +406,7 @@ impl KafkaClient {
 }
 
 /// Serves the client's queue so that errors are logged and never accumulate.
-fn drain_events(consumer: &BaseConsumer, stop: &AtomicBool) {
+fn drain_events(consumer: &BaseConsumer<Context>, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(200)) {
             None | Some(Ok(_)) => {}

@@ -118,6 +118,8 @@ impl Registry {
             directory,
             updates,
             settings,
+            origin: Instant::now(),
+            cycle: Cycle::default(),
             control: control_rx,
             results_tx,
             results: results_rx,
@@ -221,6 +223,10 @@ struct Supervisor {
     directory: Arc<Directory>,
     updates: Sender<u64>,
     settings: WatchSettings,
+    /// Where the poll schedule every watcher shares starts.
+    origin: Instant,
+    /// The poll cycle results are coming in for.
+    cycle: Cycle,
     control: Receiver<Control>,
     results_tx: Sender<PollResult>,
     results: Receiver<PollResult>,
@@ -288,7 +294,11 @@ impl Supervisor {
             slot.id,
             slot.key.clone(),
             (Arc::clone(&self.client), Arc::clone(&self.directory)),
-            (self.settings.poll_interval, self.settings.rate_window),
+            (
+                self.settings.poll_interval,
+                self.origin,
+                self.settings.rate_window,
+            ),
             self.results_tx.clone(),
             stop_rx,
         );
@@ -314,6 +324,12 @@ impl Supervisor {
     }
 
     fn record(&mut self, result: PollResult) {
+        self.cycle.record(
+            self.origin,
+            self.settings.poll_interval,
+            result.scheduled,
+            result.finished,
+        );
         // A result from a watcher already expired has no slot to go to.
         if let Some(watcher) = self.watchers.get(&result.watch_id) {
             watcher.slot.set_reading(result.reading);
@@ -468,4 +484,60 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// going idle.
 fn expiry_check_period(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// The polls of one tick of the shared schedule, to tell how long a cycle takes: logged at
+/// debug (target `lagscaler::cycle`) when the next tick's first result arrives, and with a
+/// warning when a cycle starts taking longer than the poll interval (polls fall behind).
+#[derive(Default)]
+struct Cycle {
+    tick: Option<Instant>,
+    polls: usize,
+    /// From the tick to the end of its slowest poll.
+    duration: Duration,
+    behind: bool,
+}
+
+impl Cycle {
+    fn record(&mut self, origin: Instant, interval: Duration, scheduled: Instant, done: Instant) {
+        // A watch's first poll is off the schedule; it belongs to no cycle.
+        if crate::kafka::current_tick(origin, interval, scheduled) != scheduled {
+            return;
+        }
+        match self.tick {
+            Some(tick) if tick == scheduled => {}
+            Some(tick) if tick > scheduled => return,
+            _ => {
+                self.report(interval);
+                self.tick = Some(scheduled);
+                self.polls = 0;
+                self.duration = Duration::ZERO;
+            }
+        }
+        self.polls += 1;
+        self.duration = self.duration.max(done.saturating_duration_since(scheduled));
+    }
+
+    fn report(&mut self, interval: Duration) {
+        if self.tick.is_none() {
+            return;
+        }
+        let (polls, duration) = (self.polls, self.duration);
+        debug!(
+            target: "lagscaler::cycle",
+            "poll cycle: {polls} polls, the last done {:.1} ms after the tick",
+            duration.as_secs_f64() * 1000.0
+        );
+        let behind = duration > interval;
+        if behind && !self.behind {
+            warn!(
+                "a poll cycle of {polls} polls took {duration:?}, longer than the poll interval \
+                 {interval:?}: polls are falling behind (fewer watches, a longer \
+                 SCALER_POLL_INTERVAL or a faster Kafka would help)"
+            );
+        } else if !behind && self.behind {
+            info!("poll cycles fit in the poll interval again ({polls} polls in {duration:?})");
+        }
+        self.behind = behind;
+    }
 }

@@ -10,7 +10,7 @@ use log::{debug, info, warn};
 
 use crate::directory::{Directory, Lookup};
 use crate::estimate::{Estimate, Eta, NotDraining, Window};
-use crate::kafka::{KafkaClient, KafkaError};
+use crate::kafka::{current_tick, next_tick, KafkaClient, KafkaError};
 use crate::lag::PartitionOffsets;
 use crate::plugin;
 use crate::store::Reading;
@@ -22,19 +22,24 @@ pub struct PollResult {
     pub watch_id: u64,
     /// What the poll found.
     pub reading: Reading,
+    /// When the poll was scheduled (a tick of the shared schedule, but for a first poll).
+    pub scheduled: Instant,
+    /// When it finished.
+    pub finished: Instant,
 }
 
 /// Never sent: a watcher stops when its stop channel disconnects.
 pub enum Never {}
 
-/// Starts the watcher thread for `key`. It polls at once, then every `interval`, until the
-/// sender of `stop` is dropped or the supervisor's channel closes. Rates are estimated over
-/// `rate_window`.
+/// Starts the watcher thread for `key`. It polls at once, then on the ticks
+/// `origin + k × interval` every watcher shares (so that they share the cycle's reads),
+/// until the sender of `stop` is dropped or the supervisor's channel closes. Rates are
+/// estimated over `rate_window`.
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
     (client, directory): (Arc<KafkaClient>, Arc<Directory>),
-    (interval, rate_window): (Duration, Duration),
+    (interval, origin, rate_window): (Duration, Instant, Duration),
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -44,6 +49,7 @@ pub fn spawn(
         client,
         directory,
         interval,
+        origin,
         results,
         stop,
         window: Window::new(rate_window),
@@ -84,6 +90,8 @@ struct Watcher {
     client: Arc<KafkaClient>,
     directory: Arc<Directory>,
     interval: Duration,
+    /// The start of the shared poll schedule.
+    origin: Instant,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
     /// The estimator's memory of this watch's samples.
@@ -101,22 +109,28 @@ struct Watcher {
 impl Watcher {
     fn run(mut self) {
         debug!("watcher started: {}", self.key);
-        let mut next_poll = Instant::now();
+        // The time the poll is scheduled for: Kafka reads made since then are fresh enough.
+        let mut scheduled = Instant::now();
         loop {
-            let reading = self.poll();
+            let reading = self.poll(scheduled);
             let result = PollResult {
                 watch_id: self.watch_id,
                 reading,
+                scheduled,
+                finished: Instant::now(),
             };
             // A full channel must not keep the watcher from seeing its stop signal.
             select! {
                 send(self.results, result) -> sent => if sent.is_err() { break },
                 recv(self.stop) -> _ => break,
             }
-            // Fixed rate: the next poll starts one interval after this one started, or at
-            // once if this one overran.
-            next_poll = (next_poll + self.interval).max(Instant::now());
-            match self.stop.recv_deadline(next_poll) {
+            // The next shared tick; at once, on the tick just passed, if this poll overran.
+            let now = Instant::now();
+            scheduled = next_tick(self.origin, self.interval, scheduled);
+            if scheduled < now {
+                scheduled = current_tick(self.origin, self.interval, now);
+            }
+            match self.stop.recv_deadline(scheduled) {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Ok(never) => match never {},
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -125,13 +139,13 @@ impl Watcher {
         debug!("watcher stopped: {}", self.key);
     }
 
-    fn poll(&mut self) -> Reading {
+    fn poll(&mut self, scheduled: Instant) -> Reading {
         #[cfg(feature = "test-hooks")]
         if crate::hooks::take_watcher_panic(self.key.source.name()) {
             panic!("panic injected by a test into the watcher of {}", self.key);
         }
         let started = Instant::now();
-        match self.read() {
+        match self.read(scheduled) {
             Ok((offsets, members)) => {
                 let estimate = self
                     .window
@@ -168,7 +182,7 @@ impl Watcher {
     /// One sample's offsets (only the partitions the watch covers) and the group's active
     /// members, `None` when the group could not be described (only the replica target
     /// needs them, so that is not a failed poll).
-    fn read(&mut self) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+    fn read(&mut self, since: Instant) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
         let group = match &self.key.source {
             Source::Group(group) => group.clone(),
             Source::Plugin {
@@ -176,12 +190,12 @@ impl Watcher {
                 include_historic,
             } => {
                 let (name, include_historic) = (name.clone(), *include_historic);
-                return self.read_plugin(&name, include_historic);
+                return self.read_plugin(&name, include_historic, since);
             }
         };
         let mut offsets = self
             .client
-            .snapshot(&group, self.key.topic.as_deref())
+            .snapshot(&group, self.key.topic.as_deref(), since)
             .map_err(|err| err.to_string())?;
         if let Some(set) = &self.key.partitions {
             let n_partitions = offsets.len();
@@ -194,7 +208,7 @@ impl Watcher {
                 ));
             }
         }
-        let members = match self.client.group_members(&group) {
+        let members = match self.client.group_members(&group, since) {
             Ok(members) => {
                 if self.members_failing {
                     info!("describing the group works again: {}", self.key);
@@ -222,6 +236,7 @@ impl Watcher {
         &mut self,
         name: &str,
         include_historic: bool,
+        since: Instant,
     ) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
         let lookup = self.directory.lookup(name)?;
         let Some(kafka_prefix) = lookup.kafka_prefix() else {
@@ -231,16 +246,17 @@ impl Watcher {
         let topic_prefix = self.directory.topic_prefix();
         let groups: Vec<(String, usize)> = self
             .client
-            .list_groups()
+            .list_groups(since)
             .map_err(|err| err.to_string())?
-            .into_iter()
+            .iter()
             .filter(|(group, _)| {
                 plugin::is_plugin_group(group, topic_prefix, kafka_prefix, include_historic)
             })
+            .cloned()
             .collect();
         let mut offsets = Vec::new();
         for (group, _) in &groups {
-            match self.client.snapshot(group, None) {
+            match self.client.snapshot(group, None, since) {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}

@@ -163,3 +163,61 @@ fn sigterm_under_load_exits_zero_and_answers_or_refuses_cleanly() {
     assert!(answered > 1_000, "only {answered} calls answered");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn check_prints_each_partition_and_what_keda_would_get() {
+    let broker = Tansu::start();
+    broker.create_topic("audits", 2);
+    broker.produce("audits", 0, 6);
+    broker.produce("audits", 1, 4);
+    broker.commit("auditors", &[("audits", 0, 2), ("audits", 1, 4)]);
+    let check = |args: &[&str]| {
+        Command::new(BINARY)
+            .arg("check")
+            .args(args)
+            .env("SCALER_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
+            .env("SCALER_POLL_INTERVAL", "300ms")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lagscaler check")
+    };
+
+    let output = check(&["consumerGroup=auditors", "topic=audits", "lagThreshold=3"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let row = |partition: &str| {
+        stdout
+            .lines()
+            .find(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1) == Some(&"audits") && fields.get(2) == Some(&partition)
+            })
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("no row for partition {partition}:\n{stdout}"))
+    };
+    // group topic partition log-start committed high-mark lag produce/s consume/s
+    assert_eq!(
+        row("0")[..7],
+        ["auditors", "audits", "0", "0", "2", "6", "4"]
+    );
+    assert_eq!(
+        row("1")[..7],
+        ["auditors", "audits", "1", "0", "4", "4", "0"]
+    );
+    assert!(
+        stdout.contains("GetMetricSpec: metricName=kafka-lag-auditors-audits target=3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("GetMetrics: lag=4 (integer 4)"), "{stdout}");
+    assert!(stdout.contains("IsActive: true"), "{stdout}");
+
+    // Bad metadata: exit code 2, the key named, no report.
+    let output = check(&["consumerGroup=auditors", "lagThreshold=many"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lagThreshold"));
+    assert!(output.stdout.is_empty());
+    let output = check(&["auditors"]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -228,16 +228,6 @@ fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
     }
 }
 
-/// Resident set size of `pid` in KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn ten_thousand_watches_come_and_go_without_leaking() {
     const WATCHES: usize = 10_000;
@@ -263,7 +253,7 @@ fn ten_thousand_watches_come_and_go_without_leaking() {
     assert!(idle.is_some());
     std::thread::sleep(Duration::from_secs(2));
     let (threads_before, fds_before) = scaler.threads_and_fds();
-    let rss_before = rss_kib(scaler.pid());
+    let rss_before = crate::support::rss_kb(scaler.pid());
 
     // Two rounds: the first shows threads and fds return to baseline, the second that
     // memory levels off instead of growing with every watch ever seen.
@@ -283,7 +273,7 @@ fn ten_thousand_watches_come_and_go_without_leaking() {
         let settled = wait_for(Duration::from_secs(30), || {
             (scaler.threads_and_fds() == (threads_before, fds_before)).then_some(())
         });
-        let rss = rss_kib(scaler.pid());
+        let rss = crate::support::rss_kb(scaler.pid());
         println!(
             "watch churn round {round}: {WATCHES} watches in {created_in:?}, peak \
              {peak_threads} threads, threads/fds {:?} -> {:?}, RSS {rss_before} -> {rss} KiB",

@@ -396,3 +396,53 @@ fn watches_beyond_the_cap_are_resource_exhausted_and_existing_ones_unaffected() 
     assert_eq!(admitted, Some(3));
     scaler.stop();
 }
+
+#[test]
+fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
+    const WATCHES: usize = 12;
+    let broker = Tansu::start();
+    broker.create_topic("shared", 4);
+    broker.produce("shared", 0, 3);
+    let groups: Vec<String> = (0..WATCHES).map(|i| format!("sharer-{i}")).collect();
+    for group in &groups {
+        broker.commit(group, &[("shared", 0, 1)]);
+    }
+    let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
+    config.kafka.stats_interval = Some(Duration::from_millis(250));
+    let scaler = Scaler::start_with(config);
+    for group in &groups {
+        let metadata = [("consumerGroup", group.as_str()), ("topic", "shared")];
+        // 2 on partition 0, and 1 on each partition never committed (KEDA's rule).
+        assert_eq!(scaler.lag(&metadata).expect("lag"), 5);
+    }
+    // Two cycles in: every watch is on the shared schedule.
+    std::thread::sleep(2 * POLL);
+    let count = |counts: &std::collections::BTreeMap<String, i64>, api: &str| {
+        counts.get(api).copied().unwrap_or(0)
+    };
+    let before = scaler.daemon().kafka_requests().expect("statistics");
+    let measured = Instant::now();
+    std::thread::sleep(6 * POLL);
+    let after = scaler.daemon().kafka_requests().expect("statistics");
+    // The reports lag by up to their interval: allow a cycle either side.
+    let cycles = measured.elapsed().as_secs_f64() / POLL.as_secs_f64();
+    let per_cycle = |api: &str| (count(&after, api) - count(&before, api)) as f64 / cycles;
+    // Per cycle: one OffsetFetch per watch, but one Metadata and two ListOffsets (latest,
+    // earliest) for the topic, and one ListGroups + DescribeGroups for everyone.
+    assert!(
+        per_cycle("OffsetFetch") > (WATCHES - 2) as f64,
+        "{before:?} -> {after:?}"
+    );
+    for (api, reads) in [
+        ("ListOffsets", 2.0),
+        ("Metadata", 1.0),
+        ("DescribeGroups", 1.0),
+    ] {
+        assert!(
+            per_cycle(api) <= reads * 1.5,
+            "{api}: {:.1} per cycle; {before:?} -> {after:?}",
+            per_cycle(api)
+        );
+    }
+    scaler.stop();
+}

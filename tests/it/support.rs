@@ -349,6 +349,17 @@ impl Drop for LoggedChild {
     }
 }
 
+/// VmRSS of process `pid` in kB, from /proc.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
 /// Sends `SIG<signal>` to `pid` with kill(1).
 pub fn send_signal(signal: &str, pid: u32) {
     let status = Command::new("kill")
@@ -625,6 +636,7 @@ impl Scaler {
             kafka: KafkaConfig {
                 bootstrap_servers: vec![bootstrap.to_owned()],
                 request_timeout: Duration::from_secs(5),
+                stats_interval: None,
             },
             poll_interval,
             watch_ttl,

@@ -1,0 +1,309 @@
+//! Polling-cost benchmark: W watches, each on its own consumer group over 16-partition
+//! topics, polled every 5 s by the real `lagscaler` binary against tansu. Reports the Kafka
+//! requests per poll cycle (librdkafka's statistics, logged by the daemon), the daemon's CPU
+//! (% of one core), RSS, threads and poll-cycle duration, and compares the requests with
+//! what KEDA's Kafka scaler sends for the same W.
+//!
+//! `cargo bench --bench polling` runs it in full (release); `cargo test --bench polling`
+//! runs a seconds-long smoke version (debug, no thresholds) so that it never rots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use support::{Process, Tansu};
+
+/// Shape of one run.
+struct Plan {
+    watches: Vec<usize>,
+    topics: usize,
+    partitions: u32,
+    interval: Duration,
+    /// Cycles measured after the warm-up.
+    cycles: usize,
+}
+
+/// Requests KEDA's Kafka scaler sends per ScaledObject per poll with one broker: Metadata,
+/// OffsetFetch and one ListOffsets per broker, on each of ~3 call rounds (GetMetricSpec,
+/// GetMetrics and IsActive each query Kafka; reference/keda-kafka-scaler.md).
+const KEDA_REQUESTS_PER_WATCH: f64 = 3.0 * 3.0;
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let plan = if full {
+        Plan {
+            watches: vec![100, 1_000],
+            topics: 10,
+            partitions: 16,
+            interval: Duration::from_secs(5),
+            cycles: 12,
+        }
+    } else {
+        Plan {
+            watches: vec![10],
+            topics: 2,
+            partitions: 4,
+            interval: Duration::from_secs(1),
+            cycles: 2,
+        }
+    };
+    let broker = Tansu::start();
+    let topics: Vec<String> = (0..plan.topics).map(|i| format!("polled-{i}")).collect();
+    for topic in &topics {
+        broker.create_topic(topic, plan.partitions);
+        let producer = broker.producer();
+        for partition in 0..plan.partitions as i32 {
+            for _ in 0..3 {
+                support::produce_one(&producer, topic, partition);
+            }
+        }
+    }
+    println!(
+        "polling benchmark: {} topics x {} partitions, poll every {:?}, {} cycles measured",
+        plan.topics, plan.partitions, plan.interval, plan.cycles
+    );
+    for &watches in &plan.watches {
+        run(&broker, &topics, &plan, watches);
+    }
+}
+
+/// One measurement with `watches` watches.
+fn run(broker: &Tansu, topics: &[String], plan: &Plan, watches: usize) {
+    let groups: Vec<(String, String)> = (0..watches)
+        .map(|i| (format!("w{watches}-g{i}"), topics[i % topics.len()].clone()))
+        .collect();
+    commit_all(broker, &groups, plan.partitions);
+
+    let interval = humantime::format_duration(plan.interval).to_string();
+    let process = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_DEBUG", "false"),
+            ("RUST_LOG", "info,lagscaler::cycle=debug"),
+            ("SCALER_POLL_INTERVAL", &interval),
+            ("SCALER_KAFKA_STATS_INTERVAL", &interval),
+            ("SCALER_WATCH_TTL", "1h"),
+            ("SCALER_MAX_WATCHES", "100000"),
+            ("SCALER_KAFKA_TIMEOUT", "10s"),
+        ],
+    );
+    let client = process.client();
+    let started = Instant::now();
+    for (group, topic) in &groups {
+        let metadata = [
+            ("consumerGroup", group.as_str()),
+            ("topic", topic.as_str()),
+            ("lagThreshold", "10"),
+        ];
+        client.metric_spec(&metadata).expect("GetMetricSpec");
+    }
+    for (group, topic) in &groups {
+        let metadata = [("consumerGroup", group.as_str()), ("topic", topic.as_str())];
+        // 3 records and a commit at 1 on each partition.
+        let expected = 2 * i64::from(plan.partitions);
+        let lag = client.wait_for_lag(&metadata, expected, Duration::from_secs(60));
+        assert!(
+            lag.is_some(),
+            "watch {group} has no lag; log:\n{}",
+            tail(&process.log())
+        );
+    }
+    println!(
+        "W={watches}: every watch answered {:.1?} after the first call",
+        started.elapsed()
+    );
+    // Two cycles so that every watch is on the shared schedule.
+    thread::sleep(2 * plan.interval);
+
+    let pid = process.pid();
+    let log_start = process.log().len();
+    let cpu_before = cpu_ticks(pid);
+    let threads_before = thread_ticks(pid);
+    let wall_before = Instant::now();
+    let mut rss_kb = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..plan.cycles {
+        thread::sleep(plan.interval);
+        rss_kb.push(support::rss_kb(pid));
+        threads.push(process.threads_and_fds().0);
+    }
+    let cpu = (cpu_ticks(pid) - cpu_before) as f64 / clock_ticks_per_second();
+    let by_thread = cpu_by_thread_kind(&threads_before, &thread_ticks(pid));
+    let wall = wall_before.elapsed().as_secs_f64();
+    let log = process.log();
+    let window = &log[log_start..];
+
+    let reports: Vec<(i64, String)> = window
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split("kafka requests since start: ").nth(1)?;
+            let (total, by_api) = rest.split_once(' ')?;
+            Some((total.parse().ok()?, by_api.to_owned()))
+        })
+        .collect();
+    assert!(
+        reports.len() >= 2,
+        "fewer than two statistics reports:\n{}",
+        tail(window)
+    );
+    let (first, last) = (&reports[0], &reports[reports.len() - 1]);
+    let per_cycle = (last.0 - first.0) as f64 / (reports.len() - 1) as f64;
+    let keda = KEDA_REQUESTS_PER_WATCH * watches as f64;
+
+    let mut cycles: Vec<f64> = window
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split("poll cycle: ").nth(1)?;
+            let (polls, rest) = rest.split_once(" polls, the last done ")?;
+            let ms = rest.strip_suffix(" ms after the tick")?;
+            (polls.parse::<usize>().ok()? == watches).then(|| ms.parse::<f64>().ok())?
+        })
+        .collect();
+    cycles.sort_by(f64::total_cmp);
+    rss_kb.sort_unstable();
+    threads.sort_unstable();
+
+    println!(
+        "W={watches}: Kafka requests per cycle {per_cycle:.1} (KEDA's scaler: {keda:.0}; ratio \
+         {:.3}); by API, cumulative at the first and last report: [{}] -> [{}]",
+        per_cycle / keda,
+        first.1,
+        last.1
+    );
+    println!(
+        "W={watches}: daemon CPU {:.2} % of one core over {wall:.0} s; RSS min/median/max \
+         {}/{}/{} MB; threads {}/{}/{}",
+        100.0 * cpu / wall,
+        rss_kb[0] / 1024,
+        rss_kb[rss_kb.len() / 2] / 1024,
+        rss_kb[rss_kb.len() - 1] / 1024,
+        threads[0],
+        threads[threads.len() / 2],
+        threads[threads.len() - 1]
+    );
+    let total: u64 = by_thread.iter().map(|(_, ticks)| ticks).sum::<u64>().max(1);
+    let shares: Vec<String> = by_thread
+        .iter()
+        .map(|(kind, ticks)| format!("{kind} {:.0} %", 100.0 * *ticks as f64 / total as f64))
+        .collect();
+    println!("W={watches}: CPU by thread: {}", shares.join(", "));
+    if cycles.is_empty() {
+        println!("W={watches}: no complete poll cycle logged");
+    } else {
+        println!(
+            "W={watches}: poll cycle duration (tick to last poll done) min/median/max \
+             {:.1}/{:.1}/{:.1} ms over {} cycles",
+            cycles[0],
+            cycles[cycles.len() / 2],
+            cycles[cycles.len() - 1],
+            cycles.len()
+        );
+    }
+    drop(client);
+    drop(process);
+}
+
+/// Commits offset 1 on every partition for each (group, topic), from 4 threads.
+fn commit_all(broker: &Tansu, groups: &[(String, String)], partitions: u32) {
+    let next = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((group, topic)) = groups.get(i) else {
+                    break;
+                };
+                let offsets: Vec<(&str, i32, i64)> = (0..partitions as i32)
+                    .map(|partition| (topic.as_str(), partition, 1))
+                    .collect();
+                broker.commit(group, &offsets);
+            });
+        }
+    });
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    parse_stat(&stat).1
+}
+
+/// (name, utime + stime) from a /proc stat line.
+fn parse_stat(stat: &str) -> (String, u64) {
+    let open = stat.find('(').unwrap_or(0);
+    let close = stat.rfind(')').expect("comm");
+    let name = stat[open + 1..close].to_owned();
+    // Fields after the command name; utime and stime are fields 14 and 15 of the whole
+    // line, 12 and 13 after the name.
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    (name, ticks)
+}
+
+/// Every thread of `pid`: id → (name, clock ticks).
+fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            Some((
+                task.file_name().to_string_lossy().into_owned(),
+                parse_stat(&stat),
+            ))
+        })
+        .collect()
+}
+
+/// CPU ticks spent between two readings, by kind of thread (watchers, librdkafka's broker
+/// threads, grpc's, the rest by name), largest first.
+fn cpu_by_thread_kind(
+    before: &HashMap<String, (String, u64)>,
+    after: &HashMap<String, (String, u64)>,
+) -> Vec<(String, u64)> {
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, ticks)) in after {
+        let spent = ticks - before.get(tid).map_or(0, |(_, ticks)| *ticks).min(*ticks);
+        let kind = if name.starts_with("watch-") {
+            "watch-*".to_owned()
+        } else if name.starts_with("rdk:broker") {
+            "rdk:broker*".to_owned()
+        } else if name.starts_with("grpc") {
+            "grpc*".to_owned()
+        } else {
+            name.clone()
+        };
+        *kinds.entry(kind).or_default() += spent;
+    }
+    let mut kinds: Vec<(String, u64)> = kinds.into_iter().filter(|(_, t)| *t > 0).collect();
+    kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
+    kinds
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf CLK_TCK");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK")
+}
+
+/// The end of a log, for failure messages.
+fn tail(log: &str) -> &str {
+    let start = log.len().saturating_sub(4_000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    &log[start..]
+}

@@ -1,0 +1,203 @@
+//! `lagscaler check key=value ...`: one trigger's answers, from two real polls, for a person.
+//!
+//! It takes the metadata a ScaledObject's trigger would carry, checks it exactly as the
+//! gRPC service does, runs the same watcher the daemon runs (same Kafka client, same plugin
+//! directory, same settings) for two polls one `SCALER_POLL_INTERVAL` apart, and prints each
+//! partition's offsets and lag, then what KEDA would get: the metric spec, GetMetrics'
+//! value and IsActive.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::estimate::Estimate;
+use crate::kafka::KafkaClient;
+use crate::store::{Reading, View};
+use crate::trigger::Trigger;
+use crate::watch::{Registry, WatchSettings};
+
+/// The usage line, for `--help` and errors.
+pub const USAGE: &str = "lagscaler check key=value [key=value ...]\n  e.g. lagscaler check \
+     consumerGroup=orders topic=orders metric=eta targetEtaSeconds=60\n       lagscaler check \
+     entityType=plugin pluginName=plugin-tika targetSize=5\nSettings (SCALER_*) come from the \
+     environment, as for the daemon.";
+
+/// Why a check gave no report; the text is what to tell the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The arguments or the trigger metadata are wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// Kafka (or the plugin directory) could not be read.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs the check, printing to `out`.
+pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), CheckError> {
+    let metadata = parse_args(args).map_err(CheckError::Usage)?;
+    let trigger = Trigger::parse(&metadata, &config.kafka)
+        .map_err(|err| CheckError::Usage(format!("invalid trigger metadata: {err}")))?;
+    let client =
+        KafkaClient::connect(&config.kafka).map_err(|err| CheckError::Failed(err.to_string()))?;
+    let client = Arc::new(client);
+    let directory = Arc::new(Directory::new(config.redis.clone()));
+    let (updates, _updates_rx) = crossbeam_channel::bounded(16);
+    let registry = Registry::start(
+        Arc::clone(&client),
+        directory,
+        WatchSettings {
+            poll_interval: config.poll_interval,
+            ttl: Duration::from_secs(3600),
+            rate_window: config.rate_window,
+            max_watches: 1,
+        },
+        updates,
+    )
+    .map_err(|err| CheckError::Failed(format!("cannot start the watch: {err}")))?;
+    let result = two_polls(&registry, &trigger, config)
+        .and_then(|estimate| report(out, &trigger, &estimate).map_err(|err| err.to_string()))
+        .map_err(CheckError::Failed);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    if let Err(err) = registry.shutdown(deadline) {
+        log::warn!("stopping the watch: {err}");
+    }
+    let _ = client.shutdown();
+    result
+}
+
+/// `key=value` arguments as a metadata map; a repeated key or an argument without `=` is
+/// refused.
+fn parse_args(args: &[String]) -> Result<HashMap<String, String>, String> {
+    if args.is_empty() {
+        return Err(format!("no trigger metadata given\nusage: {USAGE}"));
+    }
+    let mut metadata = HashMap::new();
+    for arg in args {
+        let Some((key, value)) = arg.split_once('=') else {
+            return Err(format!("argument {arg:?} is not key=value\nusage: {USAGE}"));
+        };
+        if metadata.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("key {key:?} is given twice"));
+        }
+    }
+    Ok(metadata)
+}
+
+/// Waits for the watch's first good sample and for the next one, so that rates are known.
+fn two_polls(
+    registry: &Registry,
+    trigger: &Trigger,
+    config: &Config,
+) -> Result<Arc<Estimate>, String> {
+    let slot = registry
+        .watch(&trigger.watch)
+        .map_err(|err| err.to_string())?;
+    // A poll makes a few requests, each bounded by the Kafka timeout.
+    let poll_budget = 4 * config.kafka.request_timeout;
+    let first = good(slot.first_view(poll_budget))?;
+    let deadline = Instant::now() + config.poll_interval + poll_budget;
+    loop {
+        let view = slot.first_view(Duration::ZERO);
+        if let Some(estimate) = &view.last_good {
+            if estimate.taken_at > first.taken_at {
+                return Ok(Arc::clone(estimate));
+            }
+        }
+        if let Reading::Failed(cause) = &view.reading {
+            return Err(format!("the second poll failed: {cause}"));
+        }
+        if Instant::now() >= deadline {
+            return Err("the second poll did not finish in time".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn good(view: View) -> Result<Arc<Estimate>, String> {
+    match (view.reading, view.last_good) {
+        (_, Some(estimate)) => Ok(estimate),
+        (Reading::Failed(cause), None) => Err(format!("polling Kafka failed: {cause}")),
+        _ => Err("the first poll did not finish in time".to_owned()),
+    }
+}
+
+fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::io::Result<()> {
+    writeln!(out, "watch: {}", trigger.watch)?;
+    writeln!(
+        out,
+        "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "group",
+        "topic",
+        "partition",
+        "log start",
+        "committed",
+        "high mark",
+        "lag",
+        "produce/s",
+        "consume/s"
+    )?;
+    let rate = |rate: Option<f64>| rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+    for partition in &estimate.partitions {
+        let offsets = &partition.offsets;
+        writeln!(
+            out,
+            "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            offsets.group,
+            offsets.topic,
+            offsets.partition,
+            offsets.log_start,
+            offsets
+                .committed
+                .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            offsets.high_watermark,
+            partition.lag,
+            rate(partition.produce_rate),
+            rate(partition.consume_rate),
+        )?;
+    }
+    let decision = trigger.rules.decide(estimate, Instant::now());
+    writeln!(out, "estimate: {decision}")?;
+    let mode = trigger.rules.metric;
+    writeln!(
+        out,
+        "GetMetricSpec: metricName={} target={}",
+        trigger.metric_name(),
+        trigger.target()
+    )?;
+    match decision.metric_value(mode) {
+        Ok(value) => writeln!(
+            out,
+            "GetMetrics: {mode}={value} (integer {})",
+            decision.metric_int(mode, value)
+        )?,
+        Err(why) => writeln!(out, "GetMetrics: UNAVAILABLE: {mode}: {why}")?,
+    }
+    writeln!(out, "IsActive: {}", decision.active)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_are_key_value_pairs() {
+        let metadata = parse_args(&args(&["consumerGroup=orders", "topic=a=b"])).unwrap();
+        assert_eq!(metadata["consumerGroup"], "orders");
+        assert_eq!(metadata["topic"], "a=b");
+        assert!(parse_args(&args(&["orders"]))
+            .unwrap_err()
+            .contains("\"orders\" is not key=value"));
+        assert!(parse_args(&args(&["topic=a", "topic=b"]))
+            .unwrap_err()
+            .contains("given twice"));
+        assert!(parse_args(&[]).unwrap_err().contains("usage"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Reads shared by every watch within one poll cycle.
+//!
+//! Watches poll on a common schedule (every poll interval from one origin), and each poll
+//! asks for data "fetched at or after my scheduled time". The first poll of a cycle to ask
+//! for a key fetches it; the others of that cycle wait for that fetch and share its answer,
+//! error included, so a topic's high watermarks are read once per cycle however many watches
+//! read the topic, and a failing broker is not asked once per watch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::KafkaError;
+
+/// An entry nobody asked for in this long is dropped when a new key arrives.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// One fetch's answer and when the fetch started.
+struct Fetched<V> {
+    at: Instant,
+    value: Result<Arc<V>, KafkaError>,
+}
+
+type Entry<V> = Arc<Mutex<Option<Fetched<V>>>>;
+
+/// Answers by key, each fetched at most once per cycle (single flight).
+pub(super) struct Cycled<V> {
+    entries: Mutex<HashMap<String, Entry<V>>>,
+}
+
+impl<V> Default for Cycled<V> {
+    fn default() -> Self {
+        Cycled {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V> Cycled<V> {
+    /// The answer for `key` fetched at or after `since`: the one already there, the one being
+    /// fetched (waiting for it), or a new `fetch()`. Nothing is locked across `fetch` but
+    /// this key's entry.
+    pub(super) fn get(
+        &self,
+        key: &str,
+        since: Instant,
+        fetch: impl FnOnce() -> Result<V, KafkaError>,
+    ) -> Result<Arc<V>, KafkaError> {
+        let entry = {
+            let mut entries = self.entries.lock();
+            match entries.get(key) {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    forget_old(&mut entries, Instant::now());
+                    let entry: Entry<V> = Arc::default();
+                    entries.insert(key.to_owned(), Arc::clone(&entry));
+                    entry
+                }
+            }
+        };
+        let mut slot = entry.lock();
+        if let Some(fetched) = slot.as_ref() {
+            if fetched.at >= since {
+                return fetched.value.clone();
+            }
+        }
+        let at = Instant::now();
+        let value = fetch().map(Arc::new);
+        *slot = Some(Fetched {
+            at,
+            value: value.clone(),
+        });
+        value
+    }
+
+    /// Number of keys held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+}
+
+/// Drops entries last fetched over [`FORGET_AFTER`] ago that nobody is using.
+fn forget_old<V>(entries: &mut HashMap<String, Entry<V>>, now: Instant) {
+    entries.retain(|_, entry| {
+        if Arc::strong_count(entry) > 1 {
+            return true;
+        }
+        match entry.try_lock() {
+            Some(slot) => slot
+                .as_ref()
+                .is_some_and(|fetched| now.duration_since(fetched.at) < FORGET_AFTER),
+            None => true,
+        }
+    });
+}
+
+/// The cycle tick a poll that starts after `after` is scheduled for: the first
+/// `origin + k × interval` at least half an interval after `after` (so that two samples are
+/// never closer than that).
+pub fn next_tick(origin: Instant, interval: Duration, after: Instant) -> Instant {
+    let interval_ns = interval.as_nanos().max(1);
+    let earliest = after + interval / 2;
+    let elapsed = earliest.saturating_duration_since(origin).as_nanos();
+    let ticks = elapsed.div_ceil(interval_ns);
+    let offset = u64::try_from(ticks * interval_ns).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(offset)
+}
+
+/// The latest tick `origin + k × interval` at or before `now` (`origin` if `now` is before it).
+pub fn current_tick(origin: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval_ns = interval.as_nanos().max(1);
+    let elapsed = now.saturating_duration_since(origin).as_nanos();
+    let offset = u64::try_from(elapsed / interval_ns * interval_ns).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    use super::*;
+
+    #[test]
+    fn one_fetch_per_cycle_however_many_ask() {
+        let cycled = Cycled::<u32>::default();
+        let fetches = AtomicUsize::new(0);
+        let cycle = Instant::now();
+        thread::scope(|scope| {
+            for _ in 0..16 {
+                scope.spawn(|| {
+                    let value = cycled.get("orders", cycle, || {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        thread::sleep(Duration::from_millis(20));
+                        Ok(7)
+                    });
+                    assert_eq!(*value.unwrap(), 7);
+                });
+            }
+        });
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // The next cycle fetches again; another key is its own entry.
+        let next = Instant::now();
+        assert_eq!(*cycled.get("orders", next, || Ok(8)).unwrap(), 8);
+        assert_eq!(*cycled.get("payments", next, || Ok(9)).unwrap(), 9);
+        assert_eq!(cycled.len(), 2);
+    }
+
+    #[test]
+    fn an_error_is_shared_within_the_cycle_and_retried_in_the_next() {
+        let cycled = Cycled::<u32>::default();
+        let cycle = Instant::now();
+        let failed = || {
+            Err(KafkaError::UnknownTopic {
+                topic: "orders".to_owned(),
+            })
+        };
+        assert!(cycled.get("orders", cycle, failed).is_err());
+        let again = cycled.get("orders", cycle, || panic!("fetched twice in one cycle"));
+        assert!(matches!(again, Err(KafkaError::UnknownTopic { .. })));
+        assert_eq!(*cycled.get("orders", Instant::now(), || Ok(1)).unwrap(), 1);
+    }
+
+    #[test]
+    fn unused_entries_are_forgotten_after_an_hour() {
+        let cycled = Cycled::<u32>::default();
+        let _ = cycled.get("old", Instant::now(), || Ok(1));
+        let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
+        forget_old(&mut cycled.entries.lock(), later);
+        assert_eq!(cycled.len(), 0);
+    }
+
+    #[test]
+    fn ticks_are_on_the_shared_grid_and_at_least_half_an_interval_away() {
+        let origin = Instant::now();
+        let interval = Duration::from_secs(5);
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        assert_eq!(next_tick(origin, interval, at(0)), at(5_000));
+        assert_eq!(next_tick(origin, interval, at(1_000)), at(5_000));
+        // 2.6 s before a tick is more than half an interval: that tick.
+        assert_eq!(next_tick(origin, interval, at(2_400)), at(5_000));
+        // 2.4 s before it is less: the one after.
+        assert_eq!(next_tick(origin, interval, at(2_600)), at(10_000));
+        // A poll that overran skips the ticks it missed.
+        assert_eq!(next_tick(origin, interval, at(17_000)), at(20_000));
+        assert_eq!(next_tick(origin, interval, at(18_000)), at(25_000));
+        assert_eq!(current_tick(origin, interval, at(18_000)), at(15_000));
+        assert_eq!(current_tick(origin, interval, at(20_000)), at(20_000));
+    }
+}
