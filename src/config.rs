@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One environment variable the daemon reads.
@@ -31,6 +32,23 @@ pub const SETTINGS: &[Setting] = &[
         name: "SCALER_LISTEN_ADDR",
         default: "::",
         help: "IP address to listen on; :: is every interface, IPv4 and IPv6",
+    },
+    Setting {
+        name: "SCALER_TLS_CERT_FILE",
+        default: "",
+        help: "PEM certificate chain for gRPC over TLS (with SCALER_TLS_KEY_FILE); unset: \
+               plaintext, as the Azul scaler",
+    },
+    Setting {
+        name: "SCALER_TLS_KEY_FILE",
+        default: "",
+        help: "PEM private key of SCALER_TLS_CERT_FILE",
+    },
+    Setting {
+        name: "SCALER_TLS_CLIENT_CA_FILE",
+        default: "",
+        help: "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS; \
+               needs SCALER_TLS_CERT_FILE)",
     },
     Setting {
         name: "SCALER_KAFKA_BOOTSTRAP_SERVERS",
@@ -116,6 +134,8 @@ pub const SETTINGS: &[Setting] = &[
 pub struct Config {
     /// Address and port the gRPC server binds; port 0 takes a free port (tests).
     pub listen: SocketAddr,
+    /// gRPC over TLS, or plaintext when `None`.
+    pub tls: Option<TlsConfig>,
     /// The default Kafka cluster.
     pub kafka: KafkaConfig,
     /// Time between the starts of two polls of one watch.
@@ -134,6 +154,32 @@ pub struct Config {
     pub debug: bool,
     /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
     pub unknown_vars: Vec<String>,
+}
+
+/// The gRPC server's TLS files, read at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `SCALER_TLS_CERT_FILE`: the server's PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// `SCALER_TLS_KEY_FILE`: its PEM private key.
+    pub key_file: PathBuf,
+    /// `SCALER_TLS_CLIENT_CA_FILE`: when set, clients must present a certificate this CA
+    /// signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// `plaintext`, `tls` or `mutual-tls`, for the start-up log.
+    pub fn describe(tls: Option<&TlsConfig>) -> &'static str {
+        match tls {
+            None => "plaintext",
+            Some(TlsConfig {
+                client_ca_file: None,
+                ..
+            }) => "tls",
+            Some(_) => "mutual-tls",
+        }
+    }
 }
 
 /// How to reach one Kafka cluster.
@@ -247,6 +293,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8090),
+            tls: None,
             kafka: KafkaConfig {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
                 request_timeout: Duration::from_secs(5),
@@ -359,6 +406,7 @@ impl Config {
                     )?),
                 };
         }
+        config.tls = parse_tls(&vars)?;
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
             // Three missed polls, plus the time the last poll may legitimately take.
             None => 3 * config.poll_interval + config.kafka.request_timeout,
@@ -410,10 +458,11 @@ impl Config {
     /// password) are left out.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} kafka.bootstrap={} kafka.timeout={} kafka.stats_interval={} \
+            "listen={} grpc={} kafka.bootstrap={} kafka.timeout={} kafka.stats_interval={} \
              poll_interval={} rate_window={} \
              stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
             self.listen,
+            TlsConfig::describe(self.tls.as_ref()),
             self.kafka.bootstrap_string(),
             humantime::format_duration(self.kafka.request_timeout),
             humantime::format_duration(self.kafka.stats_interval.unwrap_or_default()),
@@ -527,6 +576,46 @@ fn parse_duration(
         .ok_or_else(|| invalid(name, value, accepted))
 }
 
+/// The TLS settings: certificate and key together or neither; a client CA only with them.
+/// The files are read at start, not here.
+fn parse_tls(vars: &Vars) -> Result<Option<TlsConfig>, ConfigError> {
+    let path = |name: &str| {
+        vars.get(name)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    let cert = path("SCALER_TLS_CERT_FILE");
+    let key = path("SCALER_TLS_KEY_FILE");
+    let client_ca = path("SCALER_TLS_CLIENT_CA_FILE");
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: client_ca,
+        })),
+        (None, None) => match client_ca {
+            None => Ok(None),
+            Some(ca) => Err(invalid(
+                "SCALER_TLS_CLIENT_CA_FILE",
+                &ca.display().to_string(),
+                "to be set only with SCALER_TLS_CERT_FILE and SCALER_TLS_KEY_FILE (mutual TLS \
+                 needs the server's own certificate)",
+            )),
+        },
+        (Some(cert), None) => Err(invalid(
+            "SCALER_TLS_CERT_FILE",
+            &cert.display().to_string(),
+            "to be set together with SCALER_TLS_KEY_FILE",
+        )),
+        (None, Some(key)) => Err(invalid(
+            "SCALER_TLS_KEY_FILE",
+            &key.display().to_string(),
+            "to be set together with SCALER_TLS_CERT_FILE",
+        )),
+    }
+}
+
 /// Parses a boolean the way operators write one; `None` for anything else.
 pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -635,6 +724,8 @@ mod tests {
         assert_eq!(config.max_watches, 10_000);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(5));
         assert!(!config.debug);
+        assert_eq!(config.tls, None);
+        assert!(config.summary().contains("grpc=plaintext"));
     }
 
     #[test]
@@ -701,6 +792,9 @@ mod tests {
             ("SCALER_MAX_WATCHES", "50"),
             ("SCALER_KAFKA_TIMEOUT", "3s"),
             ("SCALER_KAFKA_STATS_INTERVAL", "30s"),
+            ("SCALER_TLS_CERT_FILE", "/etc/lagscaler/tls.crt"),
+            ("SCALER_TLS_KEY_FILE", " /etc/lagscaler/tls.key "),
+            ("SCALER_TLS_CLIENT_CA_FILE", "/etc/lagscaler/ca.crt"),
             ("Scaler_Debug", "TRUE"),
             ("SCALER_BURROW_URL", "http://burrow:8000"),
         ]))
@@ -714,6 +808,15 @@ mod tests {
         assert_eq!(config.max_watches, 50);
         assert_eq!(config.kafka.request_timeout, Duration::from_secs(3));
         assert_eq!(config.kafka.stats_interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig {
+                cert_file: "/etc/lagscaler/tls.crt".into(),
+                key_file: "/etc/lagscaler/tls.key".into(),
+                client_ca_file: Some("/etc/lagscaler/ca.crt".into()),
+            })
+        );
+        assert!(config.summary().contains("grpc=mutual-tls"));
         assert!(config.debug);
         assert_eq!(config.unknown_vars, ["SCALER_BURROW_URL"]);
         let off = Config::from_vars(vars(&[("SCALER_KAFKA_STATS_INTERVAL", "0s")])).unwrap();
@@ -738,6 +841,9 @@ mod tests {
             ("SCALER_KAFKA_TIMEOUT", "0s"),
             ("SCALER_KAFKA_STATS_INTERVAL", "500ms"),
             ("SCALER_KAFKA_STATS_INTERVAL", "often"),
+            ("SCALER_TLS_CERT_FILE", "/etc/lagscaler/tls.crt"),
+            ("SCALER_TLS_KEY_FILE", "/etc/lagscaler/tls.key"),
+            ("SCALER_TLS_CLIENT_CA_FILE", "/etc/lagscaler/ca.crt"),
             ("SCALER_DEBUG", "maybe"),
             ("SCALER_RATE_WINDOW", "2h"),
             ("SCALER_RATE_WINDOW", "9s"),

@@ -5,10 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpcio::{EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials};
+use grpcio::{
+    CertificateRequestType, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials,
+    ServerCredentialsBuilder,
+};
 use log::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
 use crate::grpc;
 use crate::kafka::{KafkaClient, KafkaError};
@@ -30,7 +33,18 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// A TLS file could not be read.
+    #[error("{variable}={path:?}: cannot read it: {cause}")]
+    TlsFile {
+        /// The setting naming the file.
+        variable: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        cause: String,
+    },
     /// The gRPC server could not be built or bound.
+
     #[error("cannot serve gRPC on {addr}: {cause}")]
     Grpc {
         /// The address asked for.
@@ -69,6 +83,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts everything and marks the health service SERVING.
     pub fn start(config: &Config) -> Result<Daemon, StartError> {
+        // First, so that a bad file fails the start before any thread runs.
+        let credentials = match &config.tls {
+            Some(tls) => tls_credentials(tls)?,
+            None => ServerCredentials::insecure(),
+        };
         let kafka = Arc::new(KafkaClient::connect(&config.kafka)?);
         let directory = Arc::new(Directory::new(config.redis.clone()));
         // Ids of watches with a new reading, for the push thread; bounded so that a stuck
@@ -112,12 +131,22 @@ impl Daemon {
             .build()
             .map_err(|err| grpc_failed(err.to_string()))?;
         let port = server
-            .add_listening_port(config.listen.to_string(), ServerCredentials::insecure())
+            .add_listening_port(config.listen.to_string(), credentials)
             .map_err(|err| grpc_failed(err.to_string()))?;
         server.start();
         health.set_serving(true);
         let addr = SocketAddr::new(config.listen.ip(), port);
-        info!("serving KEDA external scaler on {addr} (plaintext)");
+        match &config.tls {
+            None => info!(
+                "serving KEDA external scaler on {addr} in plaintext (set SCALER_TLS_CERT_FILE \
+                 and SCALER_TLS_KEY_FILE for TLS)"
+            ),
+            Some(tls) => info!(
+                "serving KEDA external scaler on {addr} over {} (certificate {})",
+                TlsConfig::describe(Some(tls)),
+                tls.cert_file.display()
+            ),
+        }
         Ok(Daemon {
             server,
             _env: env,
@@ -188,6 +217,37 @@ impl Daemon {
 /// which a client may take up to 20 s to do (or never). A stopping daemon does not wait for
 /// that: past the deadline it cancels what is left and lets go of the server, as the
 /// process is about to exit.
+/// The server's TLS credentials from the configured files; with a client CA, clients must
+/// present a certificate it signed.
+fn tls_credentials(tls: &TlsConfig) -> Result<ServerCredentials, StartError> {
+    let read = |variable: &'static str, path: &std::path::Path| {
+        let bytes = std::fs::read(path).map_err(|err| StartError::TlsFile {
+            variable,
+            path: path.to_owned(),
+            cause: err.to_string(),
+        })?;
+        if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+            return Err(StartError::TlsFile {
+                variable,
+                path: path.to_owned(),
+                cause: "no PEM block (-----BEGIN ...) in it".to_owned(),
+            });
+        }
+        Ok(bytes)
+    };
+    let cert = read("SCALER_TLS_CERT_FILE", &tls.cert_file)?;
+    let key = read("SCALER_TLS_KEY_FILE", &tls.key_file)?;
+    let mut builder = ServerCredentialsBuilder::new().add_cert(cert, key);
+    if let Some(ca_file) = &tls.client_ca_file {
+        let ca = read("SCALER_TLS_CLIENT_CA_FILE", ca_file)?;
+        builder = builder.root_cert(
+            ca,
+            CertificateRequestType::RequestAndRequireClientCertificateAndVerify,
+        );
+    }
+    Ok(builder.build())
+}
+
 fn stop_server(mut server: Server, deadline: Instant) -> Result<(), StopError> {
     let shutdown = server.shutdown();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);

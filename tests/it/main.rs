@@ -6,4 +6,5 @@ mod estimator;
 mod faults;
 mod plugins;
 mod scaler;
+mod security;
 mod support;

@@ -349,6 +349,101 @@ impl Drop for LoggedChild {
     }
 }
 
+/// A test CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
+/// generated with the openssl CLI into a temp dir that lives as long as this.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Generates the keys (P-256) and certificates (valid for a day).
+    pub fn generate() -> TestPki {
+        let dir = tempfile::tempdir().expect("temp dir for certificates");
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl (scripts/install-deps installs it)");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec![
+            "req",
+            "-x509",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lagscaler test CA",
+        ];
+        ca.extend_from_slice(&new_key);
+        ca.extend_from_slice(&["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        for (name, subject, extensions) in [
+            (
+                "server",
+                "/CN=localhost",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            (
+                "client",
+                "/CN=keda-operator",
+                "extendedKeyUsage=clientAuth\n",
+            ),
+        ] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(dir.path().join(&ext), extensions).expect("write extensions");
+            let mut request = vec!["req", "-subj", subject, "-keyout", &key, "-out", &csr];
+            request.extend_from_slice(&new_key);
+            openssl(&request);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        TestPki { dir }
+    }
+
+    /// The path of one of the files: `ca.pem`, `server.pem`, `server.key`, `client.pem`,
+    /// `client.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The contents of one of the files.
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read a generated certificate")
+    }
+}
+
 /// VmRSS of process `pid` in kB, from /proc.
 pub fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
@@ -401,6 +496,28 @@ pub struct GrpcClient {
 }
 
 impl GrpcClient {
+    /// Connects over TLS to `addr`, trusting `ca` (PEM), presenting `identity` (PEM
+    /// certificate and key) when given, as KEDA's `enableTLS`/`caCert`/`tlsClientCert` do.
+    pub fn connect_tls(addr: &str, ca: &[u8], identity: Option<(&[u8], &[u8])>) -> GrpcClient {
+        let env = Arc::new(
+            EnvBuilder::new()
+                .cq_count(1)
+                .name_prefix("test-grpc")
+                .build(),
+        );
+        let mut credentials = grpcio::ChannelCredentialsBuilder::new().root_cert(ca.to_vec());
+        if let Some((cert, key)) = identity {
+            credentials = credentials.cert(cert.to_vec(), key.to_vec());
+        }
+        let channel = ChannelBuilder::new(Arc::clone(&env))
+            .set_credentials(credentials.build())
+            .connect(addr);
+        GrpcClient {
+            client: Client::new(channel),
+            _env: env,
+        }
+    }
+
     /// Connects (lazily, as gRPC does) to `addr`, e.g. `127.0.0.1:8090`.
     pub fn connect(addr: &str) -> GrpcClient {
         let env = Arc::new(

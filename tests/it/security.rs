@@ -1,0 +1,119 @@
+//! The gRPC server over TLS and mutual TLS, with certificates generated in the test, as
+//! KEDA's external trigger connects (enableTLS, caCert, tlsClientCert/tlsClientKey).
+
+use std::time::Duration;
+
+use lagscaler::config::TlsConfig;
+use lagscaler::daemon::StartError;
+use lagscaler::Daemon;
+
+use crate::support::{GrpcClient, Scaler, Tansu, TestPki};
+
+const METADATA: [(&str, &str); 2] = [("consumerGroup", "secure"), ("topic", "vault")];
+
+fn broker() -> Tansu {
+    let broker = Tansu::start();
+    broker.create_topic("vault", 1);
+    broker.produce("vault", 0, 5);
+    broker.commit("secure", &[("vault", 0, 2)]);
+    broker
+}
+
+fn scaler(broker: &Tansu, pki: &TestPki, client_ca: bool) -> Scaler {
+    let mut config = Scaler::config(
+        &broker.bootstrap(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    );
+    config.tls = Some(TlsConfig {
+        cert_file: pki.path("server.pem"),
+        key_file: pki.path("server.key"),
+        client_ca_file: client_ca.then(|| pki.path("ca.pem")),
+    });
+    Scaler::start_with(config)
+}
+
+#[test]
+fn tls_serves_clients_that_trust_its_ca_and_refuses_plaintext() {
+    let broker = broker();
+    let pki = TestPki::generate();
+    let scaler = scaler(&broker, &pki, false);
+    let addr = scaler.daemon().addr().to_string();
+
+    let trusted = GrpcClient::connect_tls(&addr, &pki.read("ca.pem"), None);
+    assert_eq!(trusted.lag(&METADATA).expect("lag over TLS"), 3);
+
+    let plaintext = GrpcClient::connect(&addr);
+    let refused = plaintext.lag(&METADATA);
+    assert!(refused.is_err(), "plaintext answered: {refused:?}");
+    // A client that trusts another CA does not get through either.
+    let other = TestPki::generate();
+    let untrusting = GrpcClient::connect_tls(&addr, &other.read("ca.pem"), None);
+    assert!(untrusting.lag(&METADATA).is_err());
+    scaler.stop();
+}
+
+#[test]
+fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
+    let broker = broker();
+    let pki = TestPki::generate();
+    let scaler = scaler(&broker, &pki, true);
+    let addr = scaler.daemon().addr().to_string();
+    let ca = pki.read("ca.pem");
+
+    let (cert, key) = (pki.read("client.pem"), pki.read("client.key"));
+    let keda = GrpcClient::connect_tls(&addr, &ca, Some((&cert, &key)));
+    assert_eq!(keda.lag(&METADATA).expect("lag over mutual TLS"), 3);
+    assert!(keda.is_active(&METADATA).expect("IsActive"));
+
+    let anonymous = GrpcClient::connect_tls(&addr, &ca, None);
+    let refused = anonymous.lag(&METADATA);
+    assert!(
+        refused.is_err(),
+        "a client without a certificate got {refused:?}"
+    );
+
+    // A certificate from another CA is refused too.
+    let other = TestPki::generate();
+    let (cert, key) = (other.read("client.pem"), other.read("client.key"));
+    let stranger = GrpcClient::connect_tls(&addr, &ca, Some((&cert, &key)));
+    assert!(stranger.lag(&METADATA).is_err());
+    scaler.stop();
+}
+
+#[test]
+fn unreadable_tls_files_fail_the_start_naming_the_setting() {
+    let pki = TestPki::generate();
+    let mut config = Scaler::config(
+        "127.0.0.1:9",
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    config.tls = Some(TlsConfig {
+        cert_file: pki.path("server.pem"),
+        key_file: pki.path("missing.key"),
+        client_ca_file: None,
+    });
+    let err = Daemon::start(&config).err().expect("start must fail");
+    assert!(
+        matches!(
+            err,
+            StartError::TlsFile {
+                variable: "SCALER_TLS_KEY_FILE",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing.key"), "{err}");
+
+    // Not PEM: the CSR's extension file is plain text.
+    config.tls = Some(TlsConfig {
+        cert_file: pki.path("server.ext"),
+        key_file: pki.path("server.key"),
+        client_ca_file: None,
+    });
+    let err = Daemon::start(&config).err().expect("start must fail");
+    assert!(err.to_string().contains("SCALER_TLS_CERT_FILE"), "{err}");
+    assert!(err.to_string().contains("no PEM block"), "{err}");
+}
