@@ -112,6 +112,12 @@ pub const SETTINGS: &[Setting] = &[
                never logged)",
     },
     Setting {
+        name: "SCALER_REDIS_PASSWORD_FILE",
+        default: "",
+        help: "a file holding the Redis password instead (a mounted secret or a systemd \
+               credential; one trailing newline is dropped)",
+    },
+    Setting {
         name: "SCALER_TOPIC_PREFIX",
         default: "",
         help: "the dispatcher's topic prefix: a plugin's consumer groups are named \
@@ -286,6 +292,24 @@ pub enum ConfigError {
         /// The setting.
         name: &'static str,
     },
+    /// A secret is given both directly and as a file.
+    #[error("{name} and {file_name} are both set: give the secret one way")]
+    SecretTwice {
+        /// The direct setting.
+        name: &'static str,
+        /// The file setting.
+        file_name: &'static str,
+    },
+    /// A secret file cannot be read (the error never holds its content).
+    #[error("{file_name}={path:?}: cannot read the secret file: {cause}")]
+    SecretFile {
+        /// The file setting.
+        file_name: &'static str,
+        /// The path given.
+        path: String,
+        /// Why.
+        cause: String,
+    },
 }
 
 impl Default for Config {
@@ -439,8 +463,10 @@ impl Config {
         if let Some(user) = vars.get("SCALER_REDIS_USERNAME").filter(|u| !u.is_empty()) {
             config.redis.connection.redis.username = Some(user.to_owned());
         }
-        if let Some(password) = vars.get("SCALER_REDIS_PASSWORD").filter(|p| !p.is_empty()) {
-            config.redis.connection.redis.password = Some(password.to_owned());
+        if let Some(password) =
+            secret(&vars, "SCALER_REDIS_PASSWORD", "SCALER_REDIS_PASSWORD_FILE")?
+        {
+            config.redis.connection.redis.password = Some(password);
         }
         if let Some(prefix) = vars.get("SCALER_TOPIC_PREFIX") {
             config.redis.topic_prefix = prefix.trim().to_owned();
@@ -574,6 +600,37 @@ fn parse_duration(
         .ok()
         .filter(|duration| (min..=max).contains(duration))
         .ok_or_else(|| invalid(name, value, accepted))
+}
+
+/// A secret given directly (`name`) or as a file (`file_name`): the file's content without
+/// one trailing newline. Empty is unset.
+fn secret(
+    vars: &Vars,
+    name: &'static str,
+    file_name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let direct = vars.get(name).filter(|value| !value.is_empty());
+    let file = vars
+        .get(file_name)
+        .map(str::trim)
+        .filter(|path| !path.is_empty());
+    match (direct, file) {
+        (Some(_), Some(_)) => Err(ConfigError::SecretTwice { name, file_name }),
+        (Some(value), None) => Ok(Some(value.to_owned())),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let content = std::fs::read_to_string(path).map_err(|err| ConfigError::SecretFile {
+                file_name,
+                path: path.to_owned(),
+                cause: err.to_string(),
+            })?;
+            let value = content
+                .strip_suffix("\r\n")
+                .or_else(|| content.strip_suffix('\n'))
+                .unwrap_or(&content);
+            Ok((!value.is_empty()).then(|| value.to_owned()))
+        }
+    }
 }
 
 /// The TLS settings: certificate and key together or neither; a client CA only with them.
@@ -761,6 +818,39 @@ mod tests {
         for text in [config.summary(), format!("{config:?}")] {
             assert!(!text.contains("s3cret-pw"), "{text}");
         }
+    }
+
+    #[test]
+    fn the_redis_password_can_come_from_a_file_and_never_shows_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let config = Config::from_vars(vars(&[("SCALER_REDIS_PASSWORD_FILE", path)])).unwrap();
+        assert_eq!(
+            config.redis.connection.redis.password.as_deref(),
+            Some("from-a-file")
+        );
+        assert!(!format!("{config:?} {}", config.summary()).contains("from-a-file"));
+
+        let both = Config::from_vars(vars(&[
+            ("SCALER_REDIS_PASSWORD", "direct"),
+            ("SCALER_REDIS_PASSWORD_FILE", path),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("SCALER_REDIS_PASSWORD_FILE"), "{both}");
+        assert!(
+            !both.contains("direct") && !both.contains("from-a-file"),
+            "{both}"
+        );
+
+        let missing = dir.path().join("nothing").display().to_string();
+        let err = Config::from_vars(vars(&[("SCALER_REDIS_PASSWORD_FILE", &missing)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SCALER_REDIS_PASSWORD_FILE="), "{err}");
+        assert!(err.contains(&missing), "{err}");
     }
 
     #[test]
@@ -960,6 +1050,8 @@ mod tests {
                         prop_assert!(
                             message.contains("expected")
                                 || message.contains("set twice")
+                                || message.contains("both set")
+                                || message.contains("cannot read the secret file")
                                 || message.contains("UTF-8"),
                             "{}",
                             message

@@ -275,3 +275,73 @@ fn stream_is_active_pushes_within_a_poll_and_ends_cleanly() {
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn redis_auth_works_and_no_secret_reaches_the_log() {
+    const PASSWORD: &str = "pw-4c1d-never-logged";
+    const USER_PASSWORD: &str = "pw-user-77e2-never-logged";
+    const WRONG: &str = "pw-wrong-9b0f-never-logged";
+    let broker = Tansu::start();
+    azul_cluster(&broker);
+    let port = crate::support::free_port();
+    let user_password = format!(">{USER_PASSWORD}");
+    let redis = Redis::start_with(
+        port,
+        &[
+            "--requirepass",
+            PASSWORD,
+            "--user",
+            "scaler",
+            "on",
+            &user_password,
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    let value = r#"{"kafka_prefix":"Tika-1.2-binary"}"#;
+    let _: () = redis
+        .dispatcher_db_as(&format!(":{PASSWORD}@"))
+        .set(PLUGIN, value)
+        .expect("SET with the password");
+
+    let secrets_dir = tempfile::tempdir().expect("temp dir");
+    let password_file = secrets_dir.path().join("redis-password");
+    std::fs::write(&password_file, format!("{USER_PASSWORD}\n")).expect("write secret");
+    let password_file = password_file.display().to_string();
+    let url = redis.address();
+    let variants: [(&str, Vec<(&str, &str)>); 3] = [
+        ("default user", vec![("SCALER_REDIS_PASSWORD", PASSWORD)]),
+        (
+            "ACL user, password from a file",
+            vec![
+                ("SCALER_REDIS_USERNAME", "scaler"),
+                ("SCALER_REDIS_PASSWORD_FILE", password_file.as_str()),
+            ],
+        ),
+        ("wrong password", vec![("SCALER_REDIS_PASSWORD", WRONG)]),
+    ];
+    for (case, credentials) in variants {
+        let mut env = vec![
+            ("SCALER_REDIS_URL", url.as_str()),
+            ("SCALER_TOPIC_PREFIX", TOPIC_PREFIX),
+            ("SCALER_POLL_INTERVAL", "300ms"),
+        ];
+        env.extend(credentials);
+        let process = Process::start(&broker.bootstrap(), &env);
+        let client = process.client();
+        let lag = client.lag(&plugin_lag(&[]));
+        if case == "wrong password" {
+            let err = lag.expect_err("no lag without Redis");
+            assert!(err.message().contains("Redis"), "{case}: {err:?}");
+        } else {
+            assert_eq!(lag.expect(case), 6, "{case}");
+        }
+        drop(client);
+        let log = process.log();
+        assert!(log.contains(" DEBUG "), "{case}: debug logging is on");
+        for secret in [PASSWORD, USER_PASSWORD, WRONG] {
+            assert!(!log.contains(secret), "{case}: a secret in the log:\n{log}");
+        }
+    }
+}

@@ -195,10 +195,16 @@ impl Redis {
 
     /// Starts it on `port` (e.g. the port of one that was stopped), empty.
     pub fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// Starts it on `port` with extra configuration, e.g. `["--requirepass", "pw"]`.
+    pub fn start_with(port: u16, config: &[&str]) -> Redis {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(config);
         Redis {
             server: LoggedChild::start(command, port, Duration::from_secs(10)),
         }
@@ -216,9 +222,18 @@ impl Redis {
 
     /// A connection to database 2, where the dispatcher keeps plugin keys.
     pub fn dispatcher_db(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/2", self.server.port))
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
-            .expect("connect to the test Redis")
+        self.dispatcher_db_as("")
+    }
+
+    /// As [`Redis::dispatcher_db`], with `credentials` such as `:password@` or
+    /// `user:password@`.
+    pub fn dispatcher_db_as(&self, credentials: &str) -> redis::Connection {
+        redis::Client::open(format!(
+            "redis://{credentials}127.0.0.1:{}/2",
+            self.server.port
+        ))
+        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connect to the test Redis")
     }
 
     /// Settings pointing lagscaler at it, with `topic_prefix`.
