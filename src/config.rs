@@ -56,6 +56,49 @@ pub const SETTINGS: &[Setting] = &[
         help: "the default Kafka cluster: comma-separated host:port list",
     },
     Setting {
+        name: "SCALER_KAFKA_SASL",
+        default: "none",
+        help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256 \
+               or scram_sha512 (needs SCALER_KAFKA_USERNAME and a password)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_USERNAME",
+        default: "",
+        help: "SASL user name",
+    },
+    Setting {
+        name: "SCALER_KAFKA_PASSWORD",
+        default: "",
+        help: "SASL password (never logged)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_PASSWORD_FILE",
+        default: "",
+        help: "a file holding the SASL password instead (one trailing newline is dropped)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS",
+        default: "false",
+        help: "TLS to the brokers (true/false), as KEDA's tls: enable",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS_CA_FILE",
+        default: "",
+        help: "PEM CA bundle the brokers' certificates are checked against (default: the \
+               system's); needs SCALER_KAFKA_TLS=true",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS_CERT_FILE",
+        default: "",
+        help: "PEM client certificate for mutual TLS with the brokers (with \
+               SCALER_KAFKA_TLS_KEY_FILE; needs SCALER_KAFKA_TLS=true)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS_KEY_FILE",
+        default: "",
+        help: "PEM private key of SCALER_KAFKA_TLS_CERT_FILE",
+    },
+    Setting {
         name: "SCALER_POLL_INTERVAL",
         default: "5s",
         help: "how often each watch reads Kafka offsets (100ms to 1h)",
@@ -198,6 +241,62 @@ pub struct KafkaConfig {
     /// How often librdkafka reports statistics, whose request counts are logged; `None` is
     /// off.
     pub stats_interval: Option<Duration>,
+    /// SASL authentication, if any.
+    pub sasl: Option<KafkaSasl>,
+    /// TLS to the brokers, if on.
+    pub tls: Option<KafkaTls>,
+}
+
+/// A secret value: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+/// SASL mechanisms lagscaler can use with Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN` (KEDA: `plaintext`).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// librdkafka's name of it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// SASL credentials for Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+}
+
+/// TLS to the brokers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaTls {
+    /// CA bundle to check the brokers against; the system's when `None`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// How to reach the Azul dispatcher's Redis, and how its plugins' groups are named. Its
@@ -322,6 +421,8 @@ impl Default for Config {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
                 request_timeout: Duration::from_secs(5),
                 stats_interval: None,
+                sasl: None,
+                tls: None,
             },
             poll_interval: Duration::from_secs(5),
             rate_window: Duration::from_secs(300),
@@ -431,6 +532,8 @@ impl Config {
                 };
         }
         config.tls = parse_tls(&vars)?;
+        config.kafka.sasl = parse_kafka_sasl(&vars)?;
+        config.kafka.tls = parse_kafka_tls(&vars)?;
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
             // Three missed polls, plus the time the last poll may legitimately take.
             None => 3 * config.poll_interval + config.kafka.request_timeout,
@@ -484,12 +587,14 @@ impl Config {
     /// password) are left out.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} grpc={} kafka.bootstrap={} kafka.timeout={} kafka.stats_interval={} \
+            "listen={} grpc={} kafka.bootstrap={} kafka.security={:?} kafka.timeout={} \
+             kafka.stats_interval={} \
              poll_interval={} rate_window={} \
              stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
             self.listen,
             TlsConfig::describe(self.tls.as_ref()),
             self.kafka.bootstrap_string(),
+            self.kafka.describe_security(),
             humantime::format_duration(self.kafka.request_timeout),
             humantime::format_duration(self.kafka.stats_interval.unwrap_or_default()),
             humantime::format_duration(self.poll_interval),
@@ -633,6 +738,130 @@ fn secret(
     }
 }
 
+/// SASL for Kafka: a mechanism with a user name and a password, or none.
+fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigError> {
+    let mechanism = match vars.get("SCALER_KAFKA_SASL") {
+        None => None,
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => None,
+            "plaintext" | "plain" => Some(SaslMechanism::Plain),
+            "scram_sha256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
+            "scram_sha512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
+            _ => {
+                return Err(invalid(
+                    "SCALER_KAFKA_SASL",
+                    value,
+                    "none, plaintext, scram_sha256 or scram_sha512 (oauthbearer and gssapi \
+                     are not supported)",
+                ))
+            }
+        },
+    };
+    let username = vars
+        .get("SCALER_KAFKA_USERNAME")
+        .map(str::trim)
+        .filter(|user| !user.is_empty());
+    let password = secret(vars, "SCALER_KAFKA_PASSWORD", "SCALER_KAFKA_PASSWORD_FILE")?;
+    let Some(mechanism) = mechanism else {
+        if let Some(user) = username {
+            return Err(invalid(
+                "SCALER_KAFKA_USERNAME",
+                user,
+                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
+            ));
+        }
+        if password.is_some() {
+            return Err(invalid(
+                "SCALER_KAFKA_PASSWORD",
+                "(hidden)",
+                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(username) = username else {
+        return Err(invalid(
+            "SCALER_KAFKA_USERNAME",
+            "",
+            "a user name: SCALER_KAFKA_SASL needs one",
+        ));
+    };
+    let Some(password) = password else {
+        return Err(invalid(
+            "SCALER_KAFKA_PASSWORD",
+            "",
+            "a password (or SCALER_KAFKA_PASSWORD_FILE): SCALER_KAFKA_SASL needs one",
+        ));
+    };
+    Ok(Some(KafkaSasl {
+        mechanism,
+        username: username.to_owned(),
+        password: Secret(password),
+    }))
+}
+
+/// TLS to Kafka: on or off, with an optional CA and client certificate.
+fn parse_kafka_tls(vars: &Vars) -> Result<Option<KafkaTls>, ConfigError> {
+    let on = match vars.get("SCALER_KAFKA_TLS") {
+        None => false,
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "enable" => true,
+            "disable" => false,
+            _ => parse_bool(value).ok_or_else(|| {
+                invalid(
+                    "SCALER_KAFKA_TLS",
+                    value,
+                    "true or false (also enable/disable)",
+                )
+            })?,
+        },
+    };
+    let path = |name: &str| {
+        vars.get(name)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    let ca_file = path("SCALER_KAFKA_TLS_CA_FILE");
+    let cert = path("SCALER_KAFKA_TLS_CERT_FILE");
+    let key = path("SCALER_KAFKA_TLS_KEY_FILE");
+    if !on {
+        for (name, value) in [
+            ("SCALER_KAFKA_TLS_CA_FILE", &ca_file),
+            ("SCALER_KAFKA_TLS_CERT_FILE", &cert),
+            ("SCALER_KAFKA_TLS_KEY_FILE", &key),
+        ] {
+            if let Some(value) = value {
+                return Err(invalid(
+                    name,
+                    &value.display().to_string(),
+                    "to be set only with SCALER_KAFKA_TLS=true",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(invalid(
+                "SCALER_KAFKA_TLS_CERT_FILE",
+                &cert.display().to_string(),
+                "to be set together with SCALER_KAFKA_TLS_KEY_FILE",
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(invalid(
+                "SCALER_KAFKA_TLS_KEY_FILE",
+                &key.display().to_string(),
+                "to be set together with SCALER_KAFKA_TLS_CERT_FILE",
+            ))
+        }
+    };
+    Ok(Some(KafkaTls { ca_file, client }))
+}
+
 /// The TLS settings: certificate and key together or neither; a client CA only with them.
 /// The files are read at start, not here.
 fn parse_tls(vars: &Vars) -> Result<Option<TlsConfig>, ConfigError> {
@@ -752,6 +981,39 @@ pub(crate) fn parse_bootstrap(value: &str) -> Option<Vec<String>> {
     valid.then_some(servers)
 }
 
+impl KafkaConfig {
+    /// librdkafka's `security.protocol` for these settings.
+    pub fn security_protocol(&self) -> &'static str {
+        match (&self.sasl, &self.tls) {
+            (None, None) => "plaintext",
+            (None, Some(_)) => "ssl",
+            (Some(_), None) => "sasl_plaintext",
+            (Some(_), Some(_)) => "sasl_ssl",
+        }
+    }
+
+    /// How lagscaler authenticates to the cluster, without secrets, for the start-up log.
+    pub fn describe_security(&self) -> String {
+        let mut text = self.security_protocol().to_owned();
+        if let Some(sasl) = &self.sasl {
+            text.push_str(&format!(
+                " {} user={}",
+                sasl.mechanism.name(),
+                sasl.username
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if let Some(ca) = &tls.ca_file {
+                text.push_str(&format!(" ca={}", ca.display()));
+            }
+            if tls.client.is_some() {
+                text.push_str(" client-certificate");
+            }
+        }
+        text
+    }
+}
+
 impl fmt::Display for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.bootstrap_string())
@@ -818,6 +1080,71 @@ mod tests {
         for text in [config.summary(), format!("{config:?}")] {
             assert!(!text.contains("s3cret-pw"), "{text}");
         }
+    }
+
+    #[test]
+    fn kafka_sasl_and_tls_settings_go_together_and_hide_the_password() {
+        let config = Config::from_vars(vars(&[
+            ("SCALER_KAFKA_SASL", "SCRAM_SHA512"),
+            ("SCALER_KAFKA_USERNAME", "alice"),
+            ("SCALER_KAFKA_PASSWORD", "kafka-pw-never-shown"),
+            ("SCALER_KAFKA_TLS", "enable"),
+            ("SCALER_KAFKA_TLS_CA_FILE", "/etc/kafka/ca.pem"),
+            ("SCALER_KAFKA_TLS_CERT_FILE", "/etc/kafka/client.pem"),
+            ("SCALER_KAFKA_TLS_KEY_FILE", "/etc/kafka/client.key"),
+        ]))
+        .unwrap();
+        let sasl = config.kafka.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+        assert_eq!(sasl.username, "alice");
+        assert_eq!(config.kafka.security_protocol(), "sasl_ssl");
+        assert_eq!(
+            config.kafka.tls.as_ref().unwrap().ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/kafka/ca.pem"))
+        );
+        let shown = format!("{config:?} {}", config.summary());
+        assert!(shown.contains("SCRAM-SHA-512 user=alice"), "{shown}");
+        assert!(!shown.contains("kafka-pw-never-shown"), "{shown}");
+
+        let refused = |pairs: &[(&str, &str)], named: &str| {
+            let err = Config::from_vars(vars(pairs)).unwrap_err().to_string();
+            assert!(err.starts_with(named), "{pairs:?}: {err}");
+            assert!(!err.contains("kafka-pw-never-shown"), "{err}");
+        };
+        refused(&[("SCALER_KAFKA_SASL", "gssapi")], "SCALER_KAFKA_SASL");
+        refused(
+            &[("SCALER_KAFKA_SASL", "plaintext")],
+            "SCALER_KAFKA_USERNAME",
+        );
+        refused(
+            &[
+                ("SCALER_KAFKA_SASL", "plaintext"),
+                ("SCALER_KAFKA_USERNAME", "a"),
+            ],
+            "SCALER_KAFKA_PASSWORD",
+        );
+        refused(
+            &[("SCALER_KAFKA_PASSWORD", "kafka-pw-never-shown")],
+            "SCALER_KAFKA_PASSWORD",
+        );
+        refused(
+            &[("SCALER_KAFKA_USERNAME", "alice")],
+            "SCALER_KAFKA_USERNAME",
+        );
+        refused(&[("SCALER_KAFKA_TLS", "maybe")], "SCALER_KAFKA_TLS");
+        refused(
+            &[("SCALER_KAFKA_TLS_CA_FILE", "/ca.pem")],
+            "SCALER_KAFKA_TLS_CA_FILE",
+        );
+        refused(
+            &[
+                ("SCALER_KAFKA_TLS", "true"),
+                ("SCALER_KAFKA_TLS_KEY_FILE", "/k"),
+            ],
+            "SCALER_KAFKA_TLS_KEY_FILE",
+        );
+        let plain = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(plain.kafka.security_protocol(), "plaintext");
     }
 
     #[test]

@@ -717,6 +717,8 @@ mod tests {
             bootstrap_servers: vec!["k1:9092".to_owned(), "k2:9092".to_owned()],
             request_timeout: Duration::from_secs(5),
             stats_interval: None,
+            sasl: None,
+            tls: None,
         }
     }
 

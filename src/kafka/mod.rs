@@ -145,7 +145,25 @@ impl KafkaClient {
     pub fn connect(config: &KafkaConfig) -> Result<KafkaClient, KafkaError> {
         let bootstrap = config.bootstrap_string();
         let stats_ms = config.stats_interval.map_or(0, |every| every.as_millis());
-        let consumer: BaseConsumer<Context> = ClientConfig::new()
+        let mut client_config = ClientConfig::new();
+        client_config.set("security.protocol", config.security_protocol());
+        if let Some(sasl) = &config.sasl {
+            client_config
+                .set("sasl.mechanism", sasl.mechanism.name())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", &sasl.password.0);
+        }
+        if let Some(tls) = &config.tls {
+            if let Some(ca) = &tls.ca_file {
+                client_config.set("ssl.ca.location", ca.display().to_string());
+            }
+            if let Some((cert, key)) = &tls.client {
+                client_config
+                    .set("ssl.certificate.location", cert.display().to_string())
+                    .set("ssl.key.location", key.display().to_string());
+            }
+        }
+        let consumer: BaseConsumer<Context> = client_config
             .set("bootstrap.servers", &bootstrap)
             .set("statistics.interval.ms", stats_ms.to_string())
             .set("client.id", "lagscaler")

@@ -7,7 +7,7 @@ use lagscaler::config::TlsConfig;
 use lagscaler::daemon::StartError;
 use lagscaler::Daemon;
 
-use crate::support::{GrpcClient, Scaler, Tansu, TestPki};
+use crate::support::{GrpcClient, Process, Scaler, Tansu, TestPki};
 
 const METADATA: [(&str, &str); 2] = [("consumerGroup", "secure"), ("topic", "vault")];
 
@@ -116,4 +116,77 @@ fn unreadable_tls_files_fail_the_start_naming_the_setting() {
     let err = Daemon::start(&config).err().expect("start must fail");
     assert!(err.to_string().contains("SCALER_TLS_CERT_FILE"), "{err}");
     assert!(err.to_string().contains("no PEM block"), "{err}");
+}
+
+/// A Kafka authentication case: its name and the settings.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+#[test]
+fn kafka_sasl_is_spoken_and_a_refused_login_is_unavailable_without_leaking_secrets() {
+    const PASSWORD: &str = "pw-5e1f-never-logged";
+    const FILE_PASSWORD: &str = "pw-file-a9c3-never-logged";
+    // tansu with --authentication offers SCRAM-SHA-512 and SCRAM-SHA-256 and checks them
+    // against its users; with in-memory storage none can exist, so every login is refused.
+    let broker = Tansu::start_authenticating();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("kafka-password");
+    std::fs::write(&password_file, format!("{FILE_PASSWORD}\n")).expect("write secret");
+    let password_file = password_file.display().to_string();
+    let cases: [Case; 4] = [
+        (
+            "SCRAM-SHA-512",
+            vec![
+                ("SCALER_KAFKA_SASL", "scram_sha512"),
+                ("SCALER_KAFKA_USERNAME", "alice"),
+                ("SCALER_KAFKA_PASSWORD", PASSWORD),
+            ],
+        ),
+        (
+            "SCRAM-SHA-256, password from a file",
+            vec![
+                ("SCALER_KAFKA_SASL", "scram_sha256"),
+                ("SCALER_KAFKA_USERNAME", "bob"),
+                ("SCALER_KAFKA_PASSWORD_FILE", password_file.as_str()),
+            ],
+        ),
+        (
+            "PLAIN, which this broker does not offer",
+            vec![
+                ("SCALER_KAFKA_SASL", "plaintext"),
+                ("SCALER_KAFKA_USERNAME", "carol"),
+                ("SCALER_KAFKA_PASSWORD", PASSWORD),
+            ],
+        ),
+        ("no SASL", vec![]),
+    ];
+    for (case, settings) in cases {
+        let sasl = !settings.is_empty();
+        let mut env = vec![
+            ("SCALER_POLL_INTERVAL", "300ms"),
+            ("SCALER_KAFKA_TIMEOUT", "1s"),
+        ];
+        env.extend(settings);
+        let process = Process::start(&broker.bootstrap(), &env);
+        let client = process.client();
+        let err = client.lag(&METADATA).expect_err(case);
+        assert_eq!(
+            err.code(),
+            grpcio::RpcStatusCode::UNAVAILABLE,
+            "{case}: {err:?}"
+        );
+        drop(client);
+        let log = process.log();
+        assert!(log.contains(" DEBUG "), "{case}: debug logging is on");
+        if sasl {
+            // The refusal is librdkafka's SASL error, so the mechanism was really spoken.
+            let refused = crate::support::wait_for(Duration::from_secs(5), || {
+                let log = process.log();
+                log.contains("Authentication").then_some(log)
+            });
+            assert!(refused.is_some(), "{case}: no authentication error:\n{log}");
+        }
+        for secret in [PASSWORD, FILE_PASSWORD] {
+            assert!(!log.contains(secret), "{case}: a secret in the log:\n{log}");
+        }
+    }
 }

@@ -69,6 +69,17 @@ impl Tansu {
     /// Starts the broker on `port` (e.g. the port of one that was stopped). Its storage is
     /// in memory: topics and offsets start empty.
     pub fn start_on(port: u16) -> Tansu {
+        Tansu::start_with(port, false)
+    }
+
+    /// Starts a broker that requires SASL from every client (`--authentication`): it offers
+    /// SCRAM-SHA-512 and SCRAM-SHA-256, checked against its users, of which its in-memory
+    /// storage has none.
+    pub fn start_authenticating() -> Tansu {
+        Tansu::start_with(free_port(), true)
+    }
+
+    fn start_with(port: u16, authentication: bool) -> Tansu {
         let binary = tansu_binary();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(&binary);
@@ -81,9 +92,19 @@ impl Tansu {
                 &url,
             ])
             .args(["--storage-engine", "memory://tansu/"]);
+        if authentication {
+            command.arg("--authentication");
+        }
         Tansu {
             server: LoggedChild::start(command, port, Duration::from_secs(30)),
         }
+    }
+
+    /// A client configuration for this broker.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        config
     }
 
     /// The broker's port.
@@ -106,7 +127,8 @@ impl Tansu {
         self.server.log()
     }
 
-    /// Creates a topic with the broker's own CLI.
+    /// Creates a topic with the broker's own CLI (not on an authenticating broker: the CLI
+    /// cannot authenticate).
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let output = Command::new(tansu_binary())
             .args(["topic", "create", "--broker"])
@@ -133,8 +155,7 @@ impl Tansu {
 
     /// A producer that sends each record in a request of its own (see [`produce_one`]).
     pub fn producer(&self) -> BaseProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        self.client_config()
             .set("linger.ms", "0")
             .set("batch.num.messages", "1")
             .set("message.timeout.ms", "10000")
@@ -144,8 +165,8 @@ impl Tansu {
 
     /// Commits `offsets` (topic, partition, offset) for `group`, as a consumer would.
     pub fn commit(&self, group: &str, offsets: &[(&str, i32, i64)]) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let consumer: BaseConsumer = self
+            .client_config()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
@@ -769,6 +790,8 @@ impl Scaler {
                 bootstrap_servers: vec![bootstrap.to_owned()],
                 request_timeout: Duration::from_secs(5),
                 stats_interval: None,
+                sasl: None,
+                tls: None,
             },
             poll_interval,
             watch_ttl,
