@@ -17,6 +17,9 @@ RUN apt-get update \
 COPY --from=build /lagscaler /usr/local/bin/lagscaler
 # A fixed unprivileged uid/gid, as Kubernetes' runAsNonRoot can verify.
 USER 65532:65532
-ENV SCALER_PORT=8090
-EXPOSE 8090
+ENV SCALER_PORT=8090 SCALER_HTTP_PORT=9100
+EXPOSE 8090 9100
+# /healthz over bash's /dev/tcp: the slim image has no HTTP client.
+HEALTHCHECK --interval=30s --timeout=3s \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9100 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
 ENTRYPOINT ["/usr/local/bin/lagscaler"]

@@ -34,6 +34,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "IP address to listen on; :: is every interface, IPv4 and IPv6",
     },
     Setting {
+        name: "SCALER_HTTP_PORT",
+        default: "",
+        help: "port of the HTTP listener for /metrics, /healthz and /readyz, e.g. 9100 \
+               (on SCALER_LISTEN_ADDR); unset: no HTTP listener",
+    },
+    Setting {
         name: "SCALER_TLS_CERT_FILE",
         default: "",
         help: "PEM certificate chain for gRPC over TLS (with SCALER_TLS_KEY_FILE); unset: \
@@ -185,6 +191,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// gRPC over TLS, or plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// Where the HTTP listener binds; `None` is off.
+    pub http: Option<SocketAddr>,
     /// The default Kafka cluster.
     pub kafka: KafkaConfig,
     /// Time between the starts of two polls of one watch.
@@ -417,6 +425,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8090),
             tls: None,
+            http: None,
             kafka: KafkaConfig {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
                 request_timeout: Duration::from_secs(5),
@@ -532,6 +541,25 @@ impl Config {
                 };
         }
         config.tls = parse_tls(&vars)?;
+        if let Some(value) = vars
+            .get("SCALER_HTTP_PORT")
+            .filter(|v| !v.trim().is_empty())
+        {
+            let port = value
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| invalid("SCALER_HTTP_PORT", value, "an integer from 1 to 65535"))?;
+            if port == config.listen.port() {
+                return Err(invalid(
+                    "SCALER_HTTP_PORT",
+                    value,
+                    "a port other than SCALER_PORT's",
+                ));
+            }
+            config.http = Some(SocketAddr::new(config.listen.ip(), port));
+        }
         config.kafka.sasl = parse_kafka_sasl(&vars)?;
         config.kafka.tls = parse_kafka_tls(&vars)?;
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {

@@ -14,6 +14,7 @@ use log::{info, warn};
 use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
 use crate::grpc;
+use crate::http::HttpServer;
 use crate::kafka::{KafkaClient, KafkaError};
 use crate::watch::{Registry, ShutdownError, WatchSettings};
 
@@ -40,6 +41,14 @@ pub enum StartError {
         variable: &'static str,
         /// The file.
         path: std::path::PathBuf,
+        /// Why.
+        cause: String,
+    },
+    /// The HTTP listener could not be bound.
+    #[error("cannot serve HTTP on {addr}: {cause}")]
+    Http {
+        /// The address asked for.
+        addr: SocketAddr,
         /// Why.
         cause: String,
     },
@@ -75,6 +84,7 @@ pub struct Daemon {
     _env: Arc<Environment>,
     health: grpc::Health,
     pusher: Arc<grpc::Pusher>,
+    http: Option<HttpServer>,
     registry: Arc<Registry>,
     kafka: Arc<KafkaClient>,
     addr: SocketAddr,
@@ -119,11 +129,12 @@ impl Daemon {
             addr: config.listen,
             cause,
         };
+        let rpc_stats = Arc::new(grpc::RpcStats::default());
         let (scaler, pusher) = grpc::external_scaler(
             Arc::clone(&registry),
             config.kafka.clone(),
             config.stale_after,
-            updates_rx,
+            (updates_rx, Arc::clone(&rpc_stats)),
         )?;
         let mut server = ServerBuilder::new(Arc::clone(&env))
             .register_service(scaler)
@@ -133,6 +144,27 @@ impl Daemon {
         let port = server
             .add_listening_port(config.listen.to_string(), credentials)
             .map_err(|err| grpc_failed(err.to_string()))?;
+        let http = match config.http {
+            None => None,
+            Some(http_addr) => {
+                let observed = crate::http::Observed {
+                    registry: Arc::clone(&registry),
+                    health: health.clone(),
+                    rpc: rpc_stats,
+                    kafka: Arc::clone(&kafka),
+                };
+                let http =
+                    HttpServer::start(http_addr, observed).map_err(|err| StartError::Http {
+                        addr: http_addr,
+                        cause: err.to_string(),
+                    })?;
+                info!(
+                    "serving /metrics, /healthz and /readyz on http://{}",
+                    http.addr()
+                );
+                Some(http)
+            }
+        };
         server.start();
         health.set_serving(true);
         let addr = SocketAddr::new(config.listen.ip(), port);
@@ -152,10 +184,16 @@ impl Daemon {
             _env: env,
             health,
             pusher,
+            http,
             registry,
             kafka,
             addr,
         })
+    }
+
+    /// The HTTP listener's address, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     /// The address the gRPC server is bound to (with the real port when 0 was asked for).
@@ -190,11 +228,15 @@ impl Daemon {
             _env,
             health,
             pusher,
+            http,
             registry,
             kafka,
             addr: _,
         } = self;
         health.set_serving(false);
+        if let Some(http) = http {
+            http.shutdown();
+        }
         // Streams end first, with status OK, so that they do not hold the server's grace.
         pusher.shutdown();
         let server_result = stop_server(server, Instant::now() + GRPC_GRACE.min(grace / 2));

@@ -9,6 +9,7 @@ pub mod estimate;
 pub mod grpc;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;
+pub mod http;
 pub mod kafka;
 pub mod lag;
 pub mod plugin;

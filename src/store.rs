@@ -45,6 +45,10 @@ pub struct Slot {
     changed: Condvar,
     origin: Instant,
     last_asked_ms: AtomicU64,
+    /// Polls that failed since the watch started.
+    poll_errors: AtomicU64,
+    /// How long the latest poll took, µs.
+    last_poll_us: AtomicU64,
 }
 
 impl Slot {
@@ -58,6 +62,28 @@ impl Slot {
             }
         }
         view.clone()
+    }
+
+    /// Counts a poll: whether it failed and how long it took.
+    pub fn record_poll(&self, failed: bool, took: Duration) {
+        if failed {
+            self.poll_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_poll_us.store(micros, Ordering::Relaxed);
+    }
+
+    /// Failed polls since the watch started, and how long the latest poll took.
+    pub fn poll_stats(&self) -> (u64, Duration) {
+        (
+            self.poll_errors.load(Ordering::Relaxed),
+            Duration::from_micros(self.last_poll_us.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The latest view, without waiting.
+    pub fn view(&self) -> View {
+        self.view.lock().clone()
     }
 
     /// Replaces the reading (a fresh one also becomes the last good estimate) and wakes
@@ -104,6 +130,13 @@ impl Default for Store {
 }
 
 impl Store {
+    /// Every slot, sorted by id.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        let mut slots: Vec<Arc<Slot>> = self.slots.read().values().cloned().collect();
+        slots.sort_by_key(|slot| slot.id);
+        slots
+    }
+
     /// The slot of `key`, if the watch exists.
     pub fn get(&self, key: &WatchKey) -> Option<Arc<Slot>> {
         self.slots.read().get(key).cloned()
@@ -129,6 +162,8 @@ impl Store {
             changed: Condvar::new(),
             origin: self.origin,
             last_asked_ms: AtomicU64::new(0),
+            poll_errors: AtomicU64::new(0),
+            last_poll_us: AtomicU64::new(0),
         });
         slot.touch();
         slots.insert(key.clone(), Arc::clone(&slot));

@@ -19,6 +19,11 @@ pub struct Health {
 }
 
 impl Health {
+    /// Whether the server is marked SERVING.
+    pub fn is_serving(&self) -> bool {
+        self.serving.read().get("").copied().unwrap_or(false)
+    }
+
     /// Marks the server and the ExternalScaler service SERVING or NOT_SERVING.
     pub fn set_serving(&self, serving: bool) {
         let mut statuses = self.serving.write();

@@ -21,9 +21,11 @@ use crate::watch::{Registry, WatchLimit};
 
 mod health;
 mod push;
+pub mod stats;
 
 pub use health::{health_service, Health};
 pub use push::{Pusher, KEEPALIVE};
+pub use stats::RpcStats;
 
 /// Generated from `proto/` by build.rs: messages, and a `METHOD_*` table per file.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -58,12 +60,13 @@ pub fn external_scaler(
     registry: Arc<Registry>,
     cluster: KafkaConfig,
     stale_after: Duration,
-    updates: Receiver<u64>,
+    (updates, stats): (Receiver<u64>, Arc<RpcStats>),
 ) -> std::io::Result<(Service, Arc<Pusher>)> {
     let scaler = Scaler {
         registry,
         cluster: Arc::new(cluster),
         stale_after,
+        stats,
     };
     let pusher = Arc::new(Pusher::start(scaler.clone(), updates)?);
     let is_active = scaler.clone();
@@ -76,11 +79,15 @@ pub fn external_scaler(
             &proto::METHOD_STREAM_IS_ACTIVE,
             move |ctx, request: ScaledObjectRef, sink| {
                 let (scaler, pusher) = &stream_active;
+                let started = Instant::now();
                 let caller = caller(&request);
                 let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
                     scaler.registry.watch(&trigger.watch).map_err(exhausted)?;
                     Ok(trigger)
                 });
+                scaler
+                    .stats
+                    .record("StreamIsActive", &opened, started.elapsed());
                 match opened {
                     Ok(trigger) => pusher.stream_is_active(&ctx, caller, trigger, sink),
                     Err(status) => refuse_stream(&ctx, sink, "StreamIsActive", &caller, status),
@@ -91,11 +98,15 @@ pub fn external_scaler(
             &proto::METHOD_STREAM_METRIC_SPEC,
             move |ctx, request: ScaledObjectRef, sink| {
                 let (scaler, pusher) = &stream_spec;
+                let started = Instant::now();
                 let caller = caller(&request);
                 let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
                     let spec = scaler.metric_spec(&request)?;
                     Ok((trigger, spec))
                 });
+                scaler
+                    .stats
+                    .record("StreamMetricSpec", &opened, started.elapsed());
                 match opened {
                     Ok((trigger, spec)) => {
                         pusher.stream_metric_spec(&ctx, caller, trigger, spec, sink)
@@ -107,22 +118,34 @@ pub fn external_scaler(
         .add_unary_handler(
             &proto::METHOD_IS_ACTIVE,
             move |ctx, request: ScaledObjectRef, sink| {
+                let started = Instant::now();
                 let answer = is_active.is_active(&request);
+                is_active
+                    .stats
+                    .record("IsActive", &answer, started.elapsed());
                 reply(&ctx, sink, "IsActive", &caller(&request), answer);
             },
         )
         .add_unary_handler(
             &proto::METHOD_GET_METRIC_SPEC,
             move |ctx, request: ScaledObjectRef, sink| {
+                let started = Instant::now();
                 let answer = get_metric_spec.metric_spec(&request);
+                get_metric_spec
+                    .stats
+                    .record("GetMetricSpec", &answer, started.elapsed());
                 reply(&ctx, sink, "GetMetricSpec", &caller(&request), answer);
             },
         )
         .add_unary_handler(
             &proto::METHOD_GET_METRICS,
             move |ctx, request: GetMetricsRequest, sink| {
+                let started = Instant::now();
                 let object = request.scaledObjectRef.as_ref().map(caller);
                 let answer = get_metrics.metrics(&request);
+                get_metrics
+                    .stats
+                    .record("GetMetrics", &answer, started.elapsed());
                 reply(
                     &ctx,
                     sink,
@@ -141,6 +164,7 @@ struct Scaler {
     registry: Arc<Registry>,
     cluster: Arc<KafkaConfig>,
     stale_after: Duration,
+    stats: Arc<RpcStats>,
 }
 
 impl Scaler {

@@ -324,6 +324,27 @@ impl KafkaClient {
         })
     }
 
+    /// Ok when a broker answers a metadata request within `timeout` (for `/readyz`).
+    pub fn check_reachable(&self, timeout: Duration) -> Result<(), KafkaError> {
+        // A topic nobody creates: the answer lists the brokers without every topic's
+        // metadata, which on a large cluster is big.
+        const PROBE: &str = "__lagscaler-readiness-probe";
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(PROBE), timeout)
+            .map_err(|err| KafkaError::Metadata {
+                topic: PROBE.to_owned(),
+                cause: err.to_string(),
+            })?;
+        if metadata.brokers().is_empty() {
+            return Err(KafkaError::Metadata {
+                topic: PROBE.to_owned(),
+                cause: "the cluster lists no broker".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// The partition numbers of `topic`, sorted.
     pub fn partition_ids(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
         let metadata = self

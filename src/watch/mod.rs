@@ -169,6 +169,11 @@ impl Registry {
         self.store.get(key)
     }
 
+    /// Every watch's slot, sorted by id.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.store.slots()
+    }
+
     /// Number of watches.
     pub fn len(&self) -> usize {
         self.store.len()
@@ -332,6 +337,8 @@ impl Supervisor {
         );
         // A result from a watcher already expired has no slot to go to.
         if let Some(watcher) = self.watchers.get(&result.watch_id) {
+            let failed = matches!(result.reading, crate::store::Reading::Failed(_));
+            watcher.slot.record_poll(failed, result.took);
             watcher.slot.set_reading(result.reading);
             let _ = self.updates.try_send(result.watch_id);
         }

@@ -26,6 +26,8 @@ pub struct PollResult {
     pub scheduled: Instant,
     /// When it finished.
     pub finished: Instant,
+    /// How long it took.
+    pub took: Duration,
 }
 
 /// Never sent: a watcher stops when its stop channel disconnects.
@@ -112,12 +114,15 @@ impl Watcher {
         // The time the poll is scheduled for: Kafka reads made since then are fresh enough.
         let mut scheduled = Instant::now();
         loop {
+            let started = Instant::now();
             let reading = self.poll(scheduled);
+            let finished = Instant::now();
             let result = PollResult {
                 watch_id: self.watch_id,
                 reading,
                 scheduled,
-                finished: Instant::now(),
+                finished,
+                took: finished - started,
             };
             // A full channel must not keep the watcher from seeing its stop signal.
             select! {

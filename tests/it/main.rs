@@ -4,6 +4,7 @@
 mod binary;
 mod estimator;
 mod faults;
+mod observability;
 mod plugins;
 mod scaler;
 mod security;

@@ -1,0 +1,339 @@
+//! The HTTP listener (`SCALER_HTTP_PORT`): `/metrics` in Prometheus text format, `/healthz`
+//! (the process is up) and `/readyz` (gRPC serving and a Kafka broker answering).
+//!
+//! One named thread, `http`, serves the requests one at a time with tiny_http. Rendering
+//! `/metrics` reads the metric store and counters, never Kafka; `/readyz` asks Kafka for
+//! metadata with a short timeout.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::estimate::Eta;
+use crate::grpc::stats::BUCKETS;
+use crate::grpc::{Health, RpcStats};
+use crate::kafka::KafkaClient;
+use crate::store::Reading;
+use crate::trigger::Source;
+use crate::watch::Registry;
+
+/// How long `/readyz` waits for a Kafka broker.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the thread looks for the stop flag while idle.
+const IDLE_WAKE: Duration = Duration::from_millis(200);
+
+/// What the listener reports on.
+pub struct Observed {
+    /// The watches.
+    pub registry: Arc<Registry>,
+    /// The gRPC server's serving status.
+    pub health: Health,
+    /// gRPC call counters.
+    pub rpc: Arc<RpcStats>,
+    /// The Kafka client, for `/readyz`.
+    pub kafka: Arc<KafkaClient>,
+}
+
+/// The running listener.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl HttpServer {
+    /// Binds `addr` and starts the `http` thread.
+    pub fn start(addr: SocketAddr, observed: Observed) -> std::io::Result<HttpServer> {
+        let server = Server::http(addr).map_err(|err| std::io::Error::other(err.to_string()))?;
+        let addr = server.server_addr().to_ip().unwrap_or(addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("http".to_owned())
+                .spawn(move || serve(&server, &observed, &stop))?
+        };
+        Ok(HttpServer {
+            addr,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops and joins the thread. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                warn!("the http thread panicked");
+            }
+        }
+    }
+}
+
+fn serve(server: &Server, observed: &Observed, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        match server.recv_timeout(IDLE_WAKE) {
+            Ok(Some(request)) => answer(request, observed),
+            Ok(None) => {}
+            Err(err) => {
+                warn!("http listener: {err}");
+                thread::sleep(IDLE_WAKE);
+            }
+        }
+    }
+    debug!("http thread stopped");
+}
+
+fn answer(request: Request, observed: &Observed) {
+    let (status, content_type, body) = match (request.method(), request.url()) {
+        (Method::Get, "/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(observed),
+        ),
+        (Method::Get, "/healthz") => (200, "text/plain", "ok\n".to_owned()),
+        (Method::Get, "/readyz") => match readiness(observed) {
+            Ok(()) => (200, "text/plain", "ready\n".to_owned()),
+            Err(why) => (503, "text/plain", format!("not ready: {why}\n")),
+        },
+        (Method::Get, _) => (
+            404,
+            "text/plain",
+            "not found: try /metrics, /healthz or /readyz\n".to_owned(),
+        ),
+        _ => (405, "text/plain", "only GET\n".to_owned()),
+    };
+    let mut response = Response::from_string(body).with_status_code(status);
+    if let Ok(header) = Header::from_bytes("Content-Type", content_type) {
+        response = response.with_header(header);
+    }
+    if let Err(err) = request.respond(response) {
+        debug!("http answer not delivered: {err}");
+    }
+}
+
+/// Ready when gRPC is serving and a Kafka broker answers a metadata request.
+fn readiness(observed: &Observed) -> Result<(), String> {
+    if !observed.health.is_serving() {
+        return Err("gRPC is not serving".to_owned());
+    }
+    observed
+        .kafka
+        .check_reachable(READY_TIMEOUT)
+        .map_err(|err| format!("Kafka: {err}"))
+}
+
+/// Every metric in Prometheus text format 0.0.4.
+pub fn render_metrics(observed: &Observed) -> String {
+    let mut out = String::new();
+    let slots = observed.registry.slots();
+    family(
+        &mut out,
+        "lagscaler_watches",
+        "gauge",
+        "Watches being polled.",
+    );
+    let _ = writeln!(out, "lagscaler_watches {}", slots.len());
+    family(
+        &mut out,
+        "lagscaler_threads",
+        "gauge",
+        "OS threads of the process.",
+    );
+    let _ = writeln!(out, "lagscaler_threads {}", thread_count());
+
+    let mut lines: [(&str, &str, &str, Vec<String>); 9] = [
+        (
+            "lagscaler_watch_lag",
+            "gauge",
+            "Records the watch's groups have not consumed yet.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_produce_rate",
+            "gauge",
+            "Records produced per second over the rate window.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_consume_rate",
+            "gauge",
+            "Records consumed (committed) per second over the rate window.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_eta_seconds",
+            "gauge",
+            "Time to drain the lag at the current rates, while it drains.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_members",
+            "gauge",
+            "Active members of the group (the largest of a plugin's groups).",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_sample_age_seconds",
+            "gauge",
+            "Age of the latest good sample.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_up",
+            "gauge",
+            "1 when the watch's latest poll succeeded, else 0.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_poll_errors_total",
+            "counter",
+            "Polls of the watch that failed.",
+            vec![],
+        ),
+        (
+            "lagscaler_watch_poll_duration_seconds",
+            "gauge",
+            "How long the watch's latest poll took.",
+            vec![],
+        ),
+    ];
+    for slot in &slots {
+        let (kind, name) = match &slot.key.source {
+            Source::Group(group) => ("group", group.as_str()),
+            Source::Plugin { name, .. } => ("plugin", name.as_str()),
+        };
+        let labels = format!(
+            "watch=\"{}\",source=\"{kind}\",name=\"{}\",topic=\"{}\"",
+            escape(&slot.key.to_string()),
+            escape(name),
+            escape(slot.key.topic.as_deref().unwrap_or(""))
+        );
+        let view = slot.view();
+        let mut put = |index: usize, value: f64| {
+            lines[index]
+                .3
+                .push(format!("{}{{{labels}}} {value}", lines[index].0));
+        };
+        if let Some(estimate) = &view.last_good {
+            put(0, estimate.total_lag as f64);
+            if let Some(rates) = estimate.rates {
+                put(1, rates.produce);
+                put(2, rates.consume);
+            }
+            match estimate.eta() {
+                Eta::Zero => put(3, 0.0),
+                Eta::InFlight(seconds) | Eta::Draining(seconds) => put(3, seconds),
+                Eta::Unknown | Eta::NotDraining(_) => {}
+            }
+            if let Some(members) = estimate.members {
+                put(4, members as f64);
+            }
+            put(5, estimate.taken_at.elapsed().as_secs_f64());
+        }
+        match view.reading {
+            Reading::Pending => {}
+            Reading::Fresh(_) => put(6, 1.0),
+            Reading::Failed(_) => put(6, 0.0),
+        }
+        let (errors, took) = slot.poll_stats();
+        put(7, errors as f64);
+        put(8, took.as_secs_f64());
+    }
+    for (name, kind, help, samples) in &lines {
+        family(&mut out, name, kind, help);
+        for sample in samples {
+            out.push_str(sample);
+            out.push('\n');
+        }
+    }
+
+    let calls = observed.rpc.snapshot();
+    family(
+        &mut out,
+        "lagscaler_grpc_requests_total",
+        "counter",
+        "gRPC calls by method and status code.",
+    );
+    for ((method, code), counts) in &calls {
+        let _ = writeln!(
+            out,
+            "lagscaler_grpc_requests_total{{method=\"{method}\",code=\"{code}\"}} {}",
+            counts.count
+        );
+    }
+    family(
+        &mut out,
+        "lagscaler_grpc_request_duration_seconds",
+        "histogram",
+        "Time to handle a gRPC call, by method and status code.",
+    );
+    for ((method, code), counts) in &calls {
+        let labels = format!("method=\"{method}\",code=\"{code}\"");
+        for (bound, count) in BUCKETS.iter().zip(counts.at_most.iter()) {
+            let _ = writeln!(
+                out,
+                "lagscaler_grpc_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "lagscaler_grpc_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            counts.count
+        );
+        let _ = writeln!(
+            out,
+            "lagscaler_grpc_request_duration_seconds_sum{{{labels}}} {}",
+            counts.seconds
+        );
+        let _ = writeln!(
+            out,
+            "lagscaler_grpc_request_duration_seconds_count{{{labels}}} {}",
+            counts.count
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Threads of this process, from /proc (0 where there is none).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape("line\nbreak"), "line\\nbreak");
+    }
+}

@@ -1,0 +1,245 @@
+//! The HTTP listener: `/metrics` parses as Prometheus text and agrees with the gRPC answer;
+//! `/healthz` and `/readyz` follow the process and Kafka.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::support::{wait_for, Scaler, Tansu};
+
+/// GETs `path` with a bare HTTP/1.0 request: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: lagscaler\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
+}
+
+/// One sample of the text format: name, labels, value.
+type Sample = (String, HashMap<String, String>, f64);
+
+/// Parses Prometheus text format 0.0.4 strictly enough to catch a malformed line: every
+/// sample's family is declared by a `# TYPE` line before it, names and label names are
+/// valid, label values are quoted with escapes, values are floats.
+fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let fail = |why: &str| format!("line {}: {why}: {line:?}", number + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (keyword, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if !valid_name(name) {
+                return Err(fail("bad metric name"));
+            }
+            match keyword {
+                "HELP" => {}
+                "TYPE" => {
+                    let kind = parts.next().unwrap_or("");
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                        return Err(fail("bad type"));
+                    }
+                    types.insert(name.to_owned(), kind.to_owned());
+                }
+                _ => return Err(fail("unknown comment")),
+            }
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(at) => line.split_at(at),
+            None => return Err(fail("no value")),
+        };
+        if !valid_name(name) {
+            return Err(fail("bad metric name"));
+        }
+        let mut labels = HashMap::new();
+        let mut rest = rest;
+        if let Some(inner) = rest.strip_prefix('{') {
+            let (parsed, after) = parse_labels(inner).map_err(|why| fail(&why))?;
+            if parsed.keys().any(|label| !valid_name(label)) {
+                return Err(fail("bad label name"));
+            }
+            labels = parsed;
+            rest = after;
+        }
+        let value = rest.trim();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            number => number.parse().map_err(|_| fail("bad value"))?,
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        if !types.contains_key(family) {
+            return Err(fail("sample before its # TYPE"));
+        }
+        samples.push((name.to_owned(), labels, value));
+    }
+    Ok(samples)
+}
+
+/// `name="value",...}` up to the closing brace: the labels, and what follows the brace.
+fn parse_labels(text: &str) -> Result<(HashMap<String, String>, &str), String> {
+    let mut labels = HashMap::new();
+    let mut rest = text;
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Ok((labels, after));
+        }
+        let (name, after) = rest
+            .split_once("=\"")
+            .ok_or_else(|| "label without a quoted value".to_owned())?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".to_owned()),
+                Some((at, '"')) => break at,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    _ => return Err("bad escape".to_owned()),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.insert(name.to_owned(), value);
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka() {
+    let broker = Tansu::start();
+    broker.create_topic("ledger", 2);
+    broker.produce("ledger", 0, 7);
+    broker.produce("ledger", 1, 2);
+    broker.commit("accountants", &[("ledger", 0, 3), ("ledger", 1, 2)]);
+    let mut config = Scaler::config(
+        &broker.bootstrap(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
+    config.http = Some("127.0.0.1:0".parse().expect("address"));
+    let scaler = Scaler::start_with(config);
+    let http = scaler.daemon().http_addr().expect("HTTP listener");
+    let metadata = [("consumerGroup", "accountants"), ("topic", "ledger")];
+    let lag = scaler.lag(&metadata).expect("lag");
+    assert_eq!(lag, 4);
+    let bad = [("consumerGroup", "accountants"), ("lagThreshold", "lots")];
+    assert!(scaler.lag(&bad).is_err());
+
+    let (status, text) = get(http, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let samples = parse_prometheus(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, _, value)| *value)
+    };
+    let watch = [
+        ("source", "group"),
+        ("name", "accountants"),
+        ("topic", "ledger"),
+    ];
+    assert_eq!(
+        value("lagscaler_watch_lag", &watch),
+        Some(lag as f64),
+        "{text}"
+    );
+    assert_eq!(value("lagscaler_watch_up", &watch), Some(1.0), "{text}");
+    assert_eq!(
+        value("lagscaler_watch_poll_errors_total", &watch),
+        Some(0.0)
+    );
+    assert!(value("lagscaler_watch_sample_age_seconds", &watch).is_some_and(|age| age < 5.0));
+    assert!(value("lagscaler_watch_poll_duration_seconds", &watch).is_some_and(|s| s > 0.0));
+    assert_eq!(value("lagscaler_watches", &[]), Some(1.0));
+    assert!(value("lagscaler_threads", &[]).is_some_and(|n| n > 5.0));
+    let ok = [("method", "GetMetrics"), ("code", "OK")];
+    assert!(
+        value("lagscaler_grpc_requests_total", &ok).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    let refused = [("method", "GetMetrics"), ("code", "INVALID_ARGUMENT")];
+    assert_eq!(
+        value("lagscaler_grpc_requests_total", &refused),
+        Some(1.0),
+        "{text}"
+    );
+    let all = [("method", "GetMetrics"), ("code", "OK"), ("le", "+Inf")];
+    assert_eq!(
+        value("lagscaler_grpc_request_duration_seconds_bucket", &all),
+        value("lagscaler_grpc_requests_total", &ok)
+    );
+
+    assert_eq!(get(http, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(http, "/readyz").0, 200);
+    assert_eq!(get(http, "/nothing").0, 404);
+    drop(broker);
+    let unready = wait_for(Duration::from_secs(10), || {
+        let (status, body) = get(http, "/readyz");
+        (status == 503).then_some(body)
+    });
+    assert!(
+        unready
+            .as_deref()
+            .is_some_and(|body| body.contains("Kafka")),
+        "{unready:?}"
+    );
+    assert_eq!(get(http, "/healthz").0, 200, "the process is still up");
+    scaler.stop();
+}
+
+#[test]
+fn the_format_check_refuses_malformed_text() {
+    let good =
+        "# TYPE a gauge\na{x=\"q\\\"\\n\"} 1.5\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\n";
+    let samples = parse_prometheus(good).expect("valid text");
+    assert_eq!(samples[0].1["x"], "q\"\n");
+    for bad in [
+        "a 1\n",
+        "# TYPE a gauge\na{x=\"q} 1\n",
+        "# TYPE a gauge\na{x=q} 1\n",
+        "# TYPE a gauge\na one\n",
+        "# TYPE a gauge\n9a 1\n",
+        "# TYPE a meter\n",
+    ] {
+        assert!(parse_prometheus(bad).is_err(), "{bad:?} accepted");
+    }
+}
