@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::estimate::Estimate;
-use crate::kafka::KafkaClient;
+use crate::kafka::Clients;
 use crate::store::{Reading, View};
 use crate::trigger::Trigger;
 use crate::watch::{Registry, WatchSettings};
@@ -39,15 +39,15 @@ pub enum CheckError {
 /// Runs the check, printing to `out`.
 pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), CheckError> {
     let metadata = parse_args(args).map_err(CheckError::Usage)?;
-    let trigger = Trigger::parse(&metadata, &config.kafka)
+    let trigger = Trigger::parse(&metadata, &config.cluster_set())
         .map_err(|err| CheckError::Usage(format!("invalid trigger metadata: {err}")))?;
-    let client =
-        KafkaClient::connect(&config.kafka).map_err(|err| CheckError::Failed(err.to_string()))?;
-    let client = Arc::new(client);
+    let clients = Clients::connect(&config.cluster_set())
+        .map_err(|err| CheckError::Failed(err.to_string()))?;
+    let clients = Arc::new(clients);
     let directory = Arc::new(Directory::new(config.redis.clone()));
     let (updates, _updates_rx) = crossbeam_channel::bounded(16);
     let registry = Registry::start(
-        Arc::clone(&client),
+        Arc::clone(&clients),
         directory,
         WatchSettings {
             poll_interval: config.poll_interval,
@@ -65,7 +65,7 @@ pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), 
     if let Err(err) = registry.shutdown(deadline) {
         log::warn!("stopping the watch: {err}");
     }
-    let _ = client.shutdown();
+    let _ = clients.shutdown();
     result
 }
 

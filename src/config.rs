@@ -62,6 +62,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "the default Kafka cluster: comma-separated host:port list",
     },
     Setting {
+        name: "SCALER_KAFKA_CLUSTERS_FILE",
+        default: "",
+        help: "a TOML file of more Kafka clusters, one table each ([name] with \
+               bootstrap_servers and sasl/username/password(_file)/tls/tls_*_file as the \
+               SCALER_KAFKA_* settings); triggers pick one with cluster=<name>",
+    },
+    Setting {
         name: "SCALER_KAFKA_SASL",
         default: "none",
         help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256 \
@@ -195,6 +202,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// The default Kafka cluster.
     pub kafka: KafkaConfig,
+    /// More clusters by name, from `SCALER_KAFKA_CLUSTERS_FILE`.
+    pub clusters: BTreeMap<String, KafkaConfig>,
     /// Time between the starts of two polls of one watch.
     pub poll_interval: Duration,
     /// Rates are estimated over this much of each watch's latest samples.
@@ -399,6 +408,14 @@ pub enum ConfigError {
         /// The setting.
         name: &'static str,
     },
+    /// The clusters file cannot be read or is wrong.
+    #[error("SCALER_KAFKA_CLUSTERS_FILE={path:?}: {cause}")]
+    ClustersFile {
+        /// The path given.
+        path: String,
+        /// What is wrong, naming the cluster and key.
+        cause: String,
+    },
     /// A secret is given both directly and as a file.
     #[error("{name} and {file_name} are both set: give the secret one way")]
     SecretTwice {
@@ -426,6 +443,7 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8090),
             tls: None,
             http: None,
+            clusters: BTreeMap::new(),
             kafka: KafkaConfig {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
                 request_timeout: Duration::from_secs(5),
@@ -562,6 +580,13 @@ impl Config {
         }
         config.kafka.sasl = parse_kafka_sasl(&vars)?;
         config.kafka.tls = parse_kafka_tls(&vars)?;
+        if let Some(path) = vars
+            .get("SCALER_KAFKA_CLUSTERS_FILE")
+            .map(str::trim)
+            .filter(|path| !path.is_empty())
+        {
+            config.clusters = read_clusters(path, &config.kafka)?;
+        }
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
             // Three missed polls, plus the time the last poll may legitimately take.
             None => 3 * config.poll_interval + config.kafka.request_timeout,
@@ -733,6 +758,108 @@ fn parse_duration(
         .ok()
         .filter(|duration| (min..=max).contains(duration))
         .ok_or_else(|| invalid(name, value, accepted))
+}
+
+/// The clusters file's keys and the settings they stand for.
+const CLUSTER_KEYS: &[(&str, &str)] = &[
+    ("bootstrap_servers", "SCALER_KAFKA_BOOTSTRAP_SERVERS"),
+    ("sasl", "SCALER_KAFKA_SASL"),
+    ("username", "SCALER_KAFKA_USERNAME"),
+    ("password", "SCALER_KAFKA_PASSWORD"),
+    ("password_file", "SCALER_KAFKA_PASSWORD_FILE"),
+    ("tls", "SCALER_KAFKA_TLS"),
+    ("tls_ca_file", "SCALER_KAFKA_TLS_CA_FILE"),
+    ("tls_cert_file", "SCALER_KAFKA_TLS_CERT_FILE"),
+    ("tls_key_file", "SCALER_KAFKA_TLS_KEY_FILE"),
+];
+
+/// Reads the named clusters: one TOML table per cluster, its keys read exactly as the
+/// `SCALER_KAFKA_*` settings they stand for. Timeouts and statistics follow the default
+/// cluster's.
+fn read_clusters(
+    path: &str,
+    default: &KafkaConfig,
+) -> Result<BTreeMap<String, KafkaConfig>, ConfigError> {
+    let failed = |cause: String| ConfigError::ClustersFile {
+        path: path.to_owned(),
+        cause,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| failed(format!("cannot read the clusters file: {err}")))?;
+    parse_clusters(&text, default).map_err(failed)
+}
+
+fn parse_clusters(
+    text: &str,
+    default: &KafkaConfig,
+) -> Result<BTreeMap<String, KafkaConfig>, String> {
+    // The parser's message can quote the offending line, which may hold a password.
+    let table: toml::Table = text
+        .parse()
+        .map_err(|err: toml::de::Error| match err.span() {
+            Some(span) => format!("not valid TOML (at byte {})", span.start),
+            None => "not valid TOML".to_owned(),
+        })?;
+    let mut clusters = BTreeMap::new();
+    for (name, value) in table {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name || name == "default" {
+            return Err(format!(
+                "cluster name {name:?}: expected letters, digits, '-', '_' or '.', and not \
+                 \"default\" (the SCALER_KAFKA_* cluster)"
+            ));
+        }
+        let toml::Value::Table(settings) = value else {
+            return Err(format!("{name}: expected a table ([{name}])"));
+        };
+        let mut known = BTreeMap::new();
+        for (key, value) in settings {
+            let Some((_, setting)) = CLUSTER_KEYS.iter().find(|(k, _)| *k == key) else {
+                let keys: Vec<&str> = CLUSTER_KEYS.iter().map(|(k, _)| *k).collect();
+                return Err(format!(
+                    "[{name}] {key}: unknown key; expected one of {}",
+                    keys.join(", ")
+                ));
+            };
+            let value = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Boolean(flag) => flag.to_string(),
+                _ => return Err(format!("[{name}] {key}: expected a string or a boolean")),
+            };
+            known.insert(*setting, value);
+        }
+        let vars = Vars {
+            known,
+            unknown: Vec::new(),
+        };
+        // Errors name the settings; say the file's keys instead.
+        let rename = |err: ConfigError| {
+            let mut text = err.to_string();
+            for (key, setting) in CLUSTER_KEYS.iter().rev() {
+                text = text.replace(setting, key);
+            }
+            format!("[{name}] {text}")
+        };
+        let Some(servers) = vars.get("SCALER_KAFKA_BOOTSTRAP_SERVERS") else {
+            return Err(format!(
+                "[{name}] bootstrap_servers: missing; expected {BOOTSTRAP_RULE}"
+            ));
+        };
+        let bootstrap_servers = parse_bootstrap(servers).ok_or_else(|| {
+            format!("[{name}] bootstrap_servers={servers:?}: expected {BOOTSTRAP_RULE}")
+        })?;
+        let cluster = KafkaConfig {
+            bootstrap_servers,
+            sasl: parse_kafka_sasl(&vars).map_err(rename)?,
+            tls: parse_kafka_tls(&vars).map_err(rename)?,
+            ..default.clone()
+        };
+        clusters.insert(name, cluster);
+    }
+    Ok(clusters)
 }
 
 /// A secret given directly (`name`) or as a file (`file_name`): the file's content without
@@ -1009,6 +1136,42 @@ pub(crate) fn parse_bootstrap(value: &str) -> Option<Vec<String>> {
     valid.then_some(servers)
 }
 
+/// The clusters triggers may use: the default one and the named ones.
+#[derive(Clone, Debug)]
+pub struct ClusterSet {
+    /// The `SCALER_KAFKA_*` cluster.
+    pub default: KafkaConfig,
+    /// The clusters of `SCALER_KAFKA_CLUSTERS_FILE`, by name.
+    pub named: BTreeMap<String, KafkaConfig>,
+}
+
+impl ClusterSet {
+    /// The cluster called `name` (`None` is the default one).
+    pub fn get(&self, name: Option<&str>) -> Option<&KafkaConfig> {
+        match name {
+            None => Some(&self.default),
+            Some(name) => self.named.get(name),
+        }
+    }
+
+    /// Every cluster's name, the default first.
+    pub fn names(&self) -> Vec<&str> {
+        std::iter::once("default")
+            .chain(self.named.keys().map(String::as_str))
+            .collect()
+    }
+}
+
+impl Config {
+    /// The clusters triggers may use.
+    pub fn cluster_set(&self) -> ClusterSet {
+        ClusterSet {
+            default: self.kafka.clone(),
+            named: self.clusters.clone(),
+        }
+    }
+}
+
 impl KafkaConfig {
     /// librdkafka's `security.protocol` for these settings.
     pub fn security_protocol(&self) -> &'static str {
@@ -1107,6 +1270,59 @@ mod tests {
         assert_eq!(config.redis.topic_prefix, "qa01");
         for text in [config.summary(), format!("{config:?}")] {
             assert!(!text.contains("s3cret-pw"), "{text}");
+        }
+    }
+
+    #[test]
+    fn named_clusters_come_from_a_toml_file_read_like_the_settings() {
+        let default = Config::default().kafka;
+        let text = r#"
+            [analytics]
+            bootstrap_servers = "a1:9093, a2:9093"
+            sasl = "scram_sha256"
+            username = "lagscaler"
+            password = "cluster-pw-never-shown"
+            tls = true
+            tls_ca_file = "/etc/kafka/analytics-ca.pem"
+
+            [edge-1]
+            bootstrap_servers = "edge:9092"
+        "#;
+        let clusters = parse_clusters(text, &default).unwrap();
+        let analytics = &clusters["analytics"];
+        assert_eq!(analytics.bootstrap_servers, ["a1:9093", "a2:9093"]);
+        assert_eq!(analytics.security_protocol(), "sasl_ssl");
+        assert_eq!(analytics.request_timeout, default.request_timeout);
+        assert_eq!(clusters["edge-1"].security_protocol(), "plaintext");
+        assert!(!format!("{clusters:?}").contains("cluster-pw-never-shown"));
+
+        for (text, named) in [
+            ("[a]\nbootstrap = \"x:1\"", "[a] bootstrap: unknown key"),
+            (
+                "[a]\nsasl = \"plaintext\"",
+                "[a] bootstrap_servers: missing",
+            ),
+            (
+                "[a]\nbootstrap_servers = \"x:1\"\nsasl = \"plaintext\"",
+                "[a] username=",
+            ),
+            (
+                "[a]\nbootstrap_servers = \"x\"",
+                "[a] bootstrap_servers=\"x\"",
+            ),
+            (
+                "[default]\nbootstrap_servers = \"x:1\"",
+                "cluster name \"default\"",
+            ),
+            ("a = 1", "a: expected a table"),
+            (
+                "[a\npassword = \"cluster-pw-never-shown\"",
+                "not valid TOML",
+            ),
+        ] {
+            let err = parse_clusters(text, &default).unwrap_err();
+            assert!(err.starts_with(named), "{text:?}: {err}");
+            assert!(!err.contains("cluster-pw-never-shown"), "{err}");
         }
     }
 
@@ -1407,6 +1623,7 @@ mod tests {
                                 || message.contains("set twice")
                                 || message.contains("both set")
                                 || message.contains("cannot read the secret file")
+                                || message.contains("cannot read the clusters file")
                                 || message.contains("UTF-8"),
                             "{}",
                             message

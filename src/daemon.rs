@@ -15,7 +15,7 @@ use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
 use crate::grpc;
 use crate::http::HttpServer;
-use crate::kafka::{KafkaClient, KafkaError};
+use crate::kafka::{Clients, KafkaError};
 use crate::watch::{Registry, ShutdownError, WatchSettings};
 
 /// How long calls in flight get to finish at shutdown; a new watch's first answer may wait
@@ -86,7 +86,7 @@ pub struct Daemon {
     pusher: Arc<grpc::Pusher>,
     http: Option<HttpServer>,
     registry: Arc<Registry>,
-    kafka: Arc<KafkaClient>,
+    kafka: Arc<Clients>,
     addr: SocketAddr,
 }
 
@@ -98,7 +98,7 @@ impl Daemon {
             Some(tls) => tls_credentials(tls)?,
             None => ServerCredentials::insecure(),
         };
-        let kafka = Arc::new(KafkaClient::connect(&config.kafka)?);
+        let kafka = Arc::new(Clients::connect(&config.cluster_set())?);
         let directory = Arc::new(Directory::new(config.redis.clone()));
         // Ids of watches with a new reading, for the push thread; bounded so that a stuck
         // listener cannot grow it (it re-reads every stream once a second anyway).
@@ -132,7 +132,7 @@ impl Daemon {
         let rpc_stats = Arc::new(grpc::RpcStats::default());
         let (scaler, pusher) = grpc::external_scaler(
             Arc::clone(&registry),
-            config.kafka.clone(),
+            config.cluster_set(),
             config.stale_after,
             (updates_rx, Arc::clone(&rpc_stats)),
         )?;
@@ -151,7 +151,7 @@ impl Daemon {
                     registry: Arc::clone(&registry),
                     health: health.clone(),
                     rpc: rpc_stats,
-                    kafka: Arc::clone(&kafka),
+                    kafka: Arc::clone(&kafka.default),
                 };
                 let http =
                     HttpServer::start(http_addr, observed).map_err(|err| StartError::Http {
@@ -204,7 +204,7 @@ impl Daemon {
     /// Kafka requests sent so far by API, as of librdkafka's latest statistics report
     /// (`None` before the first, or when statistics are off).
     pub fn kafka_requests(&self) -> Option<crate::kafka::RequestCounts> {
-        self.kafka.request_counts()
+        self.kafka.default.request_counts()
     }
 
     /// Number of live watches.

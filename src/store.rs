@@ -208,6 +208,7 @@ mod tests {
 
     fn key(group: &str) -> WatchKey {
         WatchKey {
+            cluster: None,
             source: crate::trigger::Source::Group(group.to_owned()),
             topic: None,
             partitions: None,

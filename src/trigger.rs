@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{self, KafkaConfig};
+use crate::config::{self, ClusterSet, KafkaConfig};
 use crate::estimate::{MetricMode, Rules, MAX_IDLE_WINDOW};
 use crate::lag::{LagRule, OffsetResetPolicy};
 
@@ -27,6 +27,9 @@ pub struct Trigger {
 /// Identity of a watch: everything that decides what a poll reads and how lag is counted.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WatchKey {
+    /// The Kafka cluster: a named one of `SCALER_KAFKA_CLUSTERS_FILE`, or `None` for the
+    /// default (`SCALER_KAFKA_*`) one.
+    pub cluster: Option<String>,
     /// Whose lag: one consumer group, or an Azul plugin's groups.
     pub source: Source,
     /// One topic, or `None` for every topic the group has committed offsets for.
@@ -170,6 +173,7 @@ pub const OWN_KEYS: &[&str] = &[
     "consumerGroup",
     "topic",
     "bootstrapServers",
+    "cluster",
     "lagThreshold",
     "activationLagThreshold",
     "offsetResetPolicy",
@@ -210,11 +214,12 @@ const BOOL_RULE: &str = "true or false (also 1/0, t/f, TRUE/FALSE, True/False)";
 const MAX_TARGET_ETA_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
 impl Trigger {
-    /// Parses a trigger's metadata. `cluster` is the Kafka cluster lagscaler is configured
-    /// for: `bootstrapServers`, when given, must name that cluster and no other host.
+    /// Parses a trigger's metadata. `clusters` are the Kafka clusters lagscaler is
+    /// configured for: `cluster` picks one by name, and `bootstrapServers`, when given, must
+    /// be one of them (the picked one, if `cluster` is given too) and no other host.
     pub fn parse(
         metadata: &HashMap<String, String>,
-        cluster: &KafkaConfig,
+        clusters: &ClusterSet,
     ) -> Result<Trigger, TriggerError> {
         check_keys(metadata)?;
         if check_entity(metadata)? == Entity::Plugin {
@@ -230,9 +235,7 @@ impl Trigger {
                 ));
             }
         }
-        if let Some(value) = metadata.get("bootstrapServers") {
-            check_bootstrap(value, cluster)?;
-        }
+        let cluster = pick_cluster(metadata, clusters)?;
         let get = |key: &str| metadata.get(key).map(String::as_str);
         let group = match get("consumerGroup") {
             None => {
@@ -341,6 +344,7 @@ impl Trigger {
         check_target_eta(metric, target_eta)?;
         Ok(Trigger {
             watch: WatchKey {
+                cluster,
                 source: Source::Group(group),
                 topic,
                 partitions,
@@ -502,6 +506,7 @@ fn parse_plugin(metadata: &HashMap<String, String>) -> Result<Trigger, TriggerEr
     };
     Ok(Trigger {
         watch: WatchKey {
+            cluster: None,
             source: Source::Plugin {
                 name,
                 include_historic,
@@ -533,6 +538,9 @@ fn parse_plugin_name(value: &str) -> Result<String, TriggerError> {
 
 impl fmt::Display for WatchKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(cluster) = &self.cluster {
+            write!(f, "cluster={cluster} ")?;
+        }
         write!(f, "{}", self.source)?;
         if let Source::Plugin { .. } = self.source {
             return Ok(());
@@ -583,22 +591,74 @@ fn check_entity(metadata: &HashMap<String, String>) -> Result<Entity, TriggerErr
     Ok(entity.unwrap_or(Entity::ConsumerGroup))
 }
 
-fn check_bootstrap(value: &str, cluster: &KafkaConfig) -> Result<(), TriggerError> {
+/// The cluster a trigger reads (`None`: the default one), from `cluster` and
+/// `bootstrapServers`. Only configured clusters can be reached: a ScaledObject in any
+/// namespace must not point lagscaler at an arbitrary host.
+fn pick_cluster(
+    metadata: &HashMap<String, String>,
+    clusters: &ClusterSet,
+) -> Result<Option<String>, TriggerError> {
+    let named = match metadata.get("cluster").map(|name| name.trim()) {
+        None | Some("" | "default") => None,
+        Some(name) => {
+            if !clusters.named.contains_key(name) {
+                return Err(TriggerError::Invalid {
+                    key: "cluster".to_owned(),
+                    value: quote(name),
+                    accepted: format!(
+                        "a configured cluster: {} (configured with SCALER_KAFKA_* and \
+                         SCALER_KAFKA_CLUSTERS_FILE on the scaler's side)",
+                        clusters.names().join(", ")
+                    ),
+                });
+            }
+            Some(name.to_owned())
+        }
+    };
+    let Some(value) = metadata.get("bootstrapServers") else {
+        return Ok(named);
+    };
     let wanted: Option<BTreeSet<String>> =
         config::parse_bootstrap(value).map(|servers| servers.into_iter().collect());
-    let configured: BTreeSet<String> = cluster.bootstrap_servers.iter().cloned().collect();
-    if wanted.as_ref() == Some(&configured) {
-        return Ok(());
+    let same = |cluster: &KafkaConfig| {
+        let configured: BTreeSet<String> = cluster.bootstrap_servers.iter().cloned().collect();
+        wanted.as_ref() == Some(&configured)
+    };
+    let found = std::iter::once((None, &clusters.default))
+        .chain(
+            clusters
+                .named
+                .iter()
+                .map(|(name, cluster)| (Some(name), cluster)),
+        )
+        .find(|(_, cluster)| same(cluster))
+        .map(|(name, _)| name.cloned());
+    match found {
+        Some(found) if metadata.get("cluster").is_none() || found == named => Ok(found),
+        _ => {
+            let allowed = match &named {
+                Some(name) => format!("cluster {name}'s ({})", clusters.named[name]),
+                None if metadata.contains_key("cluster") => {
+                    format!("the default cluster's ({})", clusters.default)
+                }
+                None => {
+                    let all: Vec<String> = std::iter::once(&clusters.default)
+                        .chain(clusters.named.values())
+                        .map(|cluster| cluster.bootstrap_string())
+                        .collect();
+                    format!("a configured cluster's ({})", all.join(" or "))
+                }
+            };
+            Err(TriggerError::Invalid {
+                key: "bootstrapServers".to_owned(),
+                value: quote(value),
+                accepted: format!(
+                    "{allowed} bootstrap servers, or no bootstrapServers at all; lagscaler \
+                     only connects to clusters configured on the scaler side"
+                ),
+            })
+        }
     }
-    Err(TriggerError::Invalid {
-        key: "bootstrapServers".to_owned(),
-        value: quote(value),
-        accepted: format!(
-            "the configured cluster ({}) or no bootstrapServers at all; lagscaler only \
-             connects to clusters configured on the scaler side",
-            cluster.bootstrap_string()
-        ),
-    })
 }
 
 fn parse_group(value: &str) -> Result<String, TriggerError> {
@@ -712,13 +772,21 @@ mod tests {
 
     use super::*;
 
-    fn cluster() -> KafkaConfig {
-        KafkaConfig {
+    fn cluster() -> ClusterSet {
+        let default = KafkaConfig {
             bootstrap_servers: vec!["k1:9092".to_owned(), "k2:9092".to_owned()],
             request_timeout: Duration::from_secs(5),
             stats_interval: None,
             sasl: None,
             tls: None,
+        };
+        let analytics = KafkaConfig {
+            bootstrap_servers: vec!["a1:9093".to_owned()],
+            ..default.clone()
+        };
+        ClusterSet {
+            default,
+            named: [("analytics".to_owned(), analytics)].into(),
         }
     }
 
@@ -974,6 +1042,72 @@ mod tests {
     }
 
     /// Invalid values and combinations, each refused naming the key.
+    #[test]
+    fn a_trigger_reaches_only_configured_clusters() {
+        let g = ("consumerGroup", "orders");
+        let watch = |pairs: &[(&str, &str)]| parse(pairs).map(|trigger| trigger.watch.cluster);
+        assert_eq!(watch(&[g]).unwrap(), None);
+        assert_eq!(watch(&[g, ("cluster", "default")]).unwrap(), None);
+        assert_eq!(
+            watch(&[g, ("cluster", "analytics")]).unwrap().as_deref(),
+            Some("analytics")
+        );
+        // bootstrapServers picks the configured cluster with those servers.
+        assert_eq!(
+            watch(&[g, ("bootstrapServers", "a1:9093")])
+                .unwrap()
+                .as_deref(),
+            Some("analytics")
+        );
+        assert_eq!(
+            watch(&[g, ("bootstrapServers", "k2:9092,k1:9092")]).unwrap(),
+            None
+        );
+        let refused = |pairs: &[(&str, &str)], key: &str, says: &str| {
+            let err = parse(pairs).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("metadata {key}=")),
+                "{pairs:?}: {err}"
+            );
+            assert!(err.contains(says), "{pairs:?}: {err}");
+        };
+        refused(&[g, ("cluster", "prod")], "cluster", "default, analytics");
+        refused(
+            &[g, ("bootstrapServers", "evil:9092")],
+            "bootstrapServers",
+            "a1:9093",
+        );
+        refused(
+            &[
+                g,
+                ("cluster", "analytics"),
+                ("bootstrapServers", "k1:9092,k2:9092"),
+            ],
+            "bootstrapServers",
+            "cluster analytics's",
+        );
+        refused(
+            &[g, ("cluster", "default"), ("bootstrapServers", "a1:9093")],
+            "bootstrapServers",
+            "the default cluster's",
+        );
+        // A different cluster is a different watch, shown in its name.
+        let trigger = parse(&[g, ("cluster", "analytics")]).unwrap();
+        assert!(trigger.watch.to_string().starts_with("cluster=analytics "));
+        assert_ne!(trigger.watch, parse(&[g]).unwrap().watch);
+        // Plugins read the default cluster.
+        refused(
+            &[
+                ("entityType", "plugin"),
+                ("pluginName", "p"),
+                ("targetSize", "1"),
+                ("cluster", "analytics"),
+            ],
+            "cluster",
+            "",
+        );
+    }
+
     #[test]
     fn bad_metadata_names_the_key() {
         let g = ("consumerGroup", "g");

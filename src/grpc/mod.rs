@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
 use log::{debug, warn};
 
-use crate::config::KafkaConfig;
+use crate::config::ClusterSet;
 use crate::estimate::{Decision, Estimate};
 use crate::store::Reading;
 use crate::trigger::Trigger;
@@ -58,13 +58,13 @@ const NO_WAIT: Duration = Duration::ZERO;
 /// KEDA must fall back rather than scale on old data.
 pub fn external_scaler(
     registry: Arc<Registry>,
-    cluster: KafkaConfig,
+    clusters: ClusterSet,
     stale_after: Duration,
     (updates, stats): (Receiver<u64>, Arc<RpcStats>),
 ) -> std::io::Result<(Service, Arc<Pusher>)> {
     let scaler = Scaler {
         registry,
-        cluster: Arc::new(cluster),
+        clusters: Arc::new(clusters),
         stale_after,
         stats,
     };
@@ -162,7 +162,7 @@ pub fn external_scaler(
 #[derive(Clone)]
 struct Scaler {
     registry: Arc<Registry>,
-    cluster: Arc<KafkaConfig>,
+    clusters: Arc<ClusterSet>,
     stale_after: Duration,
     stats: Arc<RpcStats>,
 }
@@ -245,7 +245,7 @@ impl Scaler {
     }
 
     fn trigger(&self, metadata: &HashMap<String, String>) -> Result<Trigger, RpcStatus> {
-        Trigger::parse(metadata, &self.cluster).map_err(|err| {
+        Trigger::parse(metadata, &self.clusters).map_err(|err| {
             RpcStatus::with_message(RpcStatusCode::INVALID_ARGUMENT, err.to_string())
         })
     }

@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::{ClusterSet, KafkaConfig};
 use crate::lag::PartitionOffsets;
 
 pub use admin::CommittedOffset;
@@ -88,6 +88,46 @@ pub enum KafkaError {
         /// The group.
         group: String,
     },
+}
+
+/// One client per configured cluster.
+pub struct Clients {
+    /// The default (`SCALER_KAFKA_*`) cluster's.
+    pub default: Arc<KafkaClient>,
+    /// The named clusters', by name.
+    pub named: BTreeMap<String, Arc<KafkaClient>>,
+}
+
+impl Clients {
+    /// A client for every cluster of `clusters` (connecting is lazy).
+    pub fn connect(clusters: &ClusterSet) -> Result<Clients, KafkaError> {
+        let default = Arc::new(KafkaClient::connect(&clusters.default)?);
+        let mut named = BTreeMap::new();
+        for (name, config) in &clusters.named {
+            named.insert(name.clone(), Arc::new(KafkaClient::connect(config)?));
+        }
+        Ok(Clients { default, named })
+    }
+
+    /// The client of cluster `name` (`None`: the default one).
+    pub fn get(&self, name: Option<&str>) -> Option<&Arc<KafkaClient>> {
+        match name {
+            None => Some(&self.default),
+            Some(name) => self.named.get(name),
+        }
+    }
+
+    /// Stops every client's event thread; `Err` if any of them panicked.
+    pub fn shutdown(&self) -> thread::Result<()> {
+        let mut result = self.default.shutdown();
+        for client in self.named.values() {
+            let stopped = client.shutdown();
+            if result.is_ok() {
+                result = stopped;
+            }
+        }
+        result
+    }
 }
 
 /// A blocking client for one Kafka cluster.

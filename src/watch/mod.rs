@@ -19,7 +19,7 @@ use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::directory::Directory;
-use crate::kafka::KafkaClient;
+use crate::kafka::Clients;
 use crate::store::{Slot, Store};
 use crate::trigger::WatchKey;
 use watcher::{Never, PollResult};
@@ -103,7 +103,7 @@ impl Registry {
     /// The id of each watch whose reading changed is sent to `updates` (dropped when it is
     /// full: a listener that falls behind re-reads everything anyway).
     pub fn start(
-        client: Arc<KafkaClient>,
+        clients: Arc<Clients>,
         directory: Arc<Directory>,
         settings: WatchSettings,
         updates: Sender<u64>,
@@ -114,7 +114,7 @@ impl Registry {
         let (results_tx, results_rx) = bounded(RESULTS_CAPACITY);
         let supervisor = Supervisor {
             store: Arc::clone(&store),
-            client,
+            clients,
             directory,
             updates,
             settings,
@@ -224,7 +224,7 @@ struct WatcherHandle {
 
 struct Supervisor {
     store: Arc<Store>,
-    client: Arc<KafkaClient>,
+    clients: Arc<Clients>,
     directory: Arc<Directory>,
     updates: Sender<u64>,
     settings: WatchSettings,
@@ -298,7 +298,7 @@ impl Supervisor {
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
-            (Arc::clone(&self.client), Arc::clone(&self.directory)),
+            (&self.clients, Arc::clone(&self.directory)),
             (
                 self.settings.poll_interval,
                 self.origin,

@@ -10,7 +10,7 @@ use log::{debug, info, warn};
 
 use crate::directory::{Directory, Lookup};
 use crate::estimate::{Estimate, Eta, NotDraining, Window};
-use crate::kafka::{current_tick, next_tick, KafkaClient, KafkaError};
+use crate::kafka::{current_tick, next_tick, Clients, KafkaClient, KafkaError};
 use crate::lag::PartitionOffsets;
 use crate::plugin;
 use crate::store::Reading;
@@ -40,11 +40,17 @@ pub enum Never {}
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
-    (client, directory): (Arc<KafkaClient>, Arc<Directory>),
+    (clients, directory): (&Clients, Arc<Directory>),
     (interval, origin, rate_window): (Duration, Instant, Duration),
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let client = clients.get(key.cluster.as_deref()).cloned().ok_or_else(|| {
+        format!(
+            "cluster {} is not configured",
+            key.cluster.as_deref().unwrap_or("default")
+        )
+    });
     let watcher = Watcher {
         watch_id,
         key,
@@ -89,7 +95,9 @@ enum PluginState {
 struct Watcher {
     watch_id: u64,
     key: WatchKey,
-    client: Arc<KafkaClient>,
+    /// The watch's cluster's client (an error only if the cluster is not configured, which
+    /// trigger parsing rules out).
+    client: Result<Arc<KafkaClient>, String>,
     directory: Arc<Directory>,
     interval: Duration,
     /// The start of the shared poll schedule.
@@ -188,6 +196,7 @@ impl Watcher {
     /// members, `None` when the group could not be described (only the replica target
     /// needs them, so that is not a failed poll).
     fn read(&mut self, since: Instant) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+        let client = self.client.clone()?;
         let group = match &self.key.source {
             Source::Group(group) => group.clone(),
             Source::Plugin {
@@ -195,11 +204,10 @@ impl Watcher {
                 include_historic,
             } => {
                 let (name, include_historic) = (name.clone(), *include_historic);
-                return self.read_plugin(&name, include_historic, since);
+                return self.read_plugin(&client, &name, include_historic, since);
             }
         };
-        let mut offsets = self
-            .client
+        let mut offsets = client
             .snapshot(&group, self.key.topic.as_deref(), since)
             .map_err(|err| err.to_string())?;
         if let Some(set) = &self.key.partitions {
@@ -213,7 +221,7 @@ impl Watcher {
                 ));
             }
         }
-        let members = match self.client.group_members(&group, since) {
+        let members = match client.group_members(&group, since) {
             Ok(members) => {
                 if self.members_failing {
                     info!("describing the group works again: {}", self.key);
@@ -239,6 +247,7 @@ impl Watcher {
     /// warning.
     fn read_plugin(
         &mut self,
+        client: &KafkaClient,
         name: &str,
         include_historic: bool,
         since: Instant,
@@ -249,8 +258,7 @@ impl Watcher {
             return Ok((Vec::new(), Some(0)));
         };
         let topic_prefix = self.directory.topic_prefix();
-        let groups: Vec<(String, usize)> = self
-            .client
+        let groups: Vec<(String, usize)> = client
             .list_groups(since)
             .map_err(|err| err.to_string())?
             .iter()
@@ -261,7 +269,7 @@ impl Watcher {
             .collect();
         let mut offsets = Vec::new();
         for (group, _) in &groups {
-            match self.client.snapshot(group, None, since) {
+            match client.snapshot(group, None, since) {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}

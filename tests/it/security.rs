@@ -190,3 +190,49 @@ fn kafka_sasl_is_spoken_and_a_refused_login_is_unavailable_without_leaking_secre
         }
     }
 }
+
+#[test]
+fn named_clusters_are_reachable_by_name_or_servers_and_nothing_else_is() {
+    let first = broker();
+    let second = Tansu::start();
+    second.create_topic("vault", 1);
+    second.produce("vault", 0, 9);
+    second.commit("secure", &[("vault", 0, 1)]);
+    let mut config = Scaler::config(
+        &first.bootstrap(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
+    let mut other = config.kafka.clone();
+    other.bootstrap_servers = vec![second.bootstrap()];
+    config.clusters.insert("second".to_owned(), other);
+    let scaler = Scaler::start_with(config);
+
+    // The same group and topic on each cluster: lag 3 on the default one, 8 on the second.
+    assert_eq!(scaler.lag(&METADATA).expect("default cluster"), 3);
+    let by_name = [METADATA[0], METADATA[1], ("cluster", "second")];
+    assert_eq!(scaler.lag(&by_name).expect("cluster=second"), 8);
+    let servers = second.bootstrap();
+    let by_servers = [
+        METADATA[0],
+        METADATA[1],
+        ("bootstrapServers", servers.as_str()),
+    ];
+    assert_eq!(scaler.lag(&by_servers).expect("bootstrapServers"), 8);
+
+    // Anything else is refused before any connection is made.
+    let elsewhere = [
+        METADATA[0],
+        METADATA[1],
+        ("bootstrapServers", "10.0.0.1:9092"),
+    ];
+    let err = scaler.lag(&elsewhere).expect_err("an unconfigured host");
+    assert_eq!(err.code(), grpcio::RpcStatusCode::INVALID_ARGUMENT);
+    assert!(err.message().contains("bootstrapServers"), "{err:?}");
+    let unknown = [METADATA[0], METADATA[1], ("cluster", "third")];
+    let err = scaler.lag(&unknown).expect_err("an unknown cluster");
+    assert_eq!(err.code(), grpcio::RpcStatusCode::INVALID_ARGUMENT);
+    assert!(err.message().contains("default, second"), "{err:?}");
+    assert_eq!(scaler.daemon().watch_count(), 2);
+    scaler.stop();
+}
