@@ -330,18 +330,20 @@ impl RedisConfig {
     /// The Redis to use, without secrets: scheme, host, port, database and whether a user
     /// and a password are set.
     pub fn describe(&self) -> String {
-        let (scheme, host, port) = match &self.connection.addr {
+        let settings = self.connection.redis_settings();
+        let (scheme, host, port) = match self.connection.addr() {
             redis::ConnectionAddr::Tcp(host, port) => ("redis", host.as_str(), *port),
             redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
             redis::ConnectionAddr::Unix(path) => {
-                return format!("unix:{}?db={}", path.display(), self.connection.redis.db)
+                return format!("unix:{}?db={}", path.display(), settings.db())
             }
+            other => return format!("{other}/{}", settings.db()),
         };
-        let mut text = format!("{scheme}://{host}:{port}/{}", self.connection.redis.db);
-        if let Some(user) = &self.connection.redis.username {
+        let mut text = format!("{scheme}://{host}:{port}/{}", settings.db());
+        if let Some(user) = settings.username() {
             text.push_str(&format!(" user={user}"));
         }
-        if self.connection.redis.password.is_some() {
+        if settings.password().is_some() {
             text.push_str(" password=(set)");
         }
         text
@@ -361,13 +363,7 @@ impl Default for RedisConfig {
     /// Azul's default: `localhost:6379`, database 2, no credentials, no topic prefix.
     fn default() -> Self {
         RedisConfig {
-            connection: redis::ConnectionInfo {
-                addr: redis::ConnectionAddr::Tcp("localhost".to_owned(), 6379),
-                redis: redis::RedisConnectionInfo {
-                    db: AZUL_REDIS_DB,
-                    ..Default::default()
-                },
-            },
+            connection: redis_connection("localhost", 6379),
             topic_prefix: String::new(),
         }
     }
@@ -375,6 +371,16 @@ impl Default for RedisConfig {
 
 /// The database the Azul dispatcher keeps its plugin keys in.
 pub const AZUL_REDIS_DB: i64 = 2;
+
+/// Plain Redis at `host:port`, database [`AZUL_REDIS_DB`], no credentials.
+pub fn redis_connection(host: &str, port: u16) -> redis::ConnectionInfo {
+    use redis::IntoConnectionInfo;
+    let info = redis::ConnectionAddr::Tcp(host.to_owned(), port)
+        .into_connection_info()
+        .expect("an address is always connection info");
+    let settings = info.redis_settings().clone().set_db(AZUL_REDIS_DB);
+    info.set_redis_settings(settings)
+}
 
 impl KafkaConfig {
     /// The bootstrap list as librdkafka takes it.
@@ -616,14 +622,16 @@ impl Config {
         if let Some(value) = vars.get("SCALER_REDIS_URL") {
             config.redis.connection = parse_redis_url(value)?;
         }
+        let mut settings = config.redis.connection.redis_settings().clone();
         if let Some(user) = vars.get("SCALER_REDIS_USERNAME").filter(|u| !u.is_empty()) {
-            config.redis.connection.redis.username = Some(user.to_owned());
+            settings = settings.set_username(user);
         }
         if let Some(password) =
             secret(&vars, "SCALER_REDIS_PASSWORD", "SCALER_REDIS_PASSWORD_FILE")?
         {
-            config.redis.connection.redis.password = Some(password);
+            settings = settings.set_password(password);
         }
+        config.redis.connection = config.redis.connection.clone().set_redis_settings(settings);
         if let Some(prefix) = vars.get("SCALER_TOPIC_PREFIX") {
             config.redis.topic_prefix = prefix.trim().to_owned();
         }
@@ -1085,17 +1093,17 @@ fn parse_redis_url(value: &str) -> Result<redis::ConnectionInfo, ConfigError> {
         accepted: REDIS_URL_RULE,
     };
     let parsed = redis::parse_redis_url(&url).ok_or_else(refuse)?;
-    if !matches!(parsed.scheme(), "redis" | "rediss")
-        || parsed.host_str().map_or(true, str::is_empty)
+    if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none_or(str::is_empty)
     {
         return Err(refuse());
     }
     let names_db = !parsed.path().trim_matches('/').is_empty();
-    let mut info: redis::ConnectionInfo = url.parse().map_err(|_| refuse())?;
-    if !names_db {
-        info.redis.db = AZUL_REDIS_DB;
+    let info: redis::ConnectionInfo = url.parse().map_err(|_| refuse())?;
+    if names_db {
+        return Ok(info);
     }
-    Ok(info)
+    let settings = info.redis_settings().clone().set_db(AZUL_REDIS_DB);
+    Ok(info.set_redis_settings(settings))
 }
 
 /// `url` with the password of its user-info part replaced by `***`.
@@ -1264,9 +1272,9 @@ mod tests {
             ("SCALER_TOPIC_PREFIX", "qa01"),
         ]))
         .unwrap();
-        let redis = &config.redis.connection.redis;
-        assert_eq!(redis.username.as_deref(), Some("scaler"));
-        assert_eq!(redis.password.as_deref(), Some("s3cret-pw"));
+        let redis = config.redis.connection.redis_settings();
+        assert_eq!(redis.username(), Some("scaler"));
+        assert_eq!(redis.password(), Some("s3cret-pw"));
         assert_eq!(config.redis.topic_prefix, "qa01");
         for text in [config.summary(), format!("{config:?}")] {
             assert!(!text.contains("s3cret-pw"), "{text}");
@@ -1399,7 +1407,7 @@ mod tests {
         let path = file.to_str().unwrap();
         let config = Config::from_vars(vars(&[("SCALER_REDIS_PASSWORD_FILE", path)])).unwrap();
         assert_eq!(
-            config.redis.connection.redis.password.as_deref(),
+            config.redis.connection.redis_settings().password(),
             Some("from-a-file")
         );
         assert!(!format!("{config:?} {}", config.summary()).contains("from-a-file"));

@@ -702,7 +702,9 @@ impl Rules {
             return replicas;
         }
         let n = n_partitions as u64;
-        (replicas..=n).find(|d| n % d == 0).unwrap_or(replicas)
+        (replicas..=n)
+            .find(|d| n.is_multiple_of(*d))
+            .unwrap_or(replicas)
     }
 
     /// IsActive: true on any sample above the activation threshold; false only once the lag

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 
-use crate::support::{Process, Redis, Scaler, StreamEvent, Tansu};
+use crate::support::{Process, Redis, Scaler, StreamEvent, Tansu, TestPki};
 
 const TOPIC_PREFIX: &str = "qa01";
 const PLUGIN: &str = "plugin-tika";
@@ -343,5 +343,68 @@ fn redis_auth_works_and_no_secret_reaches_the_log() {
         for secret in [PASSWORD, USER_PASSWORD, WRONG] {
             assert!(!log.contains(secret), "{case}: a secret in the log:\n{log}");
         }
+    }
+}
+
+#[test]
+fn redis_over_tls_checks_the_servers_certificate_against_ssl_cert_file() {
+    let broker = Tansu::start();
+    azul_cluster(&broker);
+    let pki = TestPki::generate();
+    let redis = Redis::start_tls(&pki);
+    dispatcher_key(&redis, "Tika-1.2-binary");
+    let url = format!("rediss://{}", redis.address());
+    let ca = pki.path("ca.pem").display().to_string();
+    let other = TestPki::generate();
+    let other_ca = other.path("ca.pem").display().to_string();
+    let plain_url = redis.address();
+    let cases = [
+        ("trusting the server's CA", url.as_str(), ca.as_str(), None),
+        (
+            "trusting another CA",
+            url.as_str(),
+            other_ca.as_str(),
+            Some("certificate verify failed"),
+        ),
+        (
+            "plaintext to a TLS port",
+            plain_url.as_str(),
+            ca.as_str(),
+            Some("reading Redis"),
+        ),
+    ];
+    for (case, url, trusted, refusal) in cases {
+        let process = Process::start(
+            &broker.bootstrap(),
+            &[
+                ("SCALER_REDIS_URL", url),
+                ("SCALER_TOPIC_PREFIX", TOPIC_PREFIX),
+                ("SCALER_POLL_INTERVAL", "300ms"),
+                // OpenSSL's own variable, which the Redis client's TLS honours.
+                ("SSL_CERT_FILE", trusted),
+            ],
+        );
+        let lag = process.client().lag(&plugin_lag(&[]));
+        match refusal {
+            None => {
+                let lag = lag.unwrap_or_else(|err| panic!("{case}: {err:?}\n{}", process.log()));
+                assert_eq!(lag, 6, "{case}");
+            }
+            Some(refusal) => {
+                let err = lag.expect_err(case);
+                assert_eq!(err.code(), grpcio::RpcStatusCode::UNAVAILABLE, "{case}");
+                assert!(err.message().contains("Redis"), "{case}: {err:?}");
+                assert!(
+                    process.log().contains(refusal),
+                    "{case}: no {refusal:?} in the log:\n{}",
+                    process.log()
+                );
+            }
+        }
+        assert!(
+            !process.log().contains("panicked"),
+            "{case}: {}",
+            process.log()
+        );
     }
 }

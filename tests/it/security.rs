@@ -118,49 +118,15 @@ fn unreadable_tls_files_fail_the_start_naming_the_setting() {
     assert!(err.to_string().contains("no PEM block"), "{err}");
 }
 
-/// A Kafka authentication case: its name and the settings.
-type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+/// A Kafka security case: its name, the settings, and `None` if lagscaler gets through, else
+/// what its log says when the broker's side refuses it.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
 
-#[test]
-fn kafka_sasl_is_spoken_and_a_refused_login_is_unavailable_without_leaking_secrets() {
-    const PASSWORD: &str = "pw-5e1f-never-logged";
-    const FILE_PASSWORD: &str = "pw-file-a9c3-never-logged";
-    // tansu with --authentication offers SCRAM-SHA-512 and SCRAM-SHA-256 and checks them
-    // against its users; with in-memory storage none can exist, so every login is refused.
-    let broker = Tansu::start_authenticating();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let password_file = dir.path().join("kafka-password");
-    std::fs::write(&password_file, format!("{FILE_PASSWORD}\n")).expect("write secret");
-    let password_file = password_file.display().to_string();
-    let cases: [Case; 4] = [
-        (
-            "SCRAM-SHA-512",
-            vec![
-                ("SCALER_KAFKA_SASL", "scram_sha512"),
-                ("SCALER_KAFKA_USERNAME", "alice"),
-                ("SCALER_KAFKA_PASSWORD", PASSWORD),
-            ],
-        ),
-        (
-            "SCRAM-SHA-256, password from a file",
-            vec![
-                ("SCALER_KAFKA_SASL", "scram_sha256"),
-                ("SCALER_KAFKA_USERNAME", "bob"),
-                ("SCALER_KAFKA_PASSWORD_FILE", password_file.as_str()),
-            ],
-        ),
-        (
-            "PLAIN, which this broker does not offer",
-            vec![
-                ("SCALER_KAFKA_SASL", "plaintext"),
-                ("SCALER_KAFKA_USERNAME", "carol"),
-                ("SCALER_KAFKA_PASSWORD", PASSWORD),
-            ],
-        ),
-        ("no SASL", vec![]),
-    ];
-    for (case, settings) in cases {
-        let sasl = !settings.is_empty();
+/// Runs the real binary with each case's settings against `broker` and checks that it reads
+/// lag 3 or, refused, answers UNAVAILABLE with the case's refusal in its log. Debug logging
+/// is on, and no value of `secrets` may appear in the log.
+fn check_cases(broker: &Tansu, cases: Vec<Case>, secrets: &[&str]) {
+    for (case, settings, refusal) in cases {
         let mut env = vec![
             ("SCALER_POLL_INTERVAL", "300ms"),
             ("SCALER_KAFKA_TIMEOUT", "1s"),
@@ -168,27 +134,163 @@ fn kafka_sasl_is_spoken_and_a_refused_login_is_unavailable_without_leaking_secre
         env.extend(settings);
         let process = Process::start(&broker.bootstrap(), &env);
         let client = process.client();
-        let err = client.lag(&METADATA).expect_err(case);
-        assert_eq!(
-            err.code(),
-            grpcio::RpcStatusCode::UNAVAILABLE,
-            "{case}: {err:?}"
-        );
+        let lag = client.lag(&METADATA);
+        if let Some(refusal) = refusal {
+            let err = lag.expect_err(case);
+            assert_eq!(
+                err.code(),
+                grpcio::RpcStatusCode::UNAVAILABLE,
+                "{case}: {err:?}"
+            );
+            let refused = crate::support::wait_for(Duration::from_secs(5), || {
+                process.log().contains(refusal).then_some(())
+            });
+            assert!(
+                refused.is_some(),
+                "{case}: no {refusal:?} in the log:\n{}",
+                process.log()
+            );
+        } else {
+            let lag = lag.unwrap_or_else(|err| panic!("{case}: {err:?}\n{}", process.log()));
+            assert_eq!(lag, 3, "{case}");
+        }
         drop(client);
         let log = process.log();
         assert!(log.contains(" DEBUG "), "{case}: debug logging is on");
-        if sasl {
-            // The refusal is librdkafka's SASL error, so the mechanism was really spoken.
-            let refused = crate::support::wait_for(Duration::from_secs(5), || {
-                let log = process.log();
-                log.contains("Authentication").then_some(log)
-            });
-            assert!(refused.is_some(), "{case}: no authentication error:\n{log}");
-        }
-        for secret in [PASSWORD, FILE_PASSWORD] {
+        for secret in secrets {
             assert!(!log.contains(secret), "{case}: a secret in the log:\n{log}");
         }
     }
+}
+
+#[test]
+fn kafka_scram_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
+    const ALICE: &str = "pw-5e1f-never-logged";
+    const BOB: &str = "pw-file-a9c3-never-logged";
+    const WRONG: &str = "pw-wrong-71d0-never-logged";
+    // librdkafka's SASL error: the mechanism was really spoken, and the broker said no.
+    const REFUSED: &str = "Authentication";
+    // tansu checks SCRAM-SHA-512 and SCRAM-SHA-256 logins against the users in its storage.
+    let users = [("alice", ALICE, "scram512"), ("bob", BOB, "scram256")];
+    let broker = Tansu::start_with_users(&users, |open| {
+        open.create_topic("vault", 1);
+        open.produce("vault", 0, 5);
+        open.commit("secure", &[("vault", 0, 2)]);
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("kafka-password");
+    std::fs::write(&password_file, format!("{BOB}\n")).expect("write secret");
+    let password_file = password_file.display().to_string();
+    let scram = |mechanism, user, password_key, password| {
+        vec![
+            ("SCALER_KAFKA_SASL", mechanism),
+            ("SCALER_KAFKA_USERNAME", user),
+            (password_key, password),
+        ]
+    };
+    let cases: Vec<Case> = vec![
+        (
+            "SCRAM-SHA-512",
+            scram("scram_sha512", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
+            None,
+        ),
+        (
+            "SCRAM-SHA-256, password from a file",
+            scram(
+                "scram_sha256",
+                "bob",
+                "SCALER_KAFKA_PASSWORD_FILE",
+                &password_file,
+            ),
+            None,
+        ),
+        (
+            "SCRAM-SHA-512, wrong password",
+            scram("scram_sha512", "alice", "SCALER_KAFKA_PASSWORD", WRONG),
+            Some(REFUSED),
+        ),
+        (
+            "SCRAM-SHA-256 for a user with SCRAM-SHA-512 credentials only",
+            scram("scram_sha256", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
+            Some(REFUSED),
+        ),
+        (
+            "PLAIN, which this broker does not offer",
+            scram("plaintext", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
+            Some(REFUSED),
+        ),
+    ];
+    check_cases(&broker, cases, &[ALICE, BOB, WRONG]);
+
+    // Without SASL the broker answers nothing.
+    let process = Process::start(&broker.bootstrap(), &[("SCALER_KAFKA_TIMEOUT", "1s")]);
+    let err = process.client().lag(&METADATA).expect_err("no SASL");
+    assert_eq!(err.code(), grpcio::RpcStatusCode::UNAVAILABLE, "{err:?}");
+}
+
+#[test]
+fn kafka_over_tls_checks_the_brokers_certificate_and_presents_a_client_certificate() {
+    let pki = TestPki::generate();
+    let other = TestPki::generate();
+    let file = |pki: &TestPki, name: &str| pki.path(name).display().to_string();
+    let (ca, cert, key) = (
+        file(&pki, "ca.pem"),
+        file(&pki, "client.pem"),
+        file(&pki, "client.key"),
+    );
+    let (other_ca, other_cert, other_key) = (
+        file(&other, "ca.pem"),
+        file(&other, "client.pem"),
+        file(&other, "client.key"),
+    );
+    for mutual in [false, true] {
+        let broker = Tansu::start_behind_tls(&pki, mutual);
+        broker.create_topic("vault", 1);
+        broker.produce("vault", 0, 5);
+        broker.commit("secure", &[("vault", 0, 2)]);
+        let cases: Vec<Case> = if mutual {
+            vec![
+                ("mutual TLS", with_identity(&ca, &cert, &key), None),
+                (
+                    "mutual TLS without a client certificate",
+                    tls_with(&ca),
+                    Some("SSL"),
+                ),
+                (
+                    "mutual TLS with a certificate from another CA",
+                    with_identity(&ca, &other_cert, &other_key),
+                    Some("SSL"),
+                ),
+            ]
+        } else {
+            vec![
+                ("TLS with the brokers' CA", tls_with(&ca), None),
+                (
+                    "TLS trusting another CA",
+                    tls_with(&other_ca),
+                    Some("certificate verify failed"),
+                ),
+                ("plaintext to a TLS listener", vec![], Some("Disconnected")),
+            ]
+        };
+        check_cases(&broker, cases, &[]);
+    }
+}
+
+/// SCALER_KAFKA_TLS with `ca` as the CA file.
+fn tls_with(ca: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("SCALER_KAFKA_TLS", "true"),
+        ("SCALER_KAFKA_TLS_CA_FILE", ca),
+    ]
+}
+
+/// As [`tls_with`], presenting the client certificate `cert` with its key `key`.
+fn with_identity<'a>(ca: &'a str, cert: &'a str, key: &'a str) -> Vec<(&'static str, &'a str)> {
+    let mut settings = tls_with(ca);
+    settings.push(("SCALER_KAFKA_TLS_CERT_FILE", cert));
+    settings.push(("SCALER_KAFKA_TLS_KEY_FILE", key));
+    settings
 }
 
 #[test]

@@ -55,10 +55,23 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
     }
 }
 
-/// A tansu broker with in-memory storage on a free loopback port.
+/// A tansu broker on a free loopback port: in-memory storage, or SQLite in a temp dir for a
+/// broker with users; plaintext, or behind a TLS terminator.
 pub struct Tansu {
     server: LoggedChild,
+    /// The port clients are told to use (the TLS terminator's, when there is one).
+    advertised: u16,
+    /// Client settings this broker needs beyond `bootstrap.servers` (TLS, SASL).
+    client_settings: Vec<(String, String)>,
+    /// The TLS terminator in front of the broker.
+    _proxy: Option<LoggedChild>,
+    /// The SQLite database of a broker with users.
+    _storage: Option<tempfile::TempDir>,
 }
+
+/// A SCRAM user of a [`Tansu::start_with_users`] broker: name, password, and tansu's name of
+/// the mechanism (`scram256`, `scram512`).
+pub type ScramUser<'a> = (&'a str, &'a str, &'a str);
 
 impl Tansu {
     /// Starts the broker and waits until it accepts connections.
@@ -69,41 +82,144 @@ impl Tansu {
     /// Starts the broker on `port` (e.g. the port of one that was stopped). Its storage is
     /// in memory: topics and offsets start empty.
     pub fn start_on(port: u16) -> Tansu {
-        Tansu::start_with(port, false)
+        let server = Tansu::launch(port, port, "memory://tansu/", None, false);
+        Tansu::plaintext(server, port)
     }
 
-    /// Starts a broker that requires SASL from every client (`--authentication`): it offers
-    /// SCRAM-SHA-512 and SCRAM-SHA-256, checked against its users, of which its in-memory
-    /// storage has none.
-    pub fn start_authenticating() -> Tansu {
-        Tansu::start_with(free_port(), true)
+    /// Starts a broker that requires SASL, with `users` and whatever `setup` made (topics,
+    /// records, commits) in its SQLite storage. tansu keeps SCRAM credentials only in a
+    /// database, and its CLI cannot authenticate, so the broker first runs open for `setup`
+    /// and `tansu user create`, then restarts on the same port and data with
+    /// `--authentication`. Clients of the returned broker log in as `users[0]`.
+    pub fn start_with_users(users: &[ScramUser], setup: impl FnOnce(&Tansu)) -> Tansu {
+        let storage = tempfile::tempdir().expect("temp dir for the broker's database");
+        let port = free_port();
+        let database = "sqlite://tansu.db";
+        let open = Tansu::plaintext(
+            Tansu::launch(port, port, database, Some(storage.path()), false),
+            port,
+        );
+        setup(&open);
+        for (name, password, mechanism) in users {
+            let output = Command::new(tansu_binary())
+                .args(["user", "create", "--broker"])
+                .arg(format!("tcp://127.0.0.1:{port}"))
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .expect("run tansu user create");
+            assert!(
+                output.status.success(),
+                "tansu user create {name}: {}\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                open.log()
+            );
+        }
+        drop(open);
+        let server = Tansu::launch(port, port, database, Some(storage.path()), true);
+        let mut broker = Tansu::plaintext(server, port);
+        if let Some((name, password, mechanism)) = users.first() {
+            let mechanism = match *mechanism {
+                "scram256" => "SCRAM-SHA-256",
+                _ => "SCRAM-SHA-512",
+            };
+            broker.client_settings = [
+                ("security.protocol", "sasl_plaintext"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", name),
+                ("sasl.password", password),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .to_vec();
+        }
+        broker._storage = Some(storage);
+        broker
     }
 
-    fn start_with(port: u16, authentication: bool) -> Tansu {
-        let binary = tansu_binary();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new(&binary);
+    /// Starts a broker that clients reach only over TLS, through a socat TLS terminator
+    /// with `pki`'s server certificate; with `mutual`, the terminator also requires a client
+    /// certificate from `pki`'s CA. The broker advertises the terminator's port, so every
+    /// connection a client makes goes through it.
+    pub fn start_behind_tls(pki: &TestPki, mutual: bool) -> Tansu {
+        let (port, tls_port) = (free_port(), free_port());
+        let server = Tansu::launch(port, tls_port, "memory://tansu/", None, false);
+        let mut listen = format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={}",
+            pki.path("server.pem").display(),
+            pki.path("server.key").display(),
+            pki.path("ca.pem").display()
+        );
+        listen.push_str(if mutual { ",verify=1" } else { ",verify=0" });
+        let mut command = Command::new("socat");
+        command.arg(listen).arg(format!("TCP:127.0.0.1:{port}"));
+        let proxy = LoggedChild::start(command, tls_port, Duration::from_secs(10));
+        let mut client_settings = vec![
+            ("security.protocol".to_owned(), "ssl".to_owned()),
+            (
+                "ssl.ca.location".to_owned(),
+                pki.path("ca.pem").display().to_string(),
+            ),
+        ];
+        if mutual {
+            for (key, file) in [
+                ("ssl.certificate.location", "client.pem"),
+                ("ssl.key.location", "client.key"),
+            ] {
+                client_settings.push((key.to_owned(), pki.path(file).display().to_string()));
+            }
+        }
+        Tansu {
+            server,
+            advertised: tls_port,
+            client_settings,
+            _proxy: Some(proxy),
+            _storage: None,
+        }
+    }
+
+    /// A broker without TLS or SASL.
+    fn plaintext(server: LoggedChild, port: u16) -> Tansu {
+        Tansu {
+            server,
+            advertised: port,
+            client_settings: Vec::new(),
+            _proxy: None,
+            _storage: None,
+        }
+    }
+
+    /// Runs `tansu broker` on `port`, telling clients to use `advertised`, with `storage`
+    /// (relative to `dir` when given).
+    fn launch(
+        port: u16,
+        advertised: u16,
+        storage: &str,
+        dir: Option<&Path>,
+        authentication: bool,
+    ) -> LoggedChild {
+        let mut command = Command::new(tansu_binary());
         command
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"]);
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
+            .args(["--storage-engine", storage]);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         if authentication {
             command.arg("--authentication");
         }
-        Tansu {
-            server: LoggedChild::start(command, port, Duration::from_secs(30)),
-        }
+        LoggedChild::start(command, port, Duration::from_secs(30))
     }
 
     /// A client configuration for this broker.
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", self.bootstrap());
+        for (key, value) in &self.client_settings {
+            config.set(key, value);
+        }
         config
     }
 
@@ -117,9 +233,9 @@ impl Tansu {
         self.server.child.id()
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>`, the address clients are given (behind TLS, the terminator's).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// The broker's output so far, for failure messages.
@@ -127,8 +243,8 @@ impl Tansu {
         self.server.log()
     }
 
-    /// Creates a topic with the broker's own CLI (not on an authenticating broker: the CLI
-    /// cannot authenticate).
+    /// Creates a topic with the broker's own CLI, straight to the broker's own port (not on
+    /// an authenticating broker: the CLI cannot authenticate).
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let output = Command::new(tansu_binary())
             .args(["topic", "create", "--broker"])
@@ -206,6 +322,8 @@ pub fn produce_one(producer: &BaseProducer, topic: &str, partition: i32) {
 /// A redis-server of the test's own on a free loopback port, keeping nothing on disk.
 pub struct Redis {
     server: LoggedChild,
+    /// Whether it speaks only TLS.
+    tls: bool,
 }
 
 impl Redis {
@@ -221,13 +339,44 @@ impl Redis {
 
     /// Starts it on `port` with extra configuration, e.g. `["--requirepass", "pw"]`.
     pub fn start_with(port: u16, config: &[&str]) -> Redis {
+        Redis::launch(&["--port", &port.to_string()], port, config, false)
+    }
+
+    /// Starts one that speaks only TLS, with `pki`'s server certificate. Clients need no
+    /// certificate of their own (`tls-auth-clients no`).
+    pub fn start_tls(pki: &TestPki) -> Redis {
+        let port = free_port().to_string();
+        let file = |name: &str| pki.path(name).display().to_string();
+        let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+        let listen = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-auth-clients",
+            "no",
+        ];
+        let files = [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+        ];
+        Redis::launch(&listen, port.parse().expect("a port"), &files, true)
+    }
+
+    fn launch(listen: &[&str], port: u16, config: &[&str], tls: bool) -> Redis {
         let mut command = Command::new("redis-server");
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(config);
         Redis {
             server: LoggedChild::start(command, port, Duration::from_secs(10)),
+            tls,
         }
     }
 
@@ -248,9 +397,16 @@ impl Redis {
 
     /// As [`Redis::dispatcher_db`], with `credentials` such as `:password@` or
     /// `user:password@`.
+    /// Over TLS, it does not check the server's certificate (`#insecure`): this is the
+    /// test's own connection, not the one under test.
     pub fn dispatcher_db_as(&self, credentials: &str) -> redis::Connection {
+        let (scheme, insecure) = if self.tls {
+            ("rediss", "#insecure")
+        } else {
+            ("redis", "")
+        };
         redis::Client::open(format!(
-            "redis://{credentials}127.0.0.1:{}/2",
+            "{scheme}://{credentials}127.0.0.1:{}/2{insecure}",
             self.server.port
         ))
         .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
@@ -260,13 +416,7 @@ impl Redis {
     /// Settings pointing lagscaler at it, with `topic_prefix`.
     pub fn config(&self, topic_prefix: &str) -> RedisConfig {
         RedisConfig {
-            connection: redis::ConnectionInfo {
-                addr: redis::ConnectionAddr::Tcp("127.0.0.1".to_owned(), self.server.port),
-                redis: redis::RedisConnectionInfo {
-                    db: 2,
-                    ..Default::default()
-                },
-            },
+            connection: lagscaler::config::redis_connection("127.0.0.1", self.server.port),
             topic_prefix: topic_prefix.to_owned(),
         }
     }
@@ -501,28 +651,26 @@ pub fn send_signal(signal: &str, pid: u32) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// The broker binary: `TANSU_BIN`, then `tansu` on PATH, then `~/.cargo/bin/tansu`.
+/// Where scripts/install-deps builds the broker, under the home directory (the path
+/// scripts/tansu-bin prints): tansu 0.6.0 with in-memory and SQLite storage.
+const TANSU_INSTALL: &str = ".cache/tansu-0.6.0-dynostore-libsql/bin/tansu";
+
+/// The broker binary: `TANSU_BIN`, else the one scripts/install-deps builds. Not a `tansu`
+/// on PATH: it may lack the SQLite storage the SASL tests need.
 pub fn tansu_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU_BIN") {
         return PathBuf::from(path);
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    if let Some(path) = on_path {
-        return path;
-    }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
-        .unwrap_or_default();
-    let cargo_bin = home.join(".cargo/bin/tansu");
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    let installed = home.join(TANSU_INSTALL);
     assert!(
-        Path::new(&cargo_bin).is_file(),
-        "tansu not found (TANSU_BIN, PATH, ~/.cargo/bin); scripts/test installs it"
+        installed.is_file(),
+        "{} not found and TANSU_BIN not set; scripts/install-deps builds it",
+        installed.display()
     );
-    cargo_bin
+    installed
 }
 
 /// A real gRPC client for the daemon, as KEDA would be one.
