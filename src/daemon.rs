@@ -152,6 +152,8 @@ impl Daemon {
                     health: health.clone(),
                     rpc: rpc_stats,
                     kafka: Arc::clone(&kafka.default),
+                    stale_after: config.stale_after,
+                    watch_ttl: config.watch_ttl,
                 };
                 let http =
                     HttpServer::start(http_addr, observed).map_err(|err| StartError::Http {

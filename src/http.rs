@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use parking_lot::Mutex;
@@ -40,6 +40,11 @@ pub struct Observed {
     pub rpc: Arc<RpcStats>,
     /// The Kafka client, for `/readyz`.
     pub kafka: Arc<KafkaClient>,
+    /// Age beyond which a sample is not served (`SCALER_STALE_AFTER`): triggers' values
+    /// are left out of `/metrics` then, as gRPC answers UNAVAILABLE.
+    pub stale_after: Duration,
+    /// Triggers not asked about for this long (`SCALER_WATCH_TTL`) are left out.
+    pub watch_ttl: Duration,
 }
 
 /// The running listener.
@@ -212,6 +217,27 @@ pub fn render_metrics(observed: &Observed) -> String {
             vec![],
         ),
     ];
+    let mut trigger_lines: [(&str, &str, &str, Vec<String>); 3] = [
+        (
+            "lagscaler_trigger_value",
+            "gauge",
+            "The metric value KEDA gets for the trigger (GetMetrics), by metric name.",
+            vec![],
+        ),
+        (
+            "lagscaler_trigger_active",
+            "gauge",
+            "1 when IsActive answers true for the trigger, else 0.",
+            vec![],
+        ),
+        (
+            "lagscaler_trigger_replicas",
+            "gauge",
+            "Consumers needed to drain within the trigger's targetEtaSeconds.",
+            vec![],
+        ),
+    ];
+    let now = Instant::now();
     for slot in &slots {
         let (kind, name) = match &slot.key.source {
             Source::Group(group) => ("group", group.as_str()),
@@ -253,8 +279,41 @@ pub fn render_metrics(observed: &Observed) -> String {
         let (errors, took) = slot.poll_stats();
         put(7, errors as f64);
         put(8, took.as_secs_f64());
+
+        // Each trigger's answers, as gRPC computes them: from a sample that is not stale,
+        // and active while polls fail.
+        let Some(estimate) = view
+            .last_good
+            .as_ref()
+            .filter(|estimate| estimate.taken_at.elapsed() <= observed.stale_after)
+        else {
+            continue;
+        };
+        let failing = matches!(view.reading, Reading::Failed(_));
+        for seen in slot.triggers(observed.watch_ttl) {
+            let rules = &seen.rules;
+            let decision = rules.decide(estimate, now);
+            let labels = format!(
+                "{labels},scaled_object=\"{}\",metric=\"{}\"",
+                escape(&seen.scaled_object),
+                escape(&seen.metric)
+            );
+            let mut put = |index: usize, value: f64| {
+                let name = trigger_lines[index].0;
+                trigger_lines[index]
+                    .3
+                    .push(format!("{name}{{{labels}}} {value}"));
+            };
+            if let Ok(value) = decision.metric_value(rules.metric) {
+                put(0, value);
+            }
+            put(1, if decision.active || failing { 1.0 } else { 0.0 });
+            if let Some(Ok(replicas)) = decision.replicas {
+                put(2, replicas as f64);
+            }
+        }
     }
-    for (name, kind, help, samples) in &lines {
+    for (name, kind, help, samples) in lines.iter().chain(&trigger_lines) {
         family(&mut out, name, kind, help);
         for sample in samples {
             out.push_str(sample);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::estimate::Estimate;
+use crate::estimate::{Estimate, Rules};
 use crate::trigger::WatchKey;
 
 /// What a watch knows right now.
@@ -49,6 +49,26 @@ pub struct Slot {
     poll_errors: AtomicU64,
     /// How long the latest poll took, µs.
     last_poll_us: AtomicU64,
+    /// The triggers served from this watch, for `/metrics`.
+    triggers: Mutex<Vec<TriggerSeen>>,
+}
+
+/// Most triggers one watch remembers for `/metrics`; beyond, the one asked about longest
+/// ago is forgotten.
+pub const MAX_TRIGGERS_PER_WATCH: usize = 64;
+
+/// A trigger served from a watch: whose, which metric, its rules, and when it was last
+/// asked about.
+#[derive(Clone, Debug)]
+pub struct TriggerSeen {
+    /// The ScaledObject, `namespace/name`.
+    pub scaled_object: String,
+    /// The metric's name, as GetMetricSpec gives it.
+    pub metric: String,
+    /// How the watch's estimates become the trigger's answers.
+    pub rules: Rules,
+    /// When an RPC last asked for this trigger.
+    pub asked: Instant,
 }
 
 impl Slot {
@@ -97,6 +117,52 @@ impl Slot {
             view.reading = reading;
         }
         self.changed.notify_all();
+    }
+
+    /// Records that the trigger of `scaled_object` (`namespace/name`) whose metric is
+    /// `metric` is answered with `rules` from this watch now.
+    pub fn note_trigger(&self, scaled_object: &str, metric: &str, rules: &Rules) {
+        let now = Instant::now();
+        let mut triggers = self.triggers.lock();
+        let known = triggers
+            .iter_mut()
+            .find(|seen| seen.scaled_object == scaled_object && seen.metric == metric);
+        if let Some(seen) = known {
+            if seen.rules != *rules {
+                seen.rules = rules.clone();
+            }
+            seen.asked = now;
+            return;
+        }
+        if triggers.len() >= MAX_TRIGGERS_PER_WATCH {
+            let oldest = triggers
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, seen)| seen.asked)
+                .map(|(index, _)| index);
+            if let Some(index) = oldest {
+                triggers.swap_remove(index);
+            }
+        }
+        triggers.push(TriggerSeen {
+            scaled_object: scaled_object.to_owned(),
+            metric: metric.to_owned(),
+            rules: rules.clone(),
+            asked: now,
+        });
+    }
+
+    /// The triggers asked about within `within`, by ScaledObject and metric name.
+    pub fn triggers(&self, within: Duration) -> Vec<TriggerSeen> {
+        let mut seen: Vec<TriggerSeen> = self
+            .triggers
+            .lock()
+            .iter()
+            .filter(|seen| seen.asked.elapsed() <= within)
+            .cloned()
+            .collect();
+        seen.sort_by(|a, b| (&a.scaled_object, &a.metric).cmp(&(&b.scaled_object, &b.metric)));
+        seen
     }
 
     /// Records that an RPC asked about this watch now.
@@ -164,6 +230,7 @@ impl Store {
             last_asked_ms: AtomicU64::new(0),
             poll_errors: AtomicU64::new(0),
             last_poll_us: AtomicU64::new(0),
+            triggers: Mutex::new(Vec::new()),
         });
         slot.touch();
         slots.insert(key.clone(), Arc::clone(&slot));
@@ -259,6 +326,40 @@ mod tests {
         assert!(
             store.get_or_insert(&key("third"), 2).is_some(),
             "room again"
+        );
+    }
+
+    #[test]
+    fn triggers_are_remembered_once_each_updated_and_capped() {
+        let store = Store::default();
+        let (slot, _) = store.get_or_insert(&key("g"), 1).unwrap();
+        let rules = crate::trigger::Trigger::parse(
+            &HashMap::from([("consumerGroup".to_owned(), "g".to_owned())]),
+            &crate::config::Config::default().cluster_set(),
+        )
+        .expect("a trigger")
+        .rules;
+        let mut stricter = rules.clone();
+        stricter.activation_lag_threshold = 5;
+        slot.note_trigger("ns/a", "kafka-lag-g-all-topics", &rules);
+        slot.note_trigger("ns/b", "kafka-lag-g-all-topics", &rules);
+        slot.note_trigger("ns/a", "kafka-lag-g-all-topics", &stricter);
+        let seen = slot.triggers(Duration::from_secs(60));
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].scaled_object, "ns/a");
+        assert_eq!(seen[0].rules, stricter, "the latest rules win");
+        assert_eq!(seen[1].rules, rules);
+
+        thread::sleep(Duration::from_millis(20));
+        assert!(slot.triggers(Duration::from_millis(10)).is_empty());
+        for n in 0..MAX_TRIGGERS_PER_WATCH {
+            slot.note_trigger(&format!("ns/{n}"), "m", &rules);
+        }
+        let seen = slot.triggers(Duration::from_secs(60));
+        assert_eq!(seen.len(), MAX_TRIGGERS_PER_WATCH);
+        assert!(
+            seen.iter().all(|s| s.metric == "m"),
+            "the two asked about longest ago were forgotten"
         );
     }
 }

@@ -170,7 +170,7 @@ struct Scaler {
 impl Scaler {
     fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
-        let (active, _) = self.activity(&trigger, FIRST_SAMPLE_WAIT)?;
+        let (active, _) = self.activity(&trigger, &caller(request), FIRST_SAMPLE_WAIT)?;
         Ok(IsActiveResponse {
             result: active,
             ..Default::default()
@@ -180,8 +180,13 @@ impl Scaler {
     /// The trigger's activity and its watch's id, waiting up to `wait` for a new watch's
     /// first poll. While polls fail the workload is kept up: missing data never reads as
     /// idle.
-    fn activity(&self, trigger: &Trigger, wait: Duration) -> Result<(bool, u64), RpcStatus> {
-        let served = self.current_estimate(trigger, wait)?;
+    fn activity(
+        &self,
+        trigger: &Trigger,
+        caller: &str,
+        wait: Duration,
+    ) -> Result<(bool, u64), RpcStatus> {
+        let served = self.current_estimate(trigger, caller, wait)?;
         let active = trigger.rules.active(&served.estimate, Instant::now());
         if !active && served.failing.is_some() {
             debug!("IsActive {}: true while polls fail", trigger.watch);
@@ -194,7 +199,8 @@ impl Scaler {
         let trigger = self.trigger(&request.scalerMetadata)?;
         // KEDA asks for the spec first: registering the watch here starts its first poll
         // before the GetMetrics call that needs it.
-        self.registry.watch(&trigger.watch).map_err(exhausted)?;
+        let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
+        slot.note_trigger(&caller(request), &trigger.metric_name(), &trigger.rules);
         let target = trigger.target();
         let spec = MetricSpec {
             metricName: trigger.metric_name(),
@@ -218,7 +224,7 @@ impl Scaler {
             ));
         };
         let trigger = self.trigger(&object.scalerMetadata)?;
-        let decision = self.decide(&trigger)?;
+        let decision = self.decide(&trigger, &caller(object))?;
         let mode = trigger.rules.metric;
         debug!(
             "GetMetrics {}: {} {}: {decision}",
@@ -251,16 +257,22 @@ impl Scaler {
     }
 
     /// The trigger's decision from its watch's latest good estimate.
-    fn decide(&self, trigger: &Trigger) -> Result<Decision, RpcStatus> {
-        let served = self.current_estimate(trigger, FIRST_SAMPLE_WAIT)?;
+    fn decide(&self, trigger: &Trigger, caller: &str) -> Result<Decision, RpcStatus> {
+        let served = self.current_estimate(trigger, caller, FIRST_SAMPLE_WAIT)?;
         Ok(trigger.rules.decide(&served.estimate, Instant::now()))
     }
 
     /// The watch's latest good estimate while it is not stale (even if the polls since
     /// failed), or UNAVAILABLE saying why there is none. Waits up to `wait` for a new
-    /// watch's first poll.
-    fn current_estimate(&self, trigger: &Trigger, wait: Duration) -> Result<Served, RpcStatus> {
+    /// watch's first poll. `caller`'s trigger is noted on the watch, for `/metrics`.
+    fn current_estimate(
+        &self,
+        trigger: &Trigger,
+        caller: &str,
+        wait: Duration,
+    ) -> Result<Served, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
+        slot.note_trigger(caller, &trigger.metric_name(), &trigger.rules);
         let view = slot.first_view(wait);
         let failing = match view.reading {
             Reading::Pending => {

@@ -229,7 +229,7 @@ fn decide(scaler: &Scaler, stream: &mut Stream, now: Instant) {
         }
         return;
     };
-    let (active, watch_id) = match scaler.activity(&stream.trigger, NO_WAIT) {
+    let (active, watch_id) = match scaler.activity(&stream.trigger, &stream.caller, NO_WAIT) {
         Ok(answer) => answer,
         Err(status) => {
             debug!(
@@ -259,7 +259,7 @@ fn decide(scaler: &Scaler, stream: &mut Stream, now: Instant) {
     // A full stream gets the value again at the next change or sweep; a disconnected one is
     // dropped by the sweep.
     if sender.try_send(message).is_ok() {
-        if sent.map_or(true, |(last, _)| last != active) {
+        if sent.is_none_or(|(last, _)| last != active) {
             debug!("{}: pushed active={active}", stream.caller);
         }
         *sent = Some((active, now));

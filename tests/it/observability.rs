@@ -137,6 +137,19 @@ fn parse_labels(text: &str) -> Result<(HashMap<String, String>, &str), String> {
     }
 }
 
+/// The value of the first sample called `name` that has `labels` (and maybe more).
+fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+        })
+        .map(|(_, _, value)| *value)
+}
+
 #[test]
 fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka() {
     let broker = Tansu::start();
@@ -155,23 +168,34 @@ fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka(
     let metadata = [("consumerGroup", "accountants"), ("topic", "ledger")];
     let lag = scaler.lag(&metadata).expect("lag");
     assert_eq!(lag, 4);
+    // The trigger's rules change (activation above 10, so not active at lag 4), and
+    // `/metrics` follows; the test client's ScaledObject is always test/test-object.
+    let trigger = [
+        ("name", "accountants"),
+        ("scaled_object", "test/test-object"),
+        ("metric", "kafka-lag-accountants-ledger"),
+    ];
+    let quiet = [
+        ("consumerGroup", "accountants"),
+        ("topic", "ledger"),
+        ("activationLagThreshold", "10"),
+    ];
+    assert!(!scaler.is_active(&quiet).expect("IsActive"));
+    let text = get(http, "/metrics").1;
+    let samples = parse_prometheus(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    assert_eq!(
+        value_of(&samples, "lagscaler_trigger_active", &trigger),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(scaler.is_active(&metadata).expect("IsActive"));
     let bad = [("consumerGroup", "accountants"), ("lagThreshold", "lots")];
     assert!(scaler.lag(&bad).is_err());
 
     let (status, text) = get(http, "/metrics");
     assert_eq!(status, 200, "{text}");
     let samples = parse_prometheus(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        samples
-            .iter()
-            .find(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
-            })
-            .map(|(_, _, value)| *value)
-    };
+    let value = |name: &str, labels: &[(&str, &str)]| value_of(&samples, name, labels);
     let watch = [
         ("source", "group"),
         ("name", "accountants"),
@@ -183,6 +207,17 @@ fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka(
         "{text}"
     );
     assert_eq!(value("lagscaler_watch_up", &watch), Some(1.0), "{text}");
+    // The trigger's answers, as gRPC gave them.
+    assert_eq!(
+        value("lagscaler_trigger_value", &trigger),
+        Some(lag as f64),
+        "{text}"
+    );
+    assert_eq!(
+        value("lagscaler_trigger_active", &trigger),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         value("lagscaler_watch_poll_errors_total", &watch),
         Some(0.0)
