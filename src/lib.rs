@@ -13,6 +13,7 @@ pub mod http;
 pub mod kafka;
 pub mod lag;
 pub mod plugin;
+pub mod sd_notify;
 pub mod store;
 pub mod trigger;
 pub mod watch;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use lagscaler::{config, Config, Daemon};
+use lagscaler::{config, sd_notify, Config, Daemon};
 
 /// Time allowed from the signal to the last thread joined.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -105,11 +105,26 @@ fn run(config: &Config) -> anyhow::Result<()> {
     // Registered before the server starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let daemon = Daemon::start(config).context("starting")?;
+    tell_systemd("READY=1");
     if let Some(signal) = signals.forever().next() {
         info!("received signal {signal}");
     }
+    tell_systemd("STOPPING=1");
     daemon.shutdown(SHUTDOWN_GRACE).context("shutting down")?;
     Ok(())
+}
+
+/// Tells systemd (a `Type=notify` unit) about a change of state; a failure is only logged,
+/// since lagscaler serves either way and systemd's own timeout reports a unit never ready.
+fn tell_systemd(state: &str) {
+    match sd_notify::notify(state) {
+        Ok(true) => debug!("told systemd {state}"),
+        Ok(false) => {}
+        Err(err) => warn!(
+            "telling systemd {state} over {}: {err}",
+            sd_notify::NOTIFY_SOCKET
+        ),
+    }
 }
 
 /// `RUST_LOG` wins when set; otherwise info, or debug for lagscaler with `SCALER_DEBUG`.

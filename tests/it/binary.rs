@@ -98,6 +98,40 @@ fn sigterm_with_watches_running_exits_zero_within_five_seconds() {
 }
 
 #[test]
+fn systemd_hears_ready_once_serving_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let socket = socket_path.display().to_string();
+    // Nothing listens at this Kafka address: readiness must not wait on Kafka.
+    let mut process = Process::start("127.0.0.1:9", &[("NOTIFY_SOCKET", socket.as_str())]);
+    let receive = |what: &str| {
+        let mut buffer = [0u8; 256];
+        let n = systemd
+            .recv(&mut buffer)
+            .unwrap_or_else(|err| panic!("no {what} datagram: {err}"));
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(receive("READY"), "READY=1");
+    // READY is sent after the server started: the health service serves at once.
+    assert_eq!(
+        process.client().health("").expect("health"),
+        lagscaler::grpc::proto::health::health_check_response::ServingStatus::SERVING
+    );
+    let status = process.terminate(Duration::from_secs(5));
+    assert_eq!(receive("STOPPING"), "STOPPING=1");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        process.log().contains("told systemd READY=1"),
+        "{}",
+        process.log()
+    );
+}
+
+#[test]
 fn sigterm_under_load_exits_zero_and_answers_or_refuses_cleanly() {
     const CLIENTS: usize = 4;
     let broker = Tansu::start();
