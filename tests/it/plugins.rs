@@ -408,3 +408,51 @@ fn redis_over_tls_checks_the_servers_certificate_against_ssl_cert_file() {
         );
     }
 }
+
+#[test]
+fn check_prints_a_plugins_groups_and_what_keda_would_get() {
+    let broker = Tansu::start();
+    let redis = Redis::start();
+    azul_cluster(&broker);
+    dispatcher_key(&redis, "Tika-1.2-binary");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lagscaler"))
+        .args([
+            "check",
+            "entityType=plugin",
+            "pluginName=plugin-tika",
+            "metric=lag",
+            "targetSize=10",
+        ])
+        .env("SCALER_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
+        .env("SCALER_REDIS_URL", redis.address())
+        .env("SCALER_TOPIC_PREFIX", TOPIC_PREFIX)
+        .env("SCALER_POLL_INTERVAL", "300ms")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run lagscaler check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A row per partition of the plugin's live and expedite groups, and none of the decoys
+    // or of the historic group.
+    let groups: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.starts_with("qa0"))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live",
+            "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live",
+            "qa01-azul-Tika-1.2-binary-expedite",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("GetMetrics: lag=6 (integer 6)"), "{stdout}");
+    assert!(stdout.contains("IsActive: true"), "{stdout}");
+}
