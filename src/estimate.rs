@@ -383,7 +383,7 @@ impl LagHistory {
 }
 
 /// What the metric reports (trigger metadata `metric`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetricMode {
     /// Records behind, KEDA's semantics; target `lagThreshold` (HPA `AverageValue`).
     Lag,

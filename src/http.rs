@@ -21,7 +21,7 @@ use crate::grpc::stats::BUCKETS;
 use crate::grpc::{Health, RpcStats};
 use crate::kafka::KafkaClient;
 use crate::store::Reading;
-use crate::trigger::Source;
+use crate::trigger::{metric_name, Source};
 use crate::watch::Registry;
 
 /// How long `/readyz` waits for a Kafka broker.
@@ -296,7 +296,7 @@ pub fn render_metrics(observed: &Observed) -> String {
             let labels = format!(
                 "{labels},scaled_object=\"{}\",metric=\"{}\"",
                 escape(&seen.scaled_object),
-                escape(&seen.metric)
+                escape(&metric_name(&slot.key, rules.metric))
             );
             let mut put = |index: usize, value: f64| {
                 let name = trigger_lines[index].0;

@@ -57,14 +57,12 @@ pub struct Slot {
 /// ago is forgotten.
 pub const MAX_TRIGGERS_PER_WATCH: usize = 64;
 
-/// A trigger served from a watch: whose, which metric, its rules, and when it was last
-/// asked about.
+/// A trigger served from a watch: whose, its rules (whose metric mode, with the watch, gives
+/// the metric's name), and when it was last asked about.
 #[derive(Clone, Debug)]
 pub struct TriggerSeen {
     /// The ScaledObject, `namespace/name`.
     pub scaled_object: String,
-    /// The metric's name, as GetMetricSpec gives it.
-    pub metric: String,
     /// How the watch's estimates become the trigger's answers.
     pub rules: Rules,
     /// When an RPC last asked for this trigger.
@@ -119,14 +117,15 @@ impl Slot {
         self.changed.notify_all();
     }
 
-    /// Records that the trigger of `scaled_object` (`namespace/name`) whose metric is
-    /// `metric` is answered with `rules` from this watch now.
-    pub fn note_trigger(&self, scaled_object: &str, metric: &str, rules: &Rules) {
+    /// Records that a trigger of `scaled_object` (`namespace/name`) is answered with `rules`
+    /// from this watch now; a ScaledObject has one trigger per metric mode here, with the
+    /// latest rules. Allocates only for a trigger not seen before.
+    pub fn note_trigger(&self, scaled_object: &str, rules: &Rules) {
         let now = Instant::now();
         let mut triggers = self.triggers.lock();
         let known = triggers
             .iter_mut()
-            .find(|seen| seen.scaled_object == scaled_object && seen.metric == metric);
+            .find(|seen| seen.scaled_object == scaled_object && seen.rules.metric == rules.metric);
         if let Some(seen) = known {
             if seen.rules != *rules {
                 seen.rules = rules.clone();
@@ -146,13 +145,12 @@ impl Slot {
         }
         triggers.push(TriggerSeen {
             scaled_object: scaled_object.to_owned(),
-            metric: metric.to_owned(),
             rules: rules.clone(),
             asked: now,
         });
     }
 
-    /// The triggers asked about within `within`, by ScaledObject and metric name.
+    /// The triggers asked about within `within`, by ScaledObject and metric mode.
     pub fn triggers(&self, within: Duration) -> Vec<TriggerSeen> {
         let mut seen: Vec<TriggerSeen> = self
             .triggers
@@ -161,7 +159,9 @@ impl Slot {
             .filter(|seen| seen.asked.elapsed() <= within)
             .cloned()
             .collect();
-        seen.sort_by(|a, b| (&a.scaled_object, &a.metric).cmp(&(&b.scaled_object, &b.metric)));
+        seen.sort_by(|a, b| {
+            (&a.scaled_object, a.rules.metric).cmp(&(&b.scaled_object, b.rules.metric))
+        });
         seen
     }
 
@@ -341,9 +341,9 @@ mod tests {
         .rules;
         let mut stricter = rules.clone();
         stricter.activation_lag_threshold = 5;
-        slot.note_trigger("ns/a", "kafka-lag-g-all-topics", &rules);
-        slot.note_trigger("ns/b", "kafka-lag-g-all-topics", &rules);
-        slot.note_trigger("ns/a", "kafka-lag-g-all-topics", &stricter);
+        slot.note_trigger("ns/a", &rules);
+        slot.note_trigger("ns/b", &rules);
+        slot.note_trigger("ns/a", &stricter);
         let seen = slot.triggers(Duration::from_secs(60));
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].scaled_object, "ns/a");
@@ -353,12 +353,12 @@ mod tests {
         thread::sleep(Duration::from_millis(20));
         assert!(slot.triggers(Duration::from_millis(10)).is_empty());
         for n in 0..MAX_TRIGGERS_PER_WATCH {
-            slot.note_trigger(&format!("ns/{n}"), "m", &rules);
+            slot.note_trigger(&format!("other/{n}"), &rules);
         }
         let seen = slot.triggers(Duration::from_secs(60));
         assert_eq!(seen.len(), MAX_TRIGGERS_PER_WATCH);
         assert!(
-            seen.iter().all(|s| s.metric == "m"),
+            seen.iter().all(|s| s.scaled_object.starts_with("other/")),
             "the two asked about longest ago were forgotten"
         );
     }

@@ -358,25 +358,7 @@ impl Trigger {
     /// The metric's name: stable for a mode and watch, and safe for an HPA metric name. A
     /// plugin's default metric keeps Azul's name, `backlog`.
     pub fn metric_name(&self) -> String {
-        let raw = match &self.watch.source {
-            Source::Group(group) => {
-                let topic = self.watch.topic.as_deref().unwrap_or("all-topics");
-                format!("kafka-{}-{group}-{topic}", self.rules.metric)
-            }
-            Source::Plugin { .. } if self.rules.metric == MetricMode::Backlog => {
-                "backlog".to_owned()
-            }
-            Source::Plugin { name, .. } => format!("plugin-{}-{name}", self.rules.metric),
-        };
-        raw.chars()
-            .map(|ch| {
-                if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
-                    ch
-                } else {
-                    '-'
-                }
-            })
-            .collect()
+        metric_name(&self.watch, self.rules.metric)
     }
 
     /// The HPA target of the metric: `lagThreshold` (a plugin's `targetSize`) per replica for
@@ -390,6 +372,27 @@ impl Trigger {
             MetricMode::Backlog => self.target_size.unwrap_or(1) as f64,
         }
     }
+}
+
+/// The name of the metric in `mode` of the triggers on `watch` (see [`Trigger::metric_name`]).
+pub fn metric_name(watch: &WatchKey, mode: MetricMode) -> String {
+    let raw = match &watch.source {
+        Source::Group(group) => {
+            let topic = watch.topic.as_deref().unwrap_or("all-topics");
+            format!("kafka-{mode}-{group}-{topic}")
+        }
+        Source::Plugin { .. } if mode == MetricMode::Backlog => "backlog".to_owned(),
+        Source::Plugin { name, .. } => format!("plugin-{mode}-{name}"),
+    };
+    raw.chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                ch
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// What a trigger's `entityType` (or `entityName`) names.

@@ -101,7 +101,7 @@ pub fn external_scaler(
                 let started = Instant::now();
                 let caller = caller(&request);
                 let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
-                    let spec = scaler.metric_spec(&request)?;
+                    let spec = scaler.metric_spec(&request, &caller)?;
                     Ok((trigger, spec))
                 });
                 scaler
@@ -119,22 +119,24 @@ pub fn external_scaler(
             &proto::METHOD_IS_ACTIVE,
             move |ctx, request: ScaledObjectRef, sink| {
                 let started = Instant::now();
-                let answer = is_active.is_active(&request);
+                let caller = caller(&request);
+                let answer = is_active.is_active(&request, &caller);
                 is_active
                     .stats
                     .record("IsActive", &answer, started.elapsed());
-                reply(&ctx, sink, "IsActive", &caller(&request), answer);
+                reply(&ctx, sink, "IsActive", &caller, answer);
             },
         )
         .add_unary_handler(
             &proto::METHOD_GET_METRIC_SPEC,
             move |ctx, request: ScaledObjectRef, sink| {
                 let started = Instant::now();
-                let answer = get_metric_spec.metric_spec(&request);
+                let caller = caller(&request);
+                let answer = get_metric_spec.metric_spec(&request, &caller);
                 get_metric_spec
                     .stats
                     .record("GetMetricSpec", &answer, started.elapsed());
-                reply(&ctx, sink, "GetMetricSpec", &caller(&request), answer);
+                reply(&ctx, sink, "GetMetricSpec", &caller, answer);
             },
         )
         .add_unary_handler(
@@ -142,7 +144,7 @@ pub fn external_scaler(
             move |ctx, request: GetMetricsRequest, sink| {
                 let started = Instant::now();
                 let object = request.scaledObjectRef.as_ref().map(caller);
-                let answer = get_metrics.metrics(&request);
+                let answer = get_metrics.metrics(&request, object.as_deref().unwrap_or("?"));
                 get_metrics
                     .stats
                     .record("GetMetrics", &answer, started.elapsed());
@@ -168,9 +170,13 @@ struct Scaler {
 }
 
 impl Scaler {
-    fn is_active(&self, request: &ScaledObjectRef) -> Result<IsActiveResponse, RpcStatus> {
+    fn is_active(
+        &self,
+        request: &ScaledObjectRef,
+        caller: &str,
+    ) -> Result<IsActiveResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
-        let (active, _) = self.activity(&trigger, &caller(request), FIRST_SAMPLE_WAIT)?;
+        let (active, _) = self.activity(&trigger, caller, FIRST_SAMPLE_WAIT)?;
         Ok(IsActiveResponse {
             result: active,
             ..Default::default()
@@ -195,12 +201,16 @@ impl Scaler {
         Ok((active, served.watch_id))
     }
 
-    fn metric_spec(&self, request: &ScaledObjectRef) -> Result<GetMetricSpecResponse, RpcStatus> {
+    fn metric_spec(
+        &self,
+        request: &ScaledObjectRef,
+        caller: &str,
+    ) -> Result<GetMetricSpecResponse, RpcStatus> {
         let trigger = self.trigger(&request.scalerMetadata)?;
         // KEDA asks for the spec first: registering the watch here starts its first poll
         // before the GetMetrics call that needs it.
         let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
-        slot.note_trigger(&caller(request), &trigger.metric_name(), &trigger.rules);
+        slot.note_trigger(caller, &trigger.rules);
         let target = trigger.target();
         let spec = MetricSpec {
             metricName: trigger.metric_name(),
@@ -215,7 +225,11 @@ impl Scaler {
         })
     }
 
-    fn metrics(&self, request: &GetMetricsRequest) -> Result<GetMetricsResponse, RpcStatus> {
+    fn metrics(
+        &self,
+        request: &GetMetricsRequest,
+        caller: &str,
+    ) -> Result<GetMetricsResponse, RpcStatus> {
         let Some(object) = request.scaledObjectRef.as_ref() else {
             return Err(RpcStatus::with_message(
                 RpcStatusCode::INVALID_ARGUMENT,
@@ -224,13 +238,11 @@ impl Scaler {
             ));
         };
         let trigger = self.trigger(&object.scalerMetadata)?;
-        let decision = self.decide(&trigger, &caller(object))?;
+        let decision = self.decide(&trigger, caller)?;
         let mode = trigger.rules.metric;
         debug!(
-            "GetMetrics {}: {} {}: {decision}",
-            caller(object),
-            trigger.watch,
-            mode
+            "GetMetrics {caller}: {} {}: {decision}",
+            trigger.watch, mode
         );
         let value = decision.metric_value(mode).map_err(|why| {
             RpcStatus::with_message(
@@ -272,7 +284,7 @@ impl Scaler {
         wait: Duration,
     ) -> Result<Served, RpcStatus> {
         let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
-        slot.note_trigger(caller, &trigger.metric_name(), &trigger.rules);
+        slot.note_trigger(caller, &trigger.rules);
         let view = slot.first_view(wait);
         let failing = match view.reading {
             Reading::Pending => {
