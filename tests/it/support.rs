@@ -101,17 +101,9 @@ impl Tansu {
         );
         setup(&open);
         for (name, password, mechanism) in users {
-            let output = Command::new(tansu_binary())
-                .args(["user", "create", "--broker"])
-                .arg(format!("tcp://127.0.0.1:{port}"))
-                .args(["--mechanism", mechanism, name, password])
-                .output()
-                .expect("run tansu user create");
-            assert!(
-                output.status.success(),
-                "tansu user create {name}: {}\n{}",
-                String::from_utf8_lossy(&output.stderr),
-                open.log()
+            open.run_cli(
+                &["user", "create"],
+                &["--mechanism", mechanism, name, password],
             );
         }
         drop(open);
@@ -246,15 +238,25 @@ impl Tansu {
     /// Creates a topic with the broker's own CLI, straight to the broker's own port (not on
     /// an authenticating broker: the CLI cannot authenticate).
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.run_cli(
+            &["topic", "create"],
+            &["--partitions", &partitions.to_string(), name],
+        );
+    }
+
+    /// Runs `tansu <command> --broker <this broker's own port> <args>` and checks that it
+    /// succeeded.
+    fn run_cli(&self, command: &[&str], args: &[&str]) {
         let output = Command::new(tansu_binary())
-            .args(["topic", "create", "--broker"])
+            .args(command)
+            .arg("--broker")
             .arg(format!("tcp://127.0.0.1:{}", self.server.port))
-            .args(["--partitions", &partitions.to_string(), name])
+            .args(args)
             .output()
-            .expect("run tansu topic create");
+            .unwrap_or_else(|err| panic!("run tansu {command:?}: {err}"));
         assert!(
             output.status.success(),
-            "tansu topic create {name}: {}\n{}",
+            "tansu {command:?} {args:?}: {}\n{}",
             String::from_utf8_lossy(&output.stderr),
             self.log()
         );
@@ -345,14 +347,15 @@ impl Redis {
     /// Starts one that speaks only TLS, with `pki`'s server certificate. Clients need no
     /// certificate of their own (`tls-auth-clients no`).
     pub fn start_tls(pki: &TestPki) -> Redis {
-        let port = free_port().to_string();
+        let port = free_port();
+        let port_text = port.to_string();
         let file = |name: &str| pki.path(name).display().to_string();
         let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
         let listen = [
             "--port",
             "0",
             "--tls-port",
-            &port,
+            &port_text,
             "--tls-auth-clients",
             "no",
         ];
@@ -364,7 +367,7 @@ impl Redis {
             "--tls-ca-cert-file",
             &ca,
         ];
-        Redis::launch(&listen, port.parse().expect("a port"), &files, true)
+        Redis::launch(&listen, port, &files, true)
     }
 
     fn launch(listen: &[&str], port: u16, config: &[&str], tls: bool) -> Redis {
