@@ -11,17 +11,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
-#[path = "../tests/it/support.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
-use support::{GrpcClient, Process, Tansu};
+use support::{GrpcClient, Kafka, Process};
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let starts = if full { 10 } else { 2 };
     let binary = env!("CARGO_BIN_EXE_lagscaler");
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("footprint", 4);
     broker.commit("footprint-consumers", &[("footprint", 0, 0)]);
 

@@ -1,5 +1,5 @@
 //! Polling-cost benchmark: W watches, each on its own consumer group over 16-partition
-//! topics, polled every 5 s by the real `lagscaler` binary against tansu. Reports the Kafka
+//! topics, polled every 5 s by the real `lagscaler` binary against Apache Kafka. Reports the Kafka
 //! requests per poll cycle (librdkafka's statistics, logged by the daemon), the daemon's CPU
 //! (% of one core), RSS, threads and poll-cycle duration, and compares the requests with
 //! what KEDA's Kafka scaler sends for the same W.
@@ -13,10 +13,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
-#[path = "../tests/it/support.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::{Process, Tansu};
+use support::{Kafka, Process};
 
 /// Shape of one run.
 struct Plan {
@@ -52,15 +52,12 @@ fn main() {
             cycles: 2,
         }
     };
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let topics: Vec<String> = (0..plan.topics).map(|i| format!("polled-{i}")).collect();
     for topic in &topics {
         broker.create_topic(topic, plan.partitions);
-        let producer = broker.producer();
         for partition in 0..plan.partitions as i32 {
-            for _ in 0..3 {
-                support::produce_one(&producer, topic, partition);
-            }
+            broker.produce(topic, partition, 3);
         }
     }
     println!(
@@ -68,12 +65,12 @@ fn main() {
         plan.topics, plan.partitions, plan.interval, plan.cycles
     );
     for &watches in &plan.watches {
-        run(&broker, &topics, &plan, watches);
+        run(broker, &topics, &plan, watches);
     }
 }
 
 /// One measurement with `watches` watches.
-fn run(broker: &Tansu, topics: &[String], plan: &Plan, watches: usize) {
+fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
     let groups: Vec<(String, String)> = (0..watches)
         .map(|i| (format!("w{watches}-g{i}"), topics[i % topics.len()].clone()))
         .collect();
@@ -209,7 +206,7 @@ fn run(broker: &Tansu, topics: &[String], plan: &Plan, watches: usize) {
 }
 
 /// Commits offset 1 on every partition for each (group, topic), from 4 threads.
-fn commit_all(broker: &Tansu, groups: &[(String, String)], partitions: u32) {
+fn commit_all(broker: &Kafka, groups: &[(String, String)], partitions: u32) {
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
         for _ in 0..4 {

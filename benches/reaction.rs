@@ -1,7 +1,7 @@
 //! Reaction benchmark: with `SCALER_POLL_INTERVAL=1s`, the time from producing one record
 //! into an idle watched topic to the StreamIsActive `true` push (KEDA's `external-push`),
 //! over many trials, each produced at a random moment of the poll cycle. The real
-//! `lagscaler` binary, tansu, and a real gRPC client.
+//! `lagscaler` binary, Apache Kafka, and a real gRPC client.
 //!
 //! `cargo bench --bench reaction` runs it in full (release); `cargo test --bench reaction`
 //! runs a seconds-long smoke version (debug, no thresholds) so that it never rots.
@@ -10,10 +10,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[allow(dead_code)]
-#[path = "../tests/it/support.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::{Process, StreamEvent, Tansu};
+use support::{Kafka, Process, StreamEvent};
 
 const TOPIC: &str = "reaction";
 const GROUP: &str = "reaction-consumers";
@@ -23,7 +23,7 @@ fn main() {
     let trials = if full { 40 } else { 3 };
     let poll = Duration::from_secs(1);
 
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic(TOPIC, 1);
     broker.commit(GROUP, &[(TOPIC, 0, 0)]);
     let process = Process::start(

@@ -20,10 +20,10 @@ use lagscaler::{Config, Daemon};
 
 // The integration tests' broker guard and Kafka helpers; the bench uses a few of them.
 #[allow(dead_code)]
-#[path = "../tests/it/support.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::Tansu;
+use support::Kafka;
 
 /// Shape of one run.
 struct Plan {
@@ -58,7 +58,7 @@ fn main() {
         }
     };
 
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("bench", 4);
     for partition in 0..4 {
         broker.produce("bench", partition, 5);

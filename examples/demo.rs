@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder};
 use lagscaler::grpc::proto;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const GROUP: &str = "demo-workers";
@@ -24,10 +27,12 @@ fn main() -> anyhow::Result<()> {
     };
     let run_for = Duration::from_secs(seconds.parse()?);
 
+    create_topic(bootstrap, topic)?;
+    // Batched and compressed, as applications produce.
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
         .create()?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -92,12 +97,12 @@ fn main() -> anyhow::Result<()> {
                             .payload("x"),
                     )
                     .map_err(|(err, _)| err)?;
-                producer.flush(Duration::from_secs(5))?;
                 produced[idx] += 1;
             }
             let step = if draining { 6 } else { 2 };
             committed[idx] = (committed[idx] + step).min(produced[idx]);
         }
+        producer.flush(Duration::from_secs(5))?;
         let mut offsets = TopicPartitionList::new();
         for partition in 0..PARTITIONS {
             offsets.add_partition_offset(
@@ -135,5 +140,24 @@ fn main() -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    Ok(())
+}
+
+/// Creates `topic` with [`PARTITIONS`] partitions unless it exists.
+fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new_topic = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in futures::executor::block_on(admin.create_topics([&new_topic], &options))? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, err)) => anyhow::bail!("create topic {name}: {err}"),
+        }
+    }
+    // Metadata reaches every part of the broker a moment after the creation.
+    std::thread::sleep(Duration::from_millis(500));
     Ok(())
 }

@@ -12,7 +12,7 @@ use lagscaler::estimate::NOT_DRAINING_ETA_SECONDS;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::support::{produce_one, wait_for, Scaler, Tansu};
+use crate::support::{produce_one, wait_for, Kafka, Scaler};
 
 const TTL: Duration = Duration::from_secs(600);
 
@@ -24,9 +24,10 @@ const CONSUME_PER_PARTITION: f64 = 30.0;
 const BACKLOG_PER_PARTITION: i64 = 200;
 
 /// Produces to both partitions of `topic` at [`PRODUCE_PER_PARTITION`] each from `start`,
-/// one record per request, counting what the broker acknowledged, until `stop`.
+/// each record sent as it is due and acknowledged, counting what the broker acknowledged,
+/// until `stop`.
 fn steady_producer(
-    broker: &Tansu,
+    broker: &Kafka,
     topic: &'static str,
     start: Instant,
     produced: Arc<[AtomicI64; 2]>,
@@ -64,7 +65,7 @@ struct Member {
 
 impl Member {
     fn join(
-        broker: &Tansu,
+        broker: &Kafka,
         group: &str,
         topic: &'static str,
         produced: Arc<[AtomicI64; 2]>,
@@ -169,7 +170,7 @@ fn member_loop(
 
 #[test]
 fn eta_and_replicas_track_a_steady_drain() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("drain", 2);
     for partition in 0..2 {
         broker.produce("drain", partition, BACKLOG_PER_PARTITION as usize);
@@ -202,11 +203,11 @@ fn eta_and_replicas_track_a_steady_drain() {
     );
 
     let produced: Arc<[AtomicI64; 2]> = Arc::new([AtomicI64::new(0), AtomicI64::new(0)]);
-    let member = Member::join(&broker, "drainers", "drain", Arc::clone(&produced));
+    let member = Member::join(broker, "drainers", "drain", Arc::clone(&produced));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let producer = steady_producer(
-        &broker,
+        broker,
         "drain",
         started,
         Arc::clone(&produced),
@@ -290,7 +291,7 @@ fn eta_and_replicas_track_a_steady_drain() {
 
 #[test]
 fn eta_is_unknown_first_then_not_draining_without_consumers() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("stuck", 1);
     broker.produce("stuck", 0, 50);
     broker.commit("sleepers", &[("stuck", 0, 10)]);
@@ -327,7 +328,7 @@ fn eta_is_unknown_first_then_not_draining_without_consumers() {
 
 #[test]
 fn keda_lag_options_apply_to_real_offsets() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("parity", 4);
     for (partition, count) in [(0, 10), (1, 20), (3, 5)] {
         broker.produce("parity", partition, count);
@@ -426,7 +427,7 @@ fn keda_lag_options_apply_to_real_offsets() {
 fn idle_window_ignores_flapping_and_then_lets_go() {
     const IDLE: Duration = Duration::from_secs(2);
     let poll = Duration::from_millis(200);
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("flap", 1);
     broker.produce("flap", 0, 3);
     broker.commit("flappers", &[("flap", 0, 0)]);

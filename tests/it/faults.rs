@@ -1,6 +1,7 @@
-//! Kafka incidents against the real binary: the broker killed and restarted on the same port,
-//! and the broker frozen with SIGSTOP. Answers stay honest (served while fresh enough, then
-//! UNAVAILABLE, never a guess), serving never waits on Kafka, and recovery needs no restart.
+//! Kafka incidents against the real binary: the broker killed and restarted on its port and
+//! data, and the broker frozen with SIGSTOP. Answers stay honest (served while fresh enough,
+//! then UNAVAILABLE, never a guess), serving never waits on Kafka, and recovery needs no
+//! restart. Each test here has a broker of its own.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use grpcio::RpcStatusCode;
 use lagscaler::daemon::StopError;
 use lagscaler::hooks;
 
-use crate::support::{send_signal, wait_for, Process, Scaler, Tansu};
+use crate::support::{wait_for, Kafka, Process, Scaler};
 
 const GROUP: [(&str, &str); 2] = [("consumerGroup", "ops"), ("topic", "events")];
 /// Lag 8 is never above 100: false while data is fresh, true while polls fail.
@@ -20,14 +21,14 @@ const ACTIVE_ABOVE_100: [(&str, &str); 3] = [
 ];
 
 /// Topic `events` with 6 + 4 records and group `ops` at 1 + 1: lag 8.
-fn load(broker: &Tansu) {
+fn load(broker: &Kafka) {
     broker.create_topic("events", 2);
     broker.produce("events", 0, 6);
     broker.produce("events", 1, 4);
     broker.commit("ops", &[("events", 0, 1), ("events", 1, 1)]);
 }
 
-fn start_scaler(broker: &Tansu) -> Process {
+fn start_scaler(broker: &Kafka) -> Process {
     Process::start(
         &broker.bootstrap(),
         &[
@@ -40,8 +41,7 @@ fn start_scaler(broker: &Tansu) -> Process {
 
 #[test]
 fn broker_restart_goes_fresh_stale_unavailable_fresh() {
-    let broker = Tansu::start();
-    let port = broker.port();
+    let mut broker = Kafka::start();
     load(&broker);
     let scaler = start_scaler(&broker);
     let client = scaler.client();
@@ -50,7 +50,7 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
     std::thread::sleep(Duration::from_secs(1));
     let baseline = scaler.threads_and_fds();
 
-    drop(broker);
+    broker.kill_node(0);
     let killed = Instant::now();
     // Stale but served: the polls fail, the last good lag is still answered, and activity
     // is kept up because missing data never reads as idle.
@@ -78,9 +78,8 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
     let status = client.is_active(&GROUP).expect_err("IsActive once stale");
     assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
 
-    // The broker returns on the same port (empty: its storage is memory) and is loaded again.
-    let broker = Tansu::start_on(port);
-    load(&broker);
+    // The broker comes back on its port and data; the clock starts once it serves again.
+    broker.restart_node(0);
     let back = Instant::now();
     let fresh = wait_for(Duration::from_secs(10), || {
         let lag = client.lag(&GROUP).ok()?;
@@ -88,7 +87,7 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
         (lag == 8 && !active).then(|| back.elapsed())
     });
     let fresh = fresh.unwrap_or_else(|| panic!("no recovery; log:\n{}", scaler.log()));
-    println!("broker restart: stale after {stale_at:?}, fresh again {fresh:?} after reload");
+    println!("broker restart: stale after {stale_at:?}, fresh again {fresh:?} after it served");
     // Reconnects back off to at most 1 s, then two polls of 200 ms.
     assert!(fresh < Duration::from_secs(2), "fresh only after {fresh:?}");
 
@@ -120,22 +119,15 @@ fn p99_latency(client: &crate::support::GrpcClient, n: usize) -> Duration {
 
 #[test]
 fn frozen_broker_does_not_slow_serving() {
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     load(&broker);
     let scaler = start_scaler(&broker);
     let client = scaler.client();
     assert_eq!(client.lag(&GROUP).expect("fresh lag"), 8);
     let healthy = p99_latency(&client, 400);
 
-    send_signal("STOP", broker.pid());
-    // Resumed even if an assertion below fails, so that the broker's guard can stop it.
-    struct Resume(u32);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            send_signal("CONT", self.0);
-        }
-    }
-    let resume = Resume(broker.pid());
+    // Thawed even if an assertion below fails, so that the broker's guard can stop it.
+    let frozen_broker = broker.freeze_node(0);
     // Past the Kafka timeout, so that a watcher is waiting on the frozen broker.
     std::thread::sleep(Duration::from_millis(700));
     let frozen = p99_latency(&client, 400);
@@ -155,7 +147,7 @@ fn frozen_broker_does_not_slow_serving() {
         scaler.log()
     );
 
-    drop(resume);
+    drop(frozen_broker);
     let fresh = wait_for(Duration::from_secs(5), || {
         (!client.is_active(&ACTIVE_ABOVE_100).ok()?).then_some(())
     });
@@ -169,7 +161,7 @@ fn frozen_broker_does_not_slow_serving() {
 
 #[test]
 fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     load(&broker);
     broker.commit("victim", &[("events", 0, 2), ("events", 1, 2)]);
     let scaler = Scaler::start(
@@ -231,7 +223,7 @@ fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
 #[test]
 fn ten_thousand_watches_come_and_go_without_leaking() {
     const WATCHES: usize = 10_000;
-    let broker = Tansu::start();
+    let broker = Kafka::start();
     load(&broker);
     let scaler = Process::start(
         &broker.bootstrap(),

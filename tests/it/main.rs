@@ -1,7 +1,9 @@
-//! Integration tests: real tansu broker, the daemon in-process or as the real binary, and a
-//! real gRPC client, all on loopback.
+//! Integration tests: Apache Kafka (one node shared by the tests that leave it alone, brokers
+//! of their own for those that stop it, a three-node cluster), Redis, the daemon in-process
+//! or as the real binary, and a real gRPC client, all on loopback.
 
 mod binary;
+mod brokers;
 mod estimator;
 mod faults;
 mod observability;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::support::{wait_for, Scaler, Tansu};
+use crate::support::{wait_for, Kafka, Scaler};
 
 /// GETs `path` with a bare HTTP/1.0 request: (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -152,7 +152,8 @@ fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka() {
-    let broker = Tansu::start();
+    // A broker of its own: the test stops it to see readiness follow.
+    let broker = Kafka::start();
     broker.create_topic("ledger", 2);
     broker.produce("ledger", 0, 7);
     broker.produce("ledger", 1, 2);

@@ -1,16 +1,16 @@
-//! Azul plugins against a real Redis (the dispatcher's database 2) and tansu: which groups
-//! count, the remembered mapping, a Redis outage, and push (StreamIsActive).
+//! Azul plugins against a real Redis (the dispatcher's database 2) and Apache Kafka: which
+//! groups count, the remembered mapping, a Redis outage, and push (StreamIsActive). Each
+//! test deploys its own plugin version with topics of its own on the shared broker, so
+//! that no test sees another's groups.
 
 use std::time::{Duration, Instant};
 
 use redis::Commands;
 
-use crate::support::{Process, Redis, Scaler, StreamEvent, Tansu, TestPki};
+use crate::support::{Kafka, Process, Redis, Scaler, StreamEvent, TestPki};
 
 const TOPIC_PREFIX: &str = "qa01";
 const PLUGIN: &str = "plugin-tika";
-const EXTRACTED: &str = "azul.qa01.src.binary.extracted";
-const SYSTEM: &str = "azul.qa01.system.binary";
 
 /// The plugin's metadata as an Azul ScaledObject has it, plus `extra`.
 fn plugin<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -39,29 +39,58 @@ fn dispatcher_key(redis: &Redis, kafka_prefix: &str) {
         .expect("SET the dispatcher's key");
 }
 
-/// Topics and groups as the dispatcher names them, with decoys the Azul scaler's substring
-/// match would count. The plugin's lag is 6 (live 3 + expedite 3), 20 with historic (+14).
-fn azul_cluster(broker: &Tansu) {
-    broker.create_topic(EXTRACTED, 2);
-    broker.create_topic(SYSTEM, 1);
-    broker.produce(EXTRACTED, 0, 10);
-    broker.produce(EXTRACTED, 1, 6);
-    broker.produce(SYSTEM, 0, 4);
-    let live = "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live";
-    broker.commit(live, &[(EXTRACTED, 0, 7), (EXTRACTED, 1, 6)]);
-    broker.commit("qa01-azul-Tika-1.2-binary-expedite", &[(SYSTEM, 0, 1)]);
-    broker.commit(
-        "qa01-azul-Tika-1.2-binary-historic",
-        &[(EXTRACTED, 0, 2), (EXTRACTED, 1, 0)],
-    );
-    // Decoys: another plugin whose name extends this one's, one that contains it, and
-    // another deployment's prefix.
-    broker.commit("qa01-azul-Tika-1.2-binaryX-live", &[(EXTRACTED, 0, 0)]);
-    broker.commit("qa01-azul-OldTika-1.2-binary-live", &[(EXTRACTED, 0, 5)]);
-    broker.commit("qa02-azul-Tika-1.2-binary-live", &[(SYSTEM, 0, 0)]);
+/// One deployment of the plugin: `version` is the dispatcher's `kafka_prefix` for it, and
+/// names its groups (`qa01-azul-<version>-...`) and, here, its topics.
+struct Azul {
+    version: &'static str,
+    extracted: String,
+    system: String,
 }
 
-fn start_scaler(broker: &Tansu, redis: &Redis) -> Scaler {
+impl Azul {
+    fn new(version: &'static str) -> Azul {
+        Azul {
+            version,
+            extracted: format!("azul.qa01.src.binary.extracted.{version}"),
+            system: format!("azul.qa01.system.binary.{version}"),
+        }
+    }
+
+    /// The group of this version with `role` (e.g. `live`), as the dispatcher names it.
+    fn group(&self, role: &str) -> String {
+        format!("{TOPIC_PREFIX}-azul-{}-{role}", self.version)
+    }
+
+    /// Topics and groups as the dispatcher names them, with decoys the Azul scaler's
+    /// substring match would count. The plugin's lag is 6 (live 3 + expedite 3), 20 with
+    /// historic (+14).
+    fn load(&self, broker: &Kafka) {
+        let (extracted, system) = (self.extracted.as_str(), self.system.as_str());
+        broker.create_topic(extracted, 2);
+        broker.create_topic(system, 1);
+        broker.produce(extracted, 0, 10);
+        broker.produce(extracted, 1, 6);
+        broker.produce(system, 0, 4);
+        let live = self.group("allsrc-sourced.extracted-ELH-live");
+        broker.commit(&live, &[(extracted, 0, 7), (extracted, 1, 6)]);
+        broker.commit(&self.group("expedite"), &[(system, 0, 1)]);
+        broker.commit(
+            &self.group("historic"),
+            &[(extracted, 0, 2), (extracted, 1, 0)],
+        );
+        // Decoys: another plugin whose name extends this one's, one that contains it, and
+        // another deployment's prefix.
+        let version = self.version;
+        broker.commit(&format!("qa01-azul-{version}X-live"), &[(extracted, 0, 0)]);
+        broker.commit(
+            &format!("qa01-azul-Old{version}-live"),
+            &[(extracted, 0, 5)],
+        );
+        broker.commit(&format!("qa02-azul-{version}-live"), &[(system, 0, 0)]);
+    }
+}
+
+fn start_scaler(broker: &Kafka, redis: &Redis) -> Scaler {
     let mut config = Scaler::config(
         &broker.bootstrap(),
         Duration::from_millis(300),
@@ -73,11 +102,12 @@ fn start_scaler(broker: &Tansu, redis: &Redis) -> Scaler {
 
 #[test]
 fn plugin_lag_counts_exactly_its_groups_and_outlives_the_dispatcher_key() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let redis = Redis::start();
-    azul_cluster(&broker);
-    dispatcher_key(&redis, "Tika-1.2-binary");
-    let scaler = start_scaler(&broker, &redis);
+    let azul = Azul::new("Tika-1.2-binary");
+    azul.load(broker);
+    dispatcher_key(&redis, azul.version);
+    let scaler = start_scaler(broker, &redis);
 
     assert_eq!(scaler.lag(&plugin_lag(&[])).expect("lag"), 6);
     let historic = plugin_lag(&[("includeHistoric", " TRUE ")]);
@@ -120,22 +150,23 @@ fn plugin_lag_counts_exactly_its_groups_and_outlives_the_dispatcher_key() {
         .dispatcher_db()
         .hget(lagscaler::directory::REMEMBERED_KEY, PLUGIN)
         .expect("HGET");
-    assert_eq!(remembered.as_deref(), Some("Tika-1.2-binary"));
+    assert_eq!(remembered.as_deref(), Some(azul.version));
     scaler.stop();
 
     // A restarted lagscaler knows the mapping from its own key.
-    let again = start_scaler(&broker, &redis);
+    let again = start_scaler(broker, &redis);
     assert_eq!(again.lag(&plugin_lag(&[])).expect("lag after restart"), 6);
     again.stop();
 }
 
 #[test]
 fn redis_outage_keeps_the_last_mapping_and_recovers_by_itself() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let redis = Redis::start();
     let redis_port = redis.port();
-    azul_cluster(&broker);
-    dispatcher_key(&redis, "Tika-1.2-binary");
+    let azul = Azul::new("Outage-1.2-binary");
+    azul.load(broker);
+    dispatcher_key(&redis, azul.version);
     let process = Process::start(
         &broker.bootstrap(),
         &[
@@ -149,7 +180,7 @@ fn redis_outage_keeps_the_last_mapping_and_recovers_by_itself() {
     assert_eq!(client.lag(&metadata).expect("lag"), 6);
 
     drop(redis);
-    broker.produce(EXTRACTED, 0, 2);
+    broker.produce(&azul.extracted, 0, 2);
     let moved = client.wait_for_lag(&metadata, 8, Duration::from_secs(5));
     assert!(
         moved.is_some(),
@@ -170,8 +201,9 @@ fn redis_outage_keeps_the_last_mapping_and_recovers_by_itself() {
 
     // Back, empty, and the plugin was upgraded meanwhile: the new version's groups count.
     let redis = Redis::start_on(redis_port);
-    broker.commit("qa01-azul-Tika-1.3-binary-live", &[(SYSTEM, 0, 0)]);
-    dispatcher_key(&redis, "Tika-1.3-binary");
+    let upgraded = Azul::new("Outage-1.3-binary");
+    broker.commit(&upgraded.group("live"), &[(&azul.system, 0, 0)]);
+    dispatcher_key(&redis, upgraded.version);
     let recovered = client.wait_for_lag(&metadata, 4, Duration::from_secs(5));
     assert!(recovered.is_some(), "no recovery; log:\n{}", process.log());
     assert!(
@@ -185,13 +217,15 @@ fn redis_outage_keeps_the_last_mapping_and_recovers_by_itself() {
 fn stream_is_active_pushes_within_a_poll_and_ends_cleanly() {
     const TRIALS: usize = 5;
     let poll = Duration::from_secs(1);
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let redis = Redis::start();
-    broker.create_topic(SYSTEM, 1);
-    broker.produce(SYSTEM, 0, 3);
-    let live = "qa01-azul-Tika-1.2-binary-live";
-    broker.commit(live, &[(SYSTEM, 0, 3)]);
-    dispatcher_key(&redis, "Tika-1.2-binary");
+    let azul = Azul::new("Stream-1.2-binary");
+    let system = azul.system.as_str();
+    broker.create_topic(system, 1);
+    broker.produce(system, 0, 3);
+    let live = azul.group("live");
+    broker.commit(&live, &[(system, 0, 3)]);
+    dispatcher_key(&redis, azul.version);
     let mut process = Process::start(
         &broker.bootstrap(),
         &[
@@ -215,7 +249,7 @@ fn stream_is_active_pushes_within_a_poll_and_ends_cleanly() {
     let mut offset = 3;
     let mut latencies = Vec::new();
     for trial in 0..TRIALS {
-        crate::support::produce_one(&producer, SYSTEM, 0);
+        crate::support::produce_one(&producer, system, 0);
         let produced = Instant::now();
         offset += 1;
         let pushed = stream.next(poll + Duration::from_secs(2));
@@ -224,7 +258,7 @@ fn stream_is_active_pushes_within_a_poll_and_ends_cleanly() {
         };
         latencies.push(at.duration_since(produced));
         // Consumed: the push goes back to false (KEDA ignores it; scale-in is by polling).
-        broker.commit(live, &[(SYSTEM, 0, offset)]);
+        broker.commit(&live, &[(system, 0, offset)]);
         let idle = stream.next(poll + Duration::from_secs(2));
         assert!(
             matches!(idle, Some(StreamEvent::Message(false, _))),
@@ -281,8 +315,9 @@ fn redis_auth_works_and_no_secret_reaches_the_log() {
     const PASSWORD: &str = "pw-4c1d-never-logged";
     const USER_PASSWORD: &str = "pw-user-77e2-never-logged";
     const WRONG: &str = "pw-wrong-9b0f-never-logged";
-    let broker = Tansu::start();
-    azul_cluster(&broker);
+    let broker = Kafka::shared();
+    let azul = Azul::new("Auth-1.2-binary");
+    azul.load(broker);
     let port = crate::support::free_port();
     let user_password = format!(">{USER_PASSWORD}");
     let redis = Redis::start_with(
@@ -299,7 +334,7 @@ fn redis_auth_works_and_no_secret_reaches_the_log() {
             "+@all",
         ],
     );
-    let value = r#"{"kafka_prefix":"Tika-1.2-binary"}"#;
+    let value = format!(r#"{{"kafka_prefix":"{}"}}"#, azul.version);
     let _: () = redis
         .dispatcher_db_as(&format!(":{PASSWORD}@"))
         .set(PLUGIN, value)
@@ -348,11 +383,12 @@ fn redis_auth_works_and_no_secret_reaches_the_log() {
 
 #[test]
 fn redis_over_tls_checks_the_servers_certificate_against_ssl_cert_file() {
-    let broker = Tansu::start();
-    azul_cluster(&broker);
+    let broker = Kafka::shared();
+    let azul = Azul::new("Tls-1.2-binary");
+    azul.load(broker);
     let pki = TestPki::generate();
     let redis = Redis::start_tls(&pki);
-    dispatcher_key(&redis, "Tika-1.2-binary");
+    dispatcher_key(&redis, azul.version);
     let url = format!("rediss://{}", redis.address());
     let ca = pki.path("ca.pem").display().to_string();
     let other = TestPki::generate();
@@ -411,10 +447,11 @@ fn redis_over_tls_checks_the_servers_certificate_against_ssl_cert_file() {
 
 #[test]
 fn check_prints_a_plugins_groups_and_what_keda_would_get() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let redis = Redis::start();
-    azul_cluster(&broker);
-    dispatcher_key(&redis, "Tika-1.2-binary");
+    let azul = Azul::new("Check-1.2-binary");
+    azul.load(broker);
+    dispatcher_key(&redis, azul.version);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_lagscaler"))
         .args([
             "check",
@@ -447,9 +484,9 @@ fn check_prints_a_plugins_groups_and_what_keda_would_get() {
     assert_eq!(
         groups,
         [
-            "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live",
-            "qa01-azul-Tika-1.2-binary-allsrc-sourced.extracted-ELH-live",
-            "qa01-azul-Tika-1.2-binary-expedite",
+            azul.group("allsrc-sourced.extracted-ELH-live"),
+            azul.group("allsrc-sourced.extracted-ELH-live"),
+            azul.group("expedite"),
         ],
         "{stdout}"
     );

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 use grpcio::RpcStatusCode;
 use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
 
-use crate::support::{free_port, thread_names, wait_for, Scaler, Tansu};
+use crate::support::{free_port, thread_names, wait_for, Kafka, Scaler};
 
 const POLL: Duration = Duration::from_millis(500);
 const TTL: Duration = Duration::from_secs(600);
 
 #[test]
 fn reports_exact_lag_activation_and_target_and_follows_new_commits() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("orders", 3);
     for (partition, count) in [(0, 5), (1, 3), (2, 7)] {
         broker.produce("orders", partition, count);
@@ -65,7 +65,7 @@ fn reports_exact_lag_activation_and_target_and_follows_new_commits() {
 
 #[test]
 fn empty_topic_counts_every_topic_the_group_committed_on() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("alpha", 2);
     broker.create_topic("beta", 1);
     broker.create_topic("gamma", 1);
@@ -92,7 +92,7 @@ fn empty_topic_counts_every_topic_the_group_committed_on() {
 
 #[test]
 fn group_without_commits_follows_the_offset_reset_policy() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("fresh", 2);
     broker.produce("fresh", 0, 3);
     broker.produce("fresh", 1, 5);
@@ -125,7 +125,7 @@ fn group_without_commits_follows_the_offset_reset_policy() {
 
 #[test]
 fn kafka_errors_are_unavailable_with_the_cause() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
     let metadata = [("consumerGroup", "g"), ("topic", "no-such-topic")];
     let status = scaler.lag(&metadata).expect_err("unknown topic");
@@ -210,7 +210,7 @@ fn bad_metadata_is_invalid_argument_naming_the_key() {
 
 #[test]
 fn idle_watch_expires_and_its_thread_is_joined_while_an_active_one_stays() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("ttl-topic", 1);
     let ttl = Duration::from_secs(1);
     let scaler = Scaler::start(&broker.bootstrap(), Duration::from_millis(200), ttl);
@@ -351,7 +351,7 @@ mod fuzz {
 
 #[test]
 fn watches_beyond_the_cap_are_resource_exhausted_and_existing_ones_unaffected() {
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("capped", 1);
     broker.produce("capped", 0, 4);
     for group in ["a", "b", "c"] {
@@ -400,7 +400,7 @@ fn watches_beyond_the_cap_are_resource_exhausted_and_existing_ones_unaffected() 
 #[test]
 fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
     const WATCHES: usize = 12;
-    let broker = Tansu::start();
+    let broker = Kafka::shared();
     broker.create_topic("shared", 4);
     broker.produce("shared", 0, 3);
     let groups: Vec<String> = (0..WATCHES).map(|i| format!("sharer-{i}")).collect();

@@ -1,25 +1,37 @@
 //! The gRPC server over TLS and mutual TLS, with certificates generated in the test, as
-//! KEDA's external trigger connects (enableTLS, caCert, tlsClientCert/tlsClientKey).
+//! KEDA's external trigger connects (enableTLS, caCert, tlsClientCert/tlsClientKey); and
+//! lagscaler's own Kafka logins (SASL PLAIN, SCRAM-SHA-256/512) and TLS against Apache
+//! Kafka's own listeners.
 
+use std::sync::Once;
 use std::time::Duration;
 
 use lagscaler::config::TlsConfig;
 use lagscaler::daemon::StartError;
 use lagscaler::Daemon;
 
-use crate::support::{GrpcClient, Process, Scaler, Tansu, TestPki};
+use crate::support::{
+    GrpcClient, Kafka, Listener, Process, Scaler, TestPki, ALICE_PASSWORD, BOB_PASSWORD,
+};
 
 const METADATA: [(&str, &str); 2] = [("consumerGroup", "secure"), ("topic", "vault")];
 
-fn broker() -> Tansu {
-    let broker = Tansu::start();
-    broker.create_topic("vault", 1);
-    broker.produce("vault", 0, 5);
-    broker.commit("secure", &[("vault", 0, 2)]);
+/// The shared broker with topic `vault` (5 records) and group `secure` at 2: lag 3. Loaded
+/// once for every test of this file; none of them changes it.
+fn broker() -> &'static Kafka {
+    static LOADED: Once = Once::new();
+    let broker = Kafka::shared();
+    LOADED.call_once(|| load_vault(broker, 5, 2));
     broker
 }
 
-fn scaler(broker: &Tansu, pki: &TestPki, client_ca: bool) -> Scaler {
+fn load_vault(broker: &Kafka, records: usize, committed: i64) {
+    broker.create_topic("vault", 1);
+    broker.produce("vault", 0, records);
+    broker.commit("secure", &[("vault", 0, committed)]);
+}
+
+fn scaler(broker: &Kafka, pki: &TestPki, client_ca: bool) -> Scaler {
     let mut config = Scaler::config(
         &broker.bootstrap(),
         Duration::from_millis(500),
@@ -37,7 +49,7 @@ fn scaler(broker: &Tansu, pki: &TestPki, client_ca: bool) -> Scaler {
 fn tls_serves_clients_that_trust_its_ca_and_refuses_plaintext() {
     let broker = broker();
     let pki = TestPki::generate();
-    let scaler = scaler(&broker, &pki, false);
+    let scaler = scaler(broker, &pki, false);
     let addr = scaler.daemon().addr().to_string();
 
     let trusted = GrpcClient::connect_tls(&addr, &pki.read("ca.pem"), None);
@@ -57,7 +69,7 @@ fn tls_serves_clients_that_trust_its_ca_and_refuses_plaintext() {
 fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
     let broker = broker();
     let pki = TestPki::generate();
-    let scaler = scaler(&broker, &pki, true);
+    let scaler = scaler(broker, &pki, true);
     let addr = scaler.daemon().addr().to_string();
     let ca = pki.read("ca.pem");
 
@@ -122,17 +134,17 @@ fn unreadable_tls_files_fail_the_start_naming_the_setting() {
 /// what its log says when the broker's side refuses it.
 type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>);
 
-/// Runs the real binary with each case's settings against `broker` and checks that it reads
-/// lag 3 or, refused, answers UNAVAILABLE with the case's refusal in its log. Debug logging
-/// is on, and no value of `secrets` may appear in the log.
-fn check_cases(broker: &Tansu, cases: Vec<Case>, secrets: &[&str]) {
+/// Runs the real binary with each case's settings against `bootstrap` and checks that it
+/// reads lag 3 or, refused, answers UNAVAILABLE with the case's refusal in its log. Debug
+/// logging is on, and no value of `secrets` may appear in the log.
+fn check_cases(bootstrap: &str, cases: Vec<Case>, secrets: &[&str]) {
     for (case, settings, refusal) in cases {
         let mut env = vec![
             ("SCALER_POLL_INTERVAL", "300ms"),
             ("SCALER_KAFKA_TIMEOUT", "1s"),
         ];
         env.extend(settings);
-        let process = Process::start(&broker.bootstrap(), &env);
+        let process = Process::start(bootstrap, &env);
         let client = process.client();
         let lag = client.lag(&METADATA);
         if let Some(refusal) = refusal {
@@ -164,39 +176,32 @@ fn check_cases(broker: &Tansu, cases: Vec<Case>, secrets: &[&str]) {
 }
 
 #[test]
-fn kafka_scram_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
-    const ALICE: &str = "pw-5e1f-never-logged";
-    const BOB: &str = "pw-file-a9c3-never-logged";
+fn kafka_sasl_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
     const WRONG: &str = "pw-wrong-71d0-never-logged";
     // librdkafka's SASL error: the mechanism was really spoken, and the broker said no.
     const REFUSED: &str = "Authentication";
-    // tansu checks SCRAM-SHA-512 and SCRAM-SHA-256 logins against the users in its storage.
-    let users = [("alice", ALICE, "scram512"), ("bob", BOB, "scram256")];
-    let broker = Tansu::start_with_users(&users, |open| {
-        open.create_topic("vault", 1);
-        open.produce("vault", 0, 5);
-        open.commit("secure", &[("vault", 0, 2)]);
-    });
+    let broker = broker();
     let dir = tempfile::tempdir().expect("temp dir");
     let password_file = dir.path().join("kafka-password");
-    std::fs::write(&password_file, format!("{BOB}\n")).expect("write secret");
+    std::fs::write(&password_file, format!("{BOB_PASSWORD}\n")).expect("write secret");
     let password_file = password_file.display().to_string();
-    let scram = |mechanism, user, password_key, password| {
+    let sasl = |mechanism, user, password_key, password| {
         vec![
             ("SCALER_KAFKA_SASL", mechanism),
             ("SCALER_KAFKA_USERNAME", user),
             (password_key, password),
         ]
     };
+    let password = "SCALER_KAFKA_PASSWORD";
     let cases: Vec<Case> = vec![
         (
             "SCRAM-SHA-512",
-            scram("scram_sha512", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
+            sasl("scram_sha512", "alice", password, ALICE_PASSWORD),
             None,
         ),
         (
             "SCRAM-SHA-256, password from a file",
-            scram(
+            sasl(
                 "scram_sha256",
                 "bob",
                 "SCALER_KAFKA_PASSWORD_FILE",
@@ -205,76 +210,98 @@ fn kafka_scram_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
             None,
         ),
         (
+            "PLAIN",
+            sasl("plaintext", "alice", password, ALICE_PASSWORD),
+            None,
+        ),
+        (
             "SCRAM-SHA-512, wrong password",
-            scram("scram_sha512", "alice", "SCALER_KAFKA_PASSWORD", WRONG),
+            sasl("scram_sha512", "alice", password, WRONG),
+            Some(REFUSED),
+        ),
+        (
+            "PLAIN, wrong password",
+            sasl("plaintext", "alice", password, WRONG),
             Some(REFUSED),
         ),
         (
             "SCRAM-SHA-256 for a user with SCRAM-SHA-512 credentials only",
-            scram("scram_sha256", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
-            Some(REFUSED),
-        ),
-        (
-            "PLAIN, which this broker does not offer",
-            scram("plaintext", "alice", "SCALER_KAFKA_PASSWORD", ALICE),
+            sasl("scram_sha256", "alice", password, ALICE_PASSWORD),
             Some(REFUSED),
         ),
     ];
-    check_cases(&broker, cases, &[ALICE, BOB, WRONG]);
+    let secrets = [ALICE_PASSWORD, BOB_PASSWORD, WRONG];
+    check_cases(
+        &broker.bootstrap_for(Listener::SaslPlaintext),
+        cases,
+        &secrets,
+    );
+
+    // SASL over TLS: the broker's certificate is checked, then the login.
+    let ca = broker.pki().path("ca.pem").display().to_string();
+    let mut over_tls = sasl("scram_sha512", "alice", password, ALICE_PASSWORD);
+    over_tls.extend(tls_with(&ca));
+    let mut wrong_over_tls = sasl("scram_sha256", "bob", password, WRONG);
+    wrong_over_tls.extend(tls_with(&ca));
+    let cases: Vec<Case> = vec![
+        ("SCRAM-SHA-512 over TLS", over_tls, None),
+        (
+            "SCRAM-SHA-256 over TLS, wrong password",
+            wrong_over_tls,
+            Some(REFUSED),
+        ),
+    ];
+    check_cases(&broker.bootstrap_for(Listener::SaslSsl), cases, &secrets);
 
     // Without SASL the broker answers nothing.
-    let process = Process::start(&broker.bootstrap(), &[("SCALER_KAFKA_TIMEOUT", "1s")]);
+    let process = Process::start(
+        &broker.bootstrap_for(Listener::SaslPlaintext),
+        &[("SCALER_KAFKA_TIMEOUT", "1s")],
+    );
     let err = process.client().lag(&METADATA).expect_err("no SASL");
     assert_eq!(err.code(), grpcio::RpcStatusCode::UNAVAILABLE, "{err:?}");
 }
 
 #[test]
 fn kafka_over_tls_checks_the_brokers_certificate_and_presents_a_client_certificate() {
-    let pki = TestPki::generate();
+    let broker = broker();
+    let pki = broker.pki();
     let other = TestPki::generate();
     let file = |pki: &TestPki, name: &str| pki.path(name).display().to_string();
     let (ca, cert, key) = (
-        file(&pki, "ca.pem"),
-        file(&pki, "client.pem"),
-        file(&pki, "client.key"),
+        file(pki, "ca.pem"),
+        file(pki, "client.pem"),
+        file(pki, "client.key"),
     );
     let (other_ca, other_cert, other_key) = (
         file(&other, "ca.pem"),
         file(&other, "client.pem"),
         file(&other, "client.key"),
     );
-    for mutual in [false, true] {
-        let broker = Tansu::start_behind_tls(&pki, mutual);
-        broker.create_topic("vault", 1);
-        broker.produce("vault", 0, 5);
-        broker.commit("secure", &[("vault", 0, 2)]);
-        let cases: Vec<Case> = if mutual {
-            vec![
-                ("mutual TLS", with_identity(&ca, &cert, &key), None),
-                (
-                    "mutual TLS without a client certificate",
-                    tls_with(&ca),
-                    Some("SSL"),
-                ),
-                (
-                    "mutual TLS with a certificate from another CA",
-                    with_identity(&ca, &other_cert, &other_key),
-                    Some("SSL"),
-                ),
-            ]
-        } else {
-            vec![
-                ("TLS with the brokers' CA", tls_with(&ca), None),
-                (
-                    "TLS trusting another CA",
-                    tls_with(&other_ca),
-                    Some("certificate verify failed"),
-                ),
-                ("plaintext to a TLS listener", vec![], Some("Disconnected")),
-            ]
-        };
-        check_cases(&broker, cases, &[]);
-    }
+    let cases: Vec<Case> = vec![
+        ("TLS with the brokers' CA", tls_with(&ca), None),
+        (
+            "TLS trusting another CA",
+            tls_with(&other_ca),
+            Some("certificate verify failed"),
+        ),
+        ("plaintext to a TLS listener", vec![], Some("Disconnected")),
+    ];
+    check_cases(&broker.bootstrap_for(Listener::Ssl), cases, &[]);
+    let cases: Vec<Case> = vec![
+        ("mutual TLS", with_identity(&ca, &cert, &key), None),
+        (
+            "mutual TLS without a client certificate",
+            tls_with(&ca),
+            Some("SSL"),
+        ),
+        (
+            "mutual TLS with a certificate from another CA",
+            with_identity(&ca, &other_cert, &other_key),
+            Some("SSL"),
+        ),
+    ];
+    check_cases(&broker.bootstrap_for(Listener::MutualTls), cases, &[]);
 }
 
 /// SCALER_KAFKA_TLS with `ca` as the CA file.
@@ -296,10 +323,9 @@ fn with_identity<'a>(ca: &'a str, cert: &'a str, key: &'a str) -> Vec<(&'static 
 #[test]
 fn named_clusters_are_reachable_by_name_or_servers_and_nothing_else_is() {
     let first = broker();
-    let second = Tansu::start();
-    second.create_topic("vault", 1);
-    second.produce("vault", 0, 9);
-    second.commit("secure", &[("vault", 0, 1)]);
+    // A second cluster of its own with the same names: 9 records, committed at 1.
+    let second = Kafka::start();
+    load_vault(&second, 9, 1);
     let mut config = Scaler::config(
         &first.bootstrap(),
         Duration::from_millis(300),

@@ -1,12 +1,16 @@
-//! Real services for the tests: a tansu broker on a free loopback port, Kafka helpers that
-//! use a real client, and the daemon in-process with a real gRPC client. Everything started
-//! here is stopped by its guard's `Drop`, and every wait has a deadline.
+//! Real services for the tests: Apache Kafka ([`kafka`]), Redis and the `lagscaler` binary
+//! on free loopback ports, the daemon in-process with a real gRPC client, and a test PKI.
+//! Everything started here is stopped by its guard's `Drop`, and every wait has a deadline.
+
+mod kafka;
+
+pub use kafka::*;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +22,6 @@ use lagscaler::grpc::proto::health::health_check_response::ServingStatus;
 use lagscaler::grpc::proto::health::HealthCheckRequest;
 use lagscaler::grpc::proto::health_grpc::METHOD_CHECK;
 use lagscaler::Daemon;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Deadline for any single RPC a test makes; KEDA's own is 3 s.
 pub const RPC_DEADLINE: Duration = Duration::from_secs(3);
@@ -52,272 +53,6 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A tansu broker on a free loopback port: in-memory storage, or SQLite in a temp dir for a
-/// broker with users; plaintext, or behind a TLS terminator.
-pub struct Tansu {
-    server: LoggedChild,
-    /// The port clients are told to use (the TLS terminator's, when there is one).
-    advertised: u16,
-    /// Client settings this broker needs beyond `bootstrap.servers` (TLS, SASL).
-    client_settings: Vec<(String, String)>,
-    /// The TLS terminator in front of the broker.
-    _proxy: Option<LoggedChild>,
-    /// The SQLite database of a broker with users.
-    _storage: Option<tempfile::TempDir>,
-}
-
-/// A SCRAM user of a [`Tansu::start_with_users`] broker: name, password, and tansu's name of
-/// the mechanism (`scram256`, `scram512`).
-pub type ScramUser<'a> = (&'a str, &'a str, &'a str);
-
-impl Tansu {
-    /// Starts the broker and waits until it accepts connections.
-    pub fn start() -> Tansu {
-        Tansu::start_on(free_port())
-    }
-
-    /// Starts the broker on `port` (e.g. the port of one that was stopped). Its storage is
-    /// in memory: topics and offsets start empty.
-    pub fn start_on(port: u16) -> Tansu {
-        let server = Tansu::launch(port, port, "memory://tansu/", None, false);
-        Tansu::plaintext(server, port)
-    }
-
-    /// Starts a broker that requires SASL, with `users` and whatever `setup` made (topics,
-    /// records, commits) in its SQLite storage. tansu keeps SCRAM credentials only in a
-    /// database, and its CLI cannot authenticate, so the broker first runs open for `setup`
-    /// and `tansu user create`, then restarts on the same port and data with
-    /// `--authentication`. Clients of the returned broker log in as `users[0]`.
-    pub fn start_with_users(users: &[ScramUser], setup: impl FnOnce(&Tansu)) -> Tansu {
-        let storage = tempfile::tempdir().expect("temp dir for the broker's database");
-        let port = free_port();
-        let database = "sqlite://tansu.db";
-        let open = Tansu::plaintext(
-            Tansu::launch(port, port, database, Some(storage.path()), false),
-            port,
-        );
-        setup(&open);
-        for (name, password, mechanism) in users {
-            open.run_cli(
-                &["user", "create"],
-                &["--mechanism", mechanism, name, password],
-            );
-        }
-        drop(open);
-        let server = Tansu::launch(port, port, database, Some(storage.path()), true);
-        let mut broker = Tansu::plaintext(server, port);
-        if let Some((name, password, mechanism)) = users.first() {
-            let mechanism = match *mechanism {
-                "scram256" => "SCRAM-SHA-256",
-                _ => "SCRAM-SHA-512",
-            };
-            broker.client_settings = [
-                ("security.protocol", "sasl_plaintext"),
-                ("sasl.mechanism", mechanism),
-                ("sasl.username", name),
-                ("sasl.password", password),
-            ]
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .to_vec();
-        }
-        broker._storage = Some(storage);
-        broker
-    }
-
-    /// Starts a broker that clients reach only over TLS, through a socat TLS terminator
-    /// with `pki`'s server certificate; with `mutual`, the terminator also requires a client
-    /// certificate from `pki`'s CA. The broker advertises the terminator's port, so every
-    /// connection a client makes goes through it.
-    pub fn start_behind_tls(pki: &TestPki, mutual: bool) -> Tansu {
-        let (port, tls_port) = (free_port(), free_port());
-        let server = Tansu::launch(port, tls_port, "memory://tansu/", None, false);
-        let mut listen = format!(
-            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={}",
-            pki.path("server.pem").display(),
-            pki.path("server.key").display(),
-            pki.path("ca.pem").display()
-        );
-        listen.push_str(if mutual { ",verify=1" } else { ",verify=0" });
-        let mut command = Command::new("socat");
-        command.arg(listen).arg(format!("TCP:127.0.0.1:{port}"));
-        let proxy = LoggedChild::start(command, tls_port, Duration::from_secs(10));
-        let mut client_settings = vec![
-            ("security.protocol".to_owned(), "ssl".to_owned()),
-            (
-                "ssl.ca.location".to_owned(),
-                pki.path("ca.pem").display().to_string(),
-            ),
-        ];
-        if mutual {
-            for (key, file) in [
-                ("ssl.certificate.location", "client.pem"),
-                ("ssl.key.location", "client.key"),
-            ] {
-                client_settings.push((key.to_owned(), pki.path(file).display().to_string()));
-            }
-        }
-        Tansu {
-            server,
-            advertised: tls_port,
-            client_settings,
-            _proxy: Some(proxy),
-            _storage: None,
-        }
-    }
-
-    /// A broker without TLS or SASL.
-    fn plaintext(server: LoggedChild, port: u16) -> Tansu {
-        Tansu {
-            server,
-            advertised: port,
-            client_settings: Vec::new(),
-            _proxy: None,
-            _storage: None,
-        }
-    }
-
-    /// Runs `tansu broker` on `port`, telling clients to use `advertised`, with `storage`
-    /// (relative to `dir` when given).
-    fn launch(
-        port: u16,
-        advertised: u16,
-        storage: &str,
-        dir: Option<&Path>,
-        authentication: bool,
-    ) -> LoggedChild {
-        let mut command = Command::new(tansu_binary());
-        command
-            .arg("broker")
-            .arg("--listener-url")
-            .arg(format!("tcp://127.0.0.1:{port}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{advertised}"))
-            .args(["--storage-engine", storage]);
-        if let Some(dir) = dir {
-            command.current_dir(dir);
-        }
-        if authentication {
-            command.arg("--authentication");
-        }
-        LoggedChild::start(command, port, Duration::from_secs(30))
-    }
-
-    /// A client configuration for this broker.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.bootstrap());
-        for (key, value) in &self.client_settings {
-            config.set(key, value);
-        }
-        config
-    }
-
-    /// The broker's port.
-    pub fn port(&self) -> u16 {
-        self.server.port
-    }
-
-    /// The broker's process id, e.g. to stop it with SIGSTOP.
-    pub fn pid(&self) -> u32 {
-        self.server.child.id()
-    }
-
-    /// `127.0.0.1:<port>`, the address clients are given (behind TLS, the terminator's).
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised)
-    }
-
-    /// The broker's output so far, for failure messages.
-    pub fn log(&self) -> String {
-        self.server.log()
-    }
-
-    /// Creates a topic with the broker's own CLI, straight to the broker's own port (not on
-    /// an authenticating broker: the CLI cannot authenticate).
-    pub fn create_topic(&self, name: &str, partitions: u32) {
-        self.run_cli(
-            &["topic", "create"],
-            &["--partitions", &partitions.to_string(), name],
-        );
-    }
-
-    /// Runs `tansu <command> --broker <this broker's own port> <args>` and checks that it
-    /// succeeded.
-    fn run_cli(&self, command: &[&str], args: &[&str]) {
-        let output = Command::new(tansu_binary())
-            .args(command)
-            .arg("--broker")
-            .arg(format!("tcp://127.0.0.1:{}", self.server.port))
-            .args(args)
-            .output()
-            .unwrap_or_else(|err| panic!("run tansu {command:?}: {err}"));
-        assert!(
-            output.status.success(),
-            "tansu {command:?} {args:?}: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.log()
-        );
-    }
-
-    /// Produces `count` records to one partition, one record per produce request (the
-    /// broker counts only a batch's first record in its high watermark).
-    pub fn produce(&self, topic: &str, partition: i32, count: usize) {
-        let producer = self.producer();
-        for _ in 0..count {
-            produce_one(&producer, topic, partition);
-        }
-    }
-
-    /// A producer that sends each record in a request of its own (see [`produce_one`]).
-    pub fn producer(&self) -> BaseProducer {
-        self.client_config()
-            .set("linger.ms", "0")
-            .set("batch.num.messages", "1")
-            .set("message.timeout.ms", "10000")
-            .create()
-            .expect("create test producer")
-    }
-
-    /// Commits `offsets` (topic, partition, offset) for `group`, as a consumer would.
-    pub fn commit(&self, group: &str, offsets: &[(&str, i32, i64)]) {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("create test consumer");
-        let mut list = TopicPartitionList::new();
-        for (topic, partition, offset) in offsets {
-            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .expect("add offset");
-        }
-        consumer
-            .commit(&list, CommitMode::Sync)
-            .unwrap_or_else(|err| panic!("commit {offsets:?} for {group}: {err}"));
-    }
-}
-
-/// Sends one record and waits until the broker has acknowledged it.
-pub fn produce_one(producer: &BaseProducer, topic: &str, partition: i32) {
-    producer
-        .send(
-            BaseRecord::<(), _>::to(topic)
-                .partition(partition)
-                .payload("record"),
-        )
-        .map_err(|(err, _)| err)
-        .expect("enqueue a record");
-    // Not `flush`: it sleeps in steps of up to 100 ms, which caps a producer at ~10 records/s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while producer.in_flight_count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{topic}[{partition}]: record not acknowledged within 10 s"
-        );
-        producer.poll(Duration::from_millis(1));
     }
 }
 
@@ -652,28 +387,6 @@ pub fn send_signal(signal: &str, pid: u32) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid}");
-}
-
-/// Where scripts/install-deps builds the broker, under the home directory (the path
-/// scripts/tansu-bin prints): tansu 0.6.0 with in-memory and SQLite storage.
-const TANSU_INSTALL: &str = ".cache/tansu-0.6.0-dynostore-libsql/bin/tansu";
-
-/// The broker binary: `TANSU_BIN`, else the one scripts/install-deps builds. Not a `tansu`
-/// on PATH: it may lack the SQLite storage the SASL tests need.
-pub fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    let installed = home.join(TANSU_INSTALL);
-    assert!(
-        installed.is_file(),
-        "{} not found and TANSU_BIN not set; scripts/install-deps builds it",
-        installed.display()
-    );
-    installed
 }
 
 /// A real gRPC client for the daemon, as KEDA would be one.
