@@ -123,10 +123,16 @@ pub fn list_group_offsets<C: ClientContext>(
         if list.is_null() {
             continue;
         }
-        // SAFETY: `list` is a valid partition list; `elems` holds `cnt` elements.
-        let elems = unsafe {
-            let list = &*list;
-            std::slice::from_raw_parts(list.elems, usize::try_from(list.cnt).unwrap_or(0))
+        // SAFETY: `list` is a valid partition list owned by the event.
+        let (elems, count) = unsafe { ((*list).elems, (*list).cnt) };
+        let count = usize::try_from(count).unwrap_or(0);
+        // An empty list may have no element array at all, and `from_raw_parts` needs a
+        // non-null pointer even for length 0.
+        let elems = if elems.is_null() || count == 0 {
+            &[][..]
+        } else {
+            // SAFETY: `elems` is non-null and holds `count` elements while the event lives.
+            unsafe { std::slice::from_raw_parts(elems, count) }
         };
         for elem in elems {
             if elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
