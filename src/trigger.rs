@@ -144,6 +144,15 @@ pub enum TriggerError {
         /// What the key accepts.
         accepted: &'static str,
     },
+    /// A key this trigger does not read. Its value is not repeated: a mistyped key may carry
+    /// a secret.
+    #[error("metadata {key} is not a key this trigger reads: expected {accepted}")]
+    UnknownKey {
+        /// The key, shortened when long.
+        key: String,
+        /// What is accepted instead.
+        accepted: String,
+    },
     /// A key's value is not accepted.
     #[error("metadata {key}={value:?} is not valid: expected {accepted}")]
     Invalid {
@@ -422,12 +431,11 @@ fn parse_plugin(metadata: &HashMap<String, String>) -> Result<Trigger, TriggerEr
         if PLUGIN_KEYS.contains(&key) || KEDA_KEYS.contains(&key) {
             continue;
         }
-        return Err(TriggerError::Invalid {
+        return Err(TriggerError::UnknownKey {
             key: quote(key),
-            value: quote(&metadata[key]),
             accepted: format!(
-                "nothing with entityType=plugin (its groups come from the dispatcher); \
-                 accepted keys are {}",
+                "nothing else with entityType=plugin (its groups come from the \
+                 dispatcher): one of the keys {}",
                 PLUGIN_KEYS.join(", ")
             ),
         });
@@ -563,10 +571,9 @@ fn check_keys(metadata: &HashMap<String, String>) -> Result<(), TriggerError> {
         if OWN_KEYS.contains(&key) || KEDA_KEYS.contains(&key) {
             continue;
         }
-        return Err(TriggerError::Invalid {
+        return Err(TriggerError::UnknownKey {
             key: quote(key),
-            value: quote(&metadata[key]),
-            accepted: format!("no such key; accepted keys are {}", OWN_KEYS.join(", ")),
+            accepted: format!("one of the keys {}", OWN_KEYS.join(", ")),
         });
     }
     Ok(())
@@ -639,18 +646,12 @@ fn pick_cluster(
     match found {
         Some(found) if metadata.get("cluster").is_none() || found == named => Ok(found),
         _ => {
+            // Clusters are named, their brokers never listed: the caller may be any
+            // ScaledObject in any namespace.
             let allowed = match &named {
-                Some(name) => format!("cluster {name}'s ({})", clusters.named[name]),
-                None if metadata.contains_key("cluster") => {
-                    format!("the default cluster's ({})", clusters.default)
-                }
-                None => {
-                    let all: Vec<String> = std::iter::once(&clusters.default)
-                        .chain(clusters.named.values())
-                        .map(|cluster| cluster.bootstrap_string())
-                        .collect();
-                    format!("a configured cluster's ({})", all.join(" or "))
-                }
+                Some(name) => format!("cluster {name}'s"),
+                None if metadata.contains_key("cluster") => "the default cluster's".to_owned(),
+                None => format!("a configured cluster's ({})", clusters.names().join(", ")),
             };
             Err(TriggerError::Invalid {
                 key: "bootstrapServers".to_owned(),
@@ -1069,7 +1070,7 @@ mod tests {
         let refused = |pairs: &[(&str, &str)], key: &str, says: &str| {
             let err = parse(pairs).unwrap_err().to_string();
             assert!(
-                err.starts_with(&format!("metadata {key}=")),
+                err.starts_with(&format!("metadata {key}")),
                 "{pairs:?}: {err}"
             );
             assert!(err.contains(says), "{pairs:?}: {err}");
@@ -1078,7 +1079,7 @@ mod tests {
         refused(
             &[g, ("bootstrapServers", "evil:9092")],
             "bootstrapServers",
-            "a1:9093",
+            "a configured cluster's (default, analytics)",
         );
         refused(
             &[
@@ -1094,6 +1095,19 @@ mod tests {
             "bootstrapServers",
             "the default cluster's",
         );
+        // The refusal never lists a cluster's brokers: a ScaledObject in any namespace
+        // learns no broker address from it.
+        for pairs in [
+            &[g, ("bootstrapServers", "evil:9092")][..],
+            &[g, ("cluster", "analytics"), ("bootstrapServers", "k1:9092")],
+            &[g, ("cluster", "default"), ("bootstrapServers", "a1:9093")],
+        ] {
+            let err = parse(pairs).unwrap_err().to_string();
+            for broker in ["k1:9092", "k2:9092", "a1:9093"] {
+                let given = pairs.iter().any(|(_, value)| value.contains(broker));
+                assert!(given || !err.contains(broker), "{pairs:?}: {err}");
+            }
+        }
         // A different cluster is a different watch, shown in its name.
         let trigger = parse(&[g, ("cluster", "analytics")]).unwrap();
         assert!(trigger.watch.to_string().starts_with("cluster=analytics "));
@@ -1109,6 +1123,26 @@ mod tests {
             "cluster",
             "",
         );
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_without_its_value() {
+        // A mistyped key may carry a secret (a password put where no key takes it).
+        let secret = "pw-never-echoed-5f1c";
+        for pairs in [
+            &[("consumerGroup", "g"), ("saslPassword", secret)][..],
+            &[
+                ("entityType", "plugin"),
+                ("pluginName", "p"),
+                ("targetSize", "1"),
+                ("saslPassword", secret),
+            ],
+        ] {
+            let err = parse(pairs).unwrap_err().to_string();
+            assert!(err.contains("saslPassword"), "{err}");
+            assert!(err.contains("expected"), "{err}");
+            assert!(!err.contains(secret), "the value is echoed: {err}");
+        }
     }
 
     #[test]
