@@ -134,15 +134,22 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("open the node's log");
-        let mut command = Command::new(script("kafka-run"));
+        // setpriv (util-linux) sets PR_SET_PDEATHSIG, then execs kafka-run, which execs java:
+        // the JVM dies (SIGKILL) when the thread that started it ends, so that none outlives
+        // its test. The shared broker lives in a static, never dropped (its thread lasts as
+        // long as the process), and a killed test process runs no `Drop`. A node is therefore
+        // started and restarted by the test's own thread. Not `pre_exec`: that makes std
+        // fork() a process full of gRPC and librdkafka threads.
+        let mut command = Command::new("setpriv");
         command
+            .args(["--pdeathsig", "KILL"])
+            .arg(script("kafka-run"))
             .arg(kafka_line())
             .arg("kafka.Kafka")
             .arg(self.properties())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
-        die_with_parent_thread(&mut command);
         let child = command
             .spawn()
             .unwrap_or_else(|err| panic!("start scripts/kafka-run: {err}"));
@@ -779,24 +786,5 @@ fn random_cluster_id() -> String {
         if !id.starts_with('-') {
             return id;
         }
-    }
-}
-
-/// Makes the child die (SIGKILL) when the thread that spawns it ends, so that no JVM outlives
-/// its test: the shared broker lives in a static, which is never dropped (its thread lasts
-/// as long as the process), and a test process that is killed runs no `Drop`. A node is
-/// therefore started and restarted by the test's own thread.
-fn die_with_parent_thread(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
-    // which is async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
     }
 }
