@@ -531,19 +531,35 @@ pub struct Decision {
     pub active: bool,
 }
 
+/// The largest value reported to KEDA, and the largest target accepted: KEDA turns a value
+/// into a quantity of value × 1000 in an int64 (up to ~9.22e18), so anything past ~9.22e15
+/// would wrap to a negative number, a scale-down. A value beyond it is reported as this,
+/// which scales as far as any larger number would.
+pub const MAX_REPORTED: f64 = 9e15;
+/// [`MAX_REPORTED`] as an integer.
+pub const MAX_REPORTED_INT: i64 = 9_000_000_000_000_000;
+
 impl Decision {
     /// GetMetrics' integer `metricValue` for `value`, the float of [`Decision::metric_value`]
-    /// in `mode`: the `lag` metric exactly, the others rounded up.
+    /// in `mode`: the `lag` metric exactly, the others rounded up; at most
+    /// [`MAX_REPORTED_INT`].
     pub fn metric_int(&self, mode: MetricMode, value: f64) -> i64 {
-        match mode {
+        let int = match mode {
             MetricMode::Lag => self.metric_lag,
             // Rounded up, so that older KEDA (integers only) errs towards scaling up.
             MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog => value.ceil() as i64,
-        }
+        };
+        int.min(MAX_REPORTED_INT)
     }
 
-    /// The value to report for `mode`, or why there is none. Finite and never negative.
+    /// The value to report for `mode`, or why there is none. Finite, never negative, at
+    /// most [`MAX_REPORTED`].
     pub fn metric_value(&self, mode: MetricMode) -> Result<f64, String> {
+        self.unbounded_value(mode)
+            .map(|value| value.min(MAX_REPORTED))
+    }
+
+    fn unbounded_value(&self, mode: MetricMode) -> Result<f64, String> {
         match mode {
             MetricMode::Lag => Ok(self.metric_lag as f64),
             MetricMode::Eta => match self.eta {
@@ -1598,6 +1614,40 @@ mod tests {
         }
     }
 
+    /// Lag far past what KEDA's quantities hold (offsets near i64::MAX, no cap) is reported
+    /// as the largest value KEDA can hold, never a wrapped or negative one (the fuzz test
+    /// below bounds every mode).
+    #[test]
+    fn values_past_what_keda_holds_are_reported_at_its_maximum() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let offsets = |high: i64| {
+            vec![PartitionOffsets {
+                group: "g".to_owned(),
+                topic: "t".to_owned(),
+                partition: 0,
+                log_start: 0,
+                high_watermark: high,
+                committed: Some(0),
+            }]
+        };
+        let rule = LagRule::DEFAULT;
+        window.record(start, offsets(i64::MAX / 2), Some(1), rule);
+        let later = start + Duration::from_secs(10);
+        let estimate = window.record(later, offsets(i64::MAX - 1), Some(1), rule);
+        let rules = Rules {
+            allow_idle_consumers: true,
+            ..Rules::default()
+        };
+        let decision = rules.decide(&estimate, later);
+        let value = decision.metric_value(MetricMode::Lag).expect("a value");
+        assert_eq!(value, MAX_REPORTED);
+        assert_eq!(
+            decision.metric_int(MetricMode::Lag, value),
+            MAX_REPORTED_INT
+        );
+    }
+
     mod fuzz {
         use proptest::prelude::*;
 
@@ -1629,7 +1679,7 @@ mod tests {
             fn any_sample_stream_gives_finite_answers(
                 polls in prop::collection::vec(poll(), 1..30),
                 earliest in any::<bool>(),
-                threshold in 1i64..1_000,
+                threshold in prop_oneof![1i64..1_000, 1i64..=MAX_REPORTED_INT],
                 target in 1u64..1_000,
                 flags in any::<[bool; 4]>(),
             ) {
@@ -1687,6 +1737,10 @@ mod tests {
                     ] {
                         if let Ok(value) = decision.metric_value(mode) {
                             prop_assert!(value.is_finite() && value >= 0.0, "{mode}: {value}");
+                            // KEDA stores value × 1000 in an int64.
+                            prop_assert!(value <= MAX_REPORTED, "{mode}: {value}");
+                            let int = decision.metric_int(mode, value);
+                            prop_assert!((0..=MAX_REPORTED_INT).contains(&int), "{mode}: {int}");
                         }
                     }
                 }

@@ -219,6 +219,8 @@ const MAX_QUOTED: usize = 120;
 /// What KEDA's booleans accept (Go's `strconv.ParseBool`).
 const BOOL_RULE: &str = "true or false (also 1/0, t/f, TRUE/FALSE, True/False)";
 
+/// Shortest `targetEtaSeconds`: a millisecond (less would round to no time at all).
+const MIN_TARGET_ETA_SECONDS: f64 = 0.001;
 /// Longest `targetEtaSeconds`: a week.
 const MAX_TARGET_ETA_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
@@ -286,7 +288,12 @@ impl Trigger {
 
         let lag_threshold = match get("lagThreshold") {
             None => 10,
-            Some(value) => parse_integer("lagThreshold", value, 1, "an integer > 0")?,
+            Some(value) => parse_target(
+                "lagThreshold",
+                value,
+                "an integer from 1 to 9000000000000000 (KEDA holds a target × 1000 in an \
+                 int64)",
+            )?,
         };
         let activation_lag_threshold = match get("activationLagThreshold") {
             None => 0,
@@ -473,11 +480,11 @@ fn parse_plugin(metadata: &HashMap<String, String>) -> Result<Trigger, TriggerEr
         Some(other) => return Err(invalid("metric", other, "backlog, lag, eta or replicas")),
     };
     let target_size = match (get("targetSize"), metric) {
-        (Some(value), MetricMode::Backlog | MetricMode::Lag) => Some(parse_integer(
+        (Some(value), MetricMode::Backlog | MetricMode::Lag) => Some(parse_target(
             "targetSize",
             value,
-            1,
-            "an integer > 0: backlog minutes (or records, with metric=lag) per replica",
+            "an integer from 1 to 9000000000000000: backlog minutes (or records, with \
+             metric=lag) per replica",
         )?),
         (None, MetricMode::Backlog | MetricMode::Lag) => {
             return Err(TriggerError::Missing {
@@ -710,6 +717,19 @@ fn parse_integer(
         .ok_or_else(|| invalid(key, value, accepted))
 }
 
+/// An HPA target: an integer from 1 to what KEDA's quantities hold.
+fn parse_target(
+    key: &'static str,
+    value: &str,
+    accepted: &'static str,
+) -> Result<i64, TriggerError> {
+    let target = parse_integer(key, value, 1, accepted)?;
+    if target > crate::estimate::MAX_REPORTED_INT {
+        return Err(invalid(key, value, accepted));
+    }
+    Ok(target)
+}
+
 /// Go's `strconv.ParseBool`, which KEDA uses for its flags (surrounding spaces allowed).
 fn parse_go_bool(value: &str) -> Option<bool> {
     match value.trim() {
@@ -724,14 +744,14 @@ fn parse_target_eta(value: &str) -> Result<Duration, TriggerError> {
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+        .filter(|seconds| seconds.is_finite() && *seconds >= MIN_TARGET_ETA_SECONDS)
         .filter(|seconds| *seconds <= MAX_TARGET_ETA_SECONDS)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| {
             invalid(
                 "targetEtaSeconds",
                 value,
-                "a number of seconds > 0 and at most 604800 (a week), e.g. 60",
+                "a number of seconds from 0.001 to 604800 (a week), e.g. 60",
             )
         })
 }
@@ -886,6 +906,7 @@ mod tests {
             ),
             (&[], "targetSize"),
             (&[("targetSize", "0")], "targetSize"),
+            (&[("targetSize", "9000000000000001")], "targetSize"),
             (&[("targetSize", "2.5")], "targetSize"),
             (&[("targetSize", "5"), ("metric", "minutes")], "metric"),
             (&[("metric", "eta")], "targetEtaSeconds"),
@@ -999,7 +1020,7 @@ mod tests {
             ("bootstrapServers", "k1:9092,k2:9092"),
             ("bootstrapServers", " k2:9092 , k1:9092 "),
             ("lagThreshold", "1"),
-            ("lagThreshold", " 9223372036854775807 "),
+            ("lagThreshold", " 9000000000000000 "),
             ("activationLagThreshold", "0"),
             ("activationLagThreshold", "100"),
             ("offsetResetPolicy", "latest"),
@@ -1126,6 +1147,17 @@ mod tests {
     }
 
     #[test]
+    fn targets_at_the_edges_of_what_keda_holds_are_accepted() {
+        let g = ("consumerGroup", "g");
+        let trigger = parse(&[g, ("lagThreshold", "9000000000000000")]).unwrap();
+        assert_eq!(trigger.target(), 9e15);
+        let trigger = parse(&[g, ("metric", "eta"), ("targetEtaSeconds", "0.001")]).unwrap();
+        assert_eq!(trigger.target(), 0.001);
+        let trigger = plugin(&[("targetSize", "9000000000000000")]).unwrap();
+        assert_eq!(trigger.target(), 9e15);
+    }
+
+    #[test]
     fn an_unknown_key_is_named_without_its_value() {
         // A mistyped key may carry a secret (a password put where no key takes it).
         let secret = "pw-never-echoed-5f1c";
@@ -1162,6 +1194,11 @@ mod tests {
                 &[g, ("lagThreshold", "99999999999999999999")],
                 "lagThreshold",
             ),
+            // KEDA holds a target × 1000 in an int64: 9e15 is the most it takes.
+            (&[g, ("lagThreshold", "9000000000000001")], "lagThreshold"),
+            // A target that rounds to no time at all.
+            (&[g, ("targetEtaSeconds", "1e-10")], "targetEtaSeconds"),
+            (&[g, ("targetEtaSeconds", "0.0009")], "targetEtaSeconds"),
             (
                 &[g, ("activationLagThreshold", "-1")],
                 "activationLagThreshold",
