@@ -305,7 +305,7 @@ mod fuzz {
     }
 
     /// Arbitrary metadata over real gRPC: never a panic or a dropped call, always OK (a
-    /// valid trigger's spec) or INVALID_ARGUMENT.
+    /// valid trigger's spec, with a target KEDA can hold) or INVALID_ARGUMENT.
     #[test]
     fn any_metadata_over_grpc_is_ok_or_invalid_argument() {
         // Nothing listens on this port: valid triggers get a spec and a watch that fails.
@@ -332,7 +332,17 @@ mod fuzz {
                 .map(|(key, value)| (key.as_str(), value.as_str()))
                 .collect();
             match scaler.metric_spec(&pairs) {
-                Ok(_) => ok.set(ok.get() + 1),
+                Ok((_, target, target_float)) => {
+                    // A target KEDA can hold: it keeps target × 1000 in an int64.
+                    let max = lagscaler::estimate::MAX_REPORTED_INT;
+                    prop_assert!((1..=max).contains(&target), "target {}", target);
+                    prop_assert!(
+                        target_float > 0.0 && target_float <= max as f64,
+                        "target {}",
+                        target_float
+                    );
+                    ok.set(ok.get() + 1)
+                }
                 Err(status) => {
                     prop_assert_eq!(status.code(), RpcStatusCode::INVALID_ARGUMENT);
                     prop_assert!(status.message().starts_with("metadata "));
