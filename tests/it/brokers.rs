@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::support::{wait_for, Kafka, Scaler};
+use crate::support::{wait_for, Kafka, Process, Scaler};
 
 const POLL: Duration = Duration::from_millis(300);
 const TTL: Duration = Duration::from_secs(600);
@@ -176,7 +176,12 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
         committed.push((TOPIC, partition, 40));
     }
     cluster.commit(GROUP, &committed);
-    let scaler = Scaler::start(&cluster.bootstrap(), POLL, TTL);
+    // The real binary: if librdkafka fails in the daemon, the child's exit says so.
+    let mut process = Process::start(
+        &cluster.bootstrap(),
+        &[("SCALER_POLL_INTERVAL", "300ms"), ("SCALER_DEBUG", "false")],
+    );
+    let scaler = process.client();
     let metadata = [
         ("consumerGroup", GROUP),
         ("topic", TOPIC),
@@ -184,22 +189,23 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     ];
     assert_eq!(scaler.lag(&metadata).expect("lag"), 6 * 60);
 
-    // A node crashes: its partitions get new leaders, and records written meanwhile count
-    // once it is back. Meanwhile an answer is the last good lag, the new exact lag, or
-    // UNAVAILABLE: never another number.
-    cluster.kill_node(0);
-    let killed = Instant::now();
+    // Ten more records, then a node crashes. Until it is back an answer is the last good
+    // lag, the new exact lag, or UNAVAILABLE: never another number. (The test's own clients
+    // stay off the cluster while a node is down.)
     cluster.produce(TOPIC, 0, 10);
     let mut expected = 6 * 60 + 10;
+    assert!(scaler
+        .wait_for_lag(&metadata, expected, Duration::from_secs(10))
+        .is_some());
+    cluster.kill_node(0);
+    let killed = Instant::now();
     let mut answers = Vec::new();
     while killed.elapsed() < Duration::from_secs(15) {
         let answer = scaler.lag(&metadata).map_err(|status| status.code());
         assert!(
-            matches!(
-                answer,
-                Ok(360) | Ok(370) | Err(grpcio::RpcStatusCode::UNAVAILABLE)
-            ),
-            "{answer:?} with node 1 down"
+            matches!(answer, Ok(370) | Err(grpcio::RpcStatusCode::UNAVAILABLE)),
+            "{answer:?} with node 1 down; log:\n{}",
+            process.log()
         );
         if answers.last() != Some(&answer) {
             answers.push(answer);
@@ -211,8 +217,9 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     let seen = scaler.wait_for_lag(&metadata, expected, Duration::from_secs(30));
     assert!(
         seen.is_some(),
-        "lag {expected} not seen once node 1 was back: {:?}\n{}",
+        "lag {expected} not seen once node 1 was back: {:?}\n{}\n{}",
         scaler.lag(&metadata),
+        process.log(),
         cluster.log()
     );
     println!(
@@ -232,10 +239,16 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
             "lag {expected} not seen after restarting node {}: {:?}\n{}",
             node + 1,
             scaler.lag(&metadata),
-            cluster.log()
+            process.log()
         );
         took.push(restarted.elapsed());
     });
     println!("rolling restart: the new record counted after {took:?}");
-    scaler.stop();
+    drop(scaler);
+    let status = process.terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "lagscaler {status:?} after the cluster's incidents; log:\n{}",
+        process.log()
+    );
 }

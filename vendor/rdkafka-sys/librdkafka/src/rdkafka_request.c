@@ -1370,9 +1370,21 @@ err:
         actions = rd_kafka_handle_OffsetFetch_err_action(rkb, err, request);
 
         if (actions & RD_KAFKA_ERR_ACTION_REFRESH) {
-                /* Re-query for coordinator */
-                rd_kafka_cgrp_op(rkb->rkb_rk->rk_cgrp, NULL, RD_KAFKA_NO_REPLYQ,
-                                 RD_KAFKA_OP_COORD_QUERY, err);
+                if (rkb->rkb_rk->rk_cgrp) {
+                        /* Re-query for coordinator */
+                        rd_kafka_cgrp_op(rkb->rkb_rk->rk_cgrp, NULL,
+                                         RD_KAFKA_NO_REPLYQ,
+                                         RD_KAFKA_OP_COORD_QUERY, err);
+                } else {
+                        /* lagscaler patch: an admin ListConsumerGroupOffsets
+                         * on a client without a consumer group: rk_cgrp is
+                         * NULL (dereferencing it crashed the process when the
+                         * group's coordinator moved). Forget this broker as a
+                         * cached coordinator instead, so that the next request
+                         * looks the coordinator up again. */
+                        rd_kafka_coord_cache_evict(&rkb->rkb_rk->rk_coord_cache,
+                                                   rkb);
+                }
         }
 
         if (actions & RD_KAFKA_ERR_ACTION_RETRY || retry_unstable) {
