@@ -90,6 +90,12 @@ pub const SETTINGS: &[Setting] = &[
         help: "a file holding the SASL password instead (one trailing newline is dropped)",
     },
     Setting {
+        name: "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",
+        default: "false",
+        help: "allow SASL PLAIN without TLS, which sends the password readable to anyone on \
+               the network (true/false); refused at start unless true",
+    },
+    Setting {
         name: "SCALER_KAFKA_TLS",
         default: "false",
         help: "TLS to the brokers (true/false), as KEDA's tls: enable",
@@ -586,6 +592,7 @@ impl Config {
         }
         config.kafka.sasl = parse_kafka_sasl(&vars)?;
         config.kafka.tls = parse_kafka_tls(&vars)?;
+        check_plain_password(&vars, &config.kafka)?;
         if let Some(path) = vars
             .get("SCALER_KAFKA_CLUSTERS_FILE")
             .map(str::trim)
@@ -775,6 +782,10 @@ const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("username", "SCALER_KAFKA_USERNAME"),
     ("password", "SCALER_KAFKA_PASSWORD"),
     ("password_file", "SCALER_KAFKA_PASSWORD_FILE"),
+    (
+        "allow_plaintext_password",
+        "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",
+    ),
     ("tls", "SCALER_KAFKA_TLS"),
     ("tls_ca_file", "SCALER_KAFKA_TLS_CA_FILE"),
     ("tls_cert_file", "SCALER_KAFKA_TLS_CERT_FILE"),
@@ -865,6 +876,7 @@ fn parse_clusters(
             tls: parse_kafka_tls(&vars).map_err(rename)?,
             ..default.clone()
         };
+        check_plain_password(&vars, &cluster).map_err(rename)?;
         clusters.insert(name, cluster);
     }
     Ok(clusters)
@@ -961,6 +973,30 @@ fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigError> {
         username: username.to_owned(),
         password: Secret(password),
     }))
+}
+
+/// SASL PLAIN sends the password as it is: without TLS anyone on the path reads it, so that
+/// takes an explicit `SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true`.
+fn check_plain_password(vars: &Vars, kafka: &KafkaConfig) -> Result<(), ConfigError> {
+    const NAME: &str = "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD";
+    let allowed = match vars.get(NAME) {
+        None => false,
+        Some(value) => parse_bool(value).ok_or_else(|| invalid(NAME, value, "true or false"))?,
+    };
+    let plain = kafka
+        .sasl
+        .as_ref()
+        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::Plain);
+    if plain && kafka.tls.is_none() && !allowed {
+        return Err(invalid(
+            "SCALER_KAFKA_SASL",
+            "plaintext",
+            "TLS as well (SCALER_KAFKA_TLS=true): SASL PLAIN without TLS sends the password \
+             readable to anyone on the network; set SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true \
+             to accept that, or use scram_sha256/scram_sha512",
+        ));
+    }
+    Ok(())
 }
 
 /// TLS to Kafka: on or off, with an optional CA and client certificate.
@@ -1397,6 +1433,56 @@ mod tests {
         );
         let plain = Config::from_vars(vars(&[])).unwrap();
         assert_eq!(plain.kafka.security_protocol(), "plaintext");
+    }
+
+    #[test]
+    fn sasl_plain_without_tls_needs_an_explicit_allowance() {
+        let plain = [
+            ("SCALER_KAFKA_SASL", "plaintext"),
+            ("SCALER_KAFKA_USERNAME", "alice"),
+            ("SCALER_KAFKA_PASSWORD", "kafka-pw-never-shown"),
+        ];
+        let err = Config::from_vars(vars(&plain)).unwrap_err().to_string();
+        assert!(err.starts_with("SCALER_KAFKA_SASL"), "{err}");
+        assert!(
+            err.contains("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true"),
+            "{err}"
+        );
+        assert!(!err.contains("kafka-pw-never-shown"), "{err}");
+
+        let mut allowed = plain.to_vec();
+        allowed.push(("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD", "true"));
+        let config = Config::from_vars(vars(&allowed)).unwrap();
+        assert_eq!(config.kafka.security_protocol(), "sasl_plaintext");
+        let mut over_tls = plain.to_vec();
+        over_tls.push(("SCALER_KAFKA_TLS", "true"));
+        let config = Config::from_vars(vars(&over_tls)).unwrap();
+        assert_eq!(config.kafka.security_protocol(), "sasl_ssl");
+        // SCRAM never sends the password itself: no allowance needed.
+        let scram = [
+            ("SCALER_KAFKA_SASL", "scram_sha512"),
+            ("SCALER_KAFKA_USERNAME", "alice"),
+            ("SCALER_KAFKA_PASSWORD", "pw"),
+        ];
+        assert!(Config::from_vars(vars(&scram)).is_ok());
+        let mut bad = allowed.clone();
+        bad[3].1 = "perhaps";
+        let err = Config::from_vars(vars(&bad)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD"),
+            "{err}"
+        );
+
+        // The clusters file has the same rule, under its own key names.
+        let default = Config::from_vars(vars(&[])).unwrap().kafka;
+        let table = "[a]\nbootstrap_servers = \"x:1\"\nsasl = \"plaintext\"\n\
+                     username = \"u\"\npassword = \"cluster-pw\"\n";
+        let err = parse_clusters(table, &default).unwrap_err();
+        assert!(err.contains("[a] sasl"), "{err}");
+        assert!(err.contains("allow_plaintext_password=true"), "{err}");
+        assert!(!err.contains("cluster-pw"), "{err}");
+        let allowed = format!("{table}allow_plaintext_password = true\n");
+        assert!(parse_clusters(&allowed, &default).is_ok());
     }
 
     #[test]

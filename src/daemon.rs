@@ -2,14 +2,16 @@
 //! order and stopped in reverse. Tests run it in-process; `main` runs it until a signal.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use grpcio::{
     CertificateRequestType, EnvBuilder, Environment, Server, ServerBuilder, ServerCredentials,
-    ServerCredentialsBuilder,
+    ServerCredentialsBuilder, ServerCredentialsFetcher,
 };
 use log::{info, warn};
+use parking_lot::Mutex;
 
 use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
@@ -40,7 +42,7 @@ pub enum StartError {
         /// The setting naming the file.
         variable: &'static str,
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// Why.
         cause: String,
     },
@@ -151,7 +153,7 @@ impl Daemon {
                     registry: Arc::clone(&registry),
                     health: health.clone(),
                     rpc: rpc_stats,
-                    kafka: Arc::clone(&kafka.default),
+                    pusher: Arc::clone(&pusher),
                     stale_after: config.stale_after,
                     watch_ttl: config.watch_ttl,
                 };
@@ -206,7 +208,7 @@ impl Daemon {
     /// Kafka requests sent so far by API, as of librdkafka's latest statistics report
     /// (`None` before the first, or when statistics are off).
     pub fn kafka_requests(&self) -> Option<crate::kafka::RequestCounts> {
-        self.kafka.default.request_counts()
+        self.kafka.default_client().request_counts()
     }
 
     /// Number of live watches.
@@ -217,6 +219,23 @@ impl Daemon {
     /// Watcher threads that died and were restarted since the start.
     pub fn watcher_panics(&self) -> usize {
         self.registry.watcher_panics()
+    }
+
+    /// `Err` naming the first of the daemon's own threads (`registry`, `push`, `http`) that
+    /// died; the daemon cannot serve as documented without it, and the caller should stop
+    /// it and exit with a failure so that systemd or Kubernetes restarts it. (A dead watcher
+    /// is restarted by the registry instead.)
+    pub fn check_threads(&self) -> Result<(), String> {
+        let dead = if self.registry.is_dead() {
+            "registry"
+        } else if self.pusher.is_dead() {
+            "push"
+        } else if self.http.as_ref().is_some_and(HttpServer::is_dead) {
+            "http"
+        } else {
+            return Ok(());
+        };
+        Err(format!("the {dead} thread died"))
     }
 
     /// Stops serving and joins every thread the daemon started, giving up after `grace`:
@@ -236,6 +255,8 @@ impl Daemon {
             addr: _,
         } = self;
         health.set_serving(false);
+        // Polls waiting on Kafka give up within a slice: nobody will read their answers.
+        kafka.stop_calls();
         if let Some(http) = http {
             http.shutdown();
         }
@@ -262,34 +283,122 @@ impl Daemon {
 /// that: past the deadline it cancels what is left and lets go of the server, as the
 /// process is about to exit.
 /// The server's TLS credentials from the configured files; with a client CA, clients must
-/// present a certificate it signed.
+/// present a certificate it signed. The files are read now (a bad one fails the start) and
+/// again whenever one of them changes (cert-manager rotating a Secret): gRPC asks
+/// [`CertificateFiles`] before accepting each connection, so new connections get the new
+/// certificate and connections already open keep theirs.
 fn tls_credentials(tls: &TlsConfig) -> Result<ServerCredentials, StartError> {
-    let read = |variable: &'static str, path: &std::path::Path| {
-        let bytes = std::fs::read(path).map_err(|err| StartError::TlsFile {
-            variable,
-            path: path.to_owned(),
-            cause: err.to_string(),
-        })?;
-        if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
-            return Err(StartError::TlsFile {
-                variable,
-                path: path.to_owned(),
-                cause: "no PEM block (-----BEGIN ...) in it".to_owned(),
-            });
-        }
-        Ok(bytes)
+    let files = CertificateFiles {
+        tls: tls.clone(),
+        seen: Mutex::new(None),
     };
-    let cert = read("SCALER_TLS_CERT_FILE", &tls.cert_file)?;
-    let key = read("SCALER_TLS_KEY_FILE", &tls.key_file)?;
-    let mut builder = ServerCredentialsBuilder::new().add_cert(cert, key);
-    if let Some(ca_file) = &tls.client_ca_file {
-        let ca = read("SCALER_TLS_CLIENT_CA_FILE", ca_file)?;
-        builder = builder.root_cert(
-            ca,
-            CertificateRequestType::RequestAndRequireClientCertificateAndVerify,
-        );
+    // The same read the fetcher makes, so that a bad file fails here with its setting named.
+    files
+        .builder()
+        .map_err(|(variable, path, cause)| StartError::TlsFile {
+            variable,
+            path,
+            cause,
+        })?;
+    let request = if tls.client_ca_file.is_some() {
+        CertificateRequestType::RequestAndRequireClientCertificateAndVerify
+    } else {
+        CertificateRequestType::DontRequestClientCertificate
+    };
+    Ok(ServerCredentials::with_fetcher(Box::new(files), request))
+}
+
+/// The gRPC TLS files, and what they looked like when last read.
+struct CertificateFiles {
+    tls: TlsConfig,
+    /// Modification time, size and inode of each file when last read.
+    seen: Mutex<Option<Vec<FileStamp>>>,
+}
+
+/// What tells a file changed: (modification time, size, inode).
+type FileStamp = (Option<std::time::SystemTime>, u64, u64);
+
+/// Which setting's file failed, the file, and why.
+type FileError = (&'static str, PathBuf, String);
+
+impl CertificateFiles {
+    /// The files with the setting naming each.
+    fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut files = vec![
+            ("SCALER_TLS_CERT_FILE", self.tls.cert_file.as_path()),
+            ("SCALER_TLS_KEY_FILE", self.tls.key_file.as_path()),
+        ];
+        if let Some(ca) = &self.tls.client_ca_file {
+            files.push(("SCALER_TLS_CLIENT_CA_FILE", ca.as_path()));
+        }
+        files
     }
-    Ok(builder.build())
+
+    /// Each file's stamp (following symbolic links, as Kubernetes mounts Secrets).
+    fn stamp(&self) -> Result<Vec<FileStamp>, FileError> {
+        use std::os::unix::fs::MetadataExt;
+        self.files()
+            .into_iter()
+            .map(|(variable, path)| {
+                let meta = std::fs::metadata(path)
+                    .map_err(|err| (variable, path.to_owned(), err.to_string()))?;
+                Ok((meta.modified().ok(), meta.len(), meta.ino()))
+            })
+            .collect()
+    }
+
+    /// The credentials from the files as they are now.
+    fn builder(&self) -> Result<ServerCredentialsBuilder, FileError> {
+        let read = |variable: &'static str, path: &Path| {
+            let bytes =
+                std::fs::read(path).map_err(|err| (variable, path.to_owned(), err.to_string()))?;
+            if !bytes.windows(11).any(|window| window == b"-----BEGIN ") {
+                return Err((
+                    variable,
+                    path.to_owned(),
+                    "no PEM block (-----BEGIN ...) in it".to_owned(),
+                ));
+            }
+            Ok(bytes)
+        };
+        let cert = read("SCALER_TLS_CERT_FILE", &self.tls.cert_file)?;
+        let key = read("SCALER_TLS_KEY_FILE", &self.tls.key_file)?;
+        let builder = ServerCredentialsBuilder::new().add_cert(cert.clone(), key);
+        Ok(match &self.tls.client_ca_file {
+            Some(ca_file) => builder.root_cert(
+                read("SCALER_TLS_CLIENT_CA_FILE", ca_file)?,
+                CertificateRequestType::RequestAndRequireClientCertificateAndVerify,
+            ),
+            // gRPC core insists on client roots for reloadable credentials (an assertion in
+            // its debug builds) even when it asks clients for no certificate. Its own chain
+            // serves: with no certificate asked for, the roots check nothing.
+            None => builder.root_cert(cert, CertificateRequestType::DontRequestClientCertificate),
+        })
+    }
+}
+
+impl ServerCredentialsFetcher for CertificateFiles {
+    /// New credentials when a file changed since the last read; `None` (keep the current
+    /// ones) otherwise. A file that cannot be read, or a half-written one, is an error, and
+    /// gRPC keeps the credentials it has.
+    fn fetch(&self) -> Result<Option<ServerCredentialsBuilder>, Box<dyn std::error::Error>> {
+        let describe =
+            |(variable, path, cause): FileError| format!("{variable}={}: {cause}", path.display());
+        let stamp = self.stamp().map_err(describe)?;
+        let mut seen = self.seen.lock();
+        if seen.as_ref() == Some(&stamp) {
+            return Ok(None);
+        }
+        let builder = self.builder().map_err(describe)?;
+        if seen.is_some() {
+            info!(
+                "gRPC TLS files changed: new connections get certificate {}",
+                self.tls.cert_file.display()
+            );
+        }
+        *seen = Some(stamp);
+        Ok(Some(builder))
+    }
 }
 
 fn stop_server(mut server: Server, deadline: Instant) -> Result<(), StopError> {

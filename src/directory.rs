@@ -8,11 +8,22 @@
 //! is unreachable the in-memory mapping is used; the outage is logged once, and the next
 //! lookup after it ends reconnects by itself.
 //!
-//! One connection is shared by every plugin watcher, behind a lock held only for the Redis
-//! round trips of one lookup, each bounded by [`REDIS_TIMEOUT`].
+//! Lookups never wait on each other: no lock is held across a Redis round trip. Idle
+//! connections wait in a small pool; a lookup takes one (or connects) and puts it back only
+//! after its round trips succeeded. Every step has a deadline of [`REDIS_TIMEOUT`]: each
+//! command through the socket's timeouts, and connecting (DNS, TCP, TLS handshake, AUTH,
+//! SELECT), which the Redis client cannot bound by itself, on a short-lived `redis-connect`
+//! thread that the lookup stops waiting for. After a failed round trip, lookups answer from
+//! memory for [`RETRY_AFTER`] before one of them tries Redis again, so an unreachable Redis
+//! costs one deadline per second, not one per plugin watcher.
+//!
+//! Lagscaler only needs to read: writing the remembered mapping is best effort (a read-only
+//! ACL user, as the Azul scaler's, is refused the write), the mapping is kept in memory
+//! first, and a refused write is logged once.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -27,6 +38,16 @@ pub const REMEMBERED_KEY: &str = "lagscaler:plugin-kafka-prefix";
 
 /// Bound on connecting to Redis and on each command.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After a failed round trip, lookups answer from memory this long before trying again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Idle connections kept for later lookups.
+const POOL_SIZE: usize = 4;
+
+/// Connection attempts past their deadline that may still hang (a TLS handshake the server
+/// never finishes has no timeout of its own) before no new attempt is started.
+const MAX_HANGING_CONNECTS: usize = 4;
 
 /// Where a plugin's `kafka_prefix` came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,16 +73,21 @@ impl Lookup {
 /// The dispatcher's Redis, with lagscaler's memory of plugin mappings.
 pub struct Directory {
     config: RedisConfig,
-    state: Mutex<State>,
+    /// Idle connections, each last used by a lookup whose round trips all succeeded.
+    pool: Mutex<Vec<redis::Connection>>,
+    memory: Mutex<Memory>,
+    /// Connection attempts that missed their deadline and may still be running.
+    hanging: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
-struct State {
-    connection: Option<redis::Connection>,
+struct Memory {
     /// Mappings known to this process: the dispatcher's or lagscaler's own remembered one.
     remembered: HashMap<String, String>,
-    /// Whether the last Redis round trip failed, so that an outage is logged once.
-    down: bool,
+    /// Since when Redis failed, and when to try again; `None` while it answers.
+    down: Option<Instant>,
+    /// Whether writing the remembered mapping was refused, so that it is logged once.
+    write_refused: bool,
 }
 
 impl Directory {
@@ -69,7 +95,9 @@ impl Directory {
     pub fn new(config: RedisConfig) -> Directory {
         Directory {
             config,
-            state: Mutex::new(State::default()),
+            pool: Mutex::new(Vec::new()),
+            memory: Mutex::new(Memory::default()),
+            hanging: Mutex::new(Vec::new()),
         }
     }
 
@@ -80,86 +108,177 @@ impl Directory {
 
     /// The `kafka_prefix` of `plugin`: the dispatcher's, else the remembered one, else
     /// [`Lookup::Unknown`]. An error only when Redis cannot be read and this process knows no
-    /// mapping for the plugin.
+    /// mapping for the plugin. Takes at most about two [`REDIS_TIMEOUT`]s (connecting, then
+    /// the commands), however many lookups run at once.
     pub fn lookup(&self, plugin: &str) -> Result<Lookup, String> {
-        let mut state = self.state.lock();
-        match self.read(&mut state, plugin) {
-            Ok(found) => {
-                if state.down {
-                    info!("Redis {} is reachable again", self.config.describe());
-                    state.down = false;
-                }
-                Ok(found)
-            }
-            Err(err) => {
-                // The connection may be broken half-way through a reply: start afresh.
-                state.connection = None;
+        let retry_at = self.memory.lock().down.map(|since| since + RETRY_AFTER);
+        let result = match retry_at {
+            Some(at) if Instant::now() < at => Err(format!(
+                "reading Redis {}: it failed less than {} ago",
+                self.config.describe(),
+                humantime::format_duration(RETRY_AFTER)
+            )),
+            _ => self.read(plugin).map_err(|err| {
                 let cause = format!("reading Redis {}: {err}", self.config.describe());
-                if !state.down {
+                let mut memory = self.memory.lock();
+                if memory.down.is_none() {
                     warn!(
                         "{cause}; plugins keep their last known consumer groups until it is back"
                     );
-                    state.down = true;
                 } else {
                     debug!("{cause}");
                 }
-                match state.remembered.get(plugin) {
-                    Some(prefix) => Ok(Lookup::Remembered(prefix.clone())),
-                    None => Err(format!(
-                        "{cause}, and plugin {plugin}'s kafka_prefix was never seen"
-                    )),
+                memory.down = Some(Instant::now());
+                cause
+            }),
+        };
+        match result {
+            Ok(found) => {
+                let mut memory = self.memory.lock();
+                if memory.down.take().is_some() {
+                    info!("Redis {} is reachable again", self.config.describe());
                 }
+                Ok(found)
+            }
+            Err(cause) => match self.memory.lock().remembered.get(plugin) {
+                Some(prefix) => Ok(Lookup::Remembered(prefix.clone())),
+                None => Err(format!(
+                    "{cause}, and plugin {plugin}'s kafka_prefix was never seen"
+                )),
+            },
+        }
+    }
+
+    /// One lookup's Redis round trips on a pooled or new connection, put back only after
+    /// they all succeeded, so that a failure always reconnects next time.
+    fn read(&self, plugin: &str) -> redis::RedisResult<Lookup> {
+        let pooled = self.pool.lock().pop();
+        let mut connection = match pooled {
+            Some(connection) => connection,
+            None => self.connect()?,
+        };
+        let (found, reusable) = self.lookup_on(&mut connection, plugin)?;
+        let mut pool = self.pool.lock();
+        if reusable && pool.len() < POOL_SIZE {
+            pool.push(connection);
+        }
+        Ok(found)
+    }
+
+    /// A new connection with command timeouts, within [`REDIS_TIMEOUT`] from DNS to the
+    /// last setup command. The attempt runs on a `redis-connect` thread; one that misses the
+    /// deadline is left to finish on its own (and joined later).
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let mut hanging = self.hanging.lock();
+        let (finished, running): (Vec<_>, Vec<_>) =
+            hanging.drain(..).partition(|thread| thread.is_finished());
+        *hanging = running;
+        drop(hanging);
+        for thread in finished {
+            let _ = thread.join();
+        }
+        if self.hanging.lock().len() >= MAX_HANGING_CONNECTS {
+            return Err(timed_out(format!(
+                "{MAX_HANGING_CONNECTS} earlier connection attempts still hang; not starting \
+                 another"
+            )));
+        }
+        let info = self.config.connection.clone();
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let thread = thread::Builder::new()
+            .name("redis-connect".to_owned())
+            .spawn(move || {
+                let connected = redis::Client::open(info).and_then(|client| {
+                    let connection = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+                    connection.set_read_timeout(Some(REDIS_TIMEOUT))?;
+                    connection.set_write_timeout(Some(REDIS_TIMEOUT))?;
+                    Ok(connection)
+                });
+                // The lookup may have stopped waiting; then the connection is dropped.
+                let _ = sender.send(connected);
+            })
+            .map_err(|err| redis::RedisError::from(std::io::Error::other(err)))?;
+        match receiver.recv_timeout(REDIS_TIMEOUT) {
+            Ok(connected) => {
+                let _ = thread.join();
+                connected
+            }
+            Err(_) => {
+                self.hanging.lock().push(thread);
+                Err(timed_out(format!(
+                    "no connection within {} (name lookup, TCP connect or TLS handshake)",
+                    humantime::format_duration(REDIS_TIMEOUT)
+                )))
             }
         }
     }
 
-    /// One lookup's Redis round trips. The connection is put back only after they all
-    /// succeeded, so a failure always reconnects next time.
-    fn read(&self, state: &mut State, plugin: &str) -> redis::RedisResult<Lookup> {
-        let mut connection = match state.connection.take() {
-            Some(connection) => connection,
-            None => {
-                let client = redis::Client::open(self.config.connection.clone())?;
-                let connection = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
-                connection.set_read_timeout(Some(REDIS_TIMEOUT))?;
-                connection.set_write_timeout(Some(REDIS_TIMEOUT))?;
-                connection
+    /// The lookup, and whether the connection may be used again.
+    fn lookup_on(
+        &self,
+        connection: &mut redis::Connection,
+        plugin: &str,
+    ) -> redis::RedisResult<(Lookup, bool)> {
+        let value: Option<String> = connection.get(plugin)?;
+        if let Some(value) = value {
+            match plugin::kafka_prefix_of(&value) {
+                Ok(prefix) => {
+                    let known = self.memory.lock().remembered.get(plugin) == Some(&prefix);
+                    let reusable = known || self.remember(connection, plugin, &prefix);
+                    return Ok((Lookup::Dispatcher(prefix), reusable));
+                }
+                Err(why) => warn!("plugin {plugin}: {why}; using the remembered mapping"),
             }
+        }
+        if let Some(prefix) = self.memory.lock().remembered.get(plugin) {
+            return Ok((Lookup::Remembered(prefix.clone()), true));
+        }
+        let stored: Option<String> = connection.hget(REMEMBERED_KEY, plugin)?;
+        let found = match stored {
+            Some(prefix) => {
+                self.memory
+                    .lock()
+                    .remembered
+                    .insert(plugin.to_owned(), prefix.clone());
+                Lookup::Remembered(prefix)
+            }
+            None => Lookup::Unknown,
         };
-        let found = lookup_on(&mut connection, &mut state.remembered, plugin)?;
-        state.connection = Some(connection);
-        Ok(found)
+        Ok((found, true))
+    }
+
+    /// Keeps `plugin`'s mapping in memory, then in Redis for a restarted lagscaler, best
+    /// effort: a refused write (a read-only user) is logged once and changes nothing else.
+    /// Whether the connection may be used again (not after an IO error: a reply may be
+    /// pending on it).
+    fn remember(&self, connection: &mut redis::Connection, plugin: &str, prefix: &str) -> bool {
+        self.memory
+            .lock()
+            .remembered
+            .insert(plugin.to_owned(), prefix.to_owned());
+        info!("plugin {plugin}: kafka_prefix {prefix} (remembered)");
+        let written: redis::RedisResult<()> = connection.hset(REMEMBERED_KEY, plugin, prefix);
+        match written {
+            Ok(()) => true,
+            Err(err) => {
+                let mut memory = self.memory.lock();
+                if !memory.write_refused {
+                    warn!(
+                        "cannot write {REMEMBERED_KEY} to Redis {} ({err}): plugin mappings \
+                         are remembered in memory only, and a restarted lagscaler forgets \
+                         those the dispatcher no longer has",
+                        self.config.describe()
+                    );
+                    memory.write_refused = true;
+                } else {
+                    debug!("writing {REMEMBERED_KEY} for plugin {plugin}: {err}");
+                }
+                !err.is_io_error() && !err.is_unrecoverable_error()
+            }
+        }
     }
 }
 
-fn lookup_on(
-    connection: &mut redis::Connection,
-    remembered: &mut HashMap<String, String>,
-    plugin: &str,
-) -> redis::RedisResult<Lookup> {
-    let value: Option<String> = connection.get(plugin)?;
-    if let Some(value) = value {
-        match plugin::kafka_prefix_of(&value) {
-            Ok(prefix) => {
-                if remembered.get(plugin) != Some(&prefix) {
-                    let _: () = connection.hset(REMEMBERED_KEY, plugin, &prefix)?;
-                    info!("plugin {plugin}: kafka_prefix {prefix} (remembered)");
-                    remembered.insert(plugin.to_owned(), prefix.clone());
-                }
-                return Ok(Lookup::Dispatcher(prefix));
-            }
-            Err(why) => warn!("plugin {plugin}: {why}; using the remembered mapping"),
-        }
-    }
-    if let Some(prefix) = remembered.get(plugin) {
-        return Ok(Lookup::Remembered(prefix.clone()));
-    }
-    let stored: Option<String> = connection.hget(REMEMBERED_KEY, plugin)?;
-    Ok(match stored {
-        Some(prefix) => {
-            remembered.insert(plugin.to_owned(), prefix.clone());
-            Lookup::Remembered(prefix)
-        }
-        None => Lookup::Unknown,
-    })
+fn timed_out(detail: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, detail))
 }

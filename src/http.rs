@@ -1,9 +1,11 @@
 //! The HTTP listener (`SCALER_HTTP_PORT`): `/metrics` in Prometheus text format, `/healthz`
-//! (the process is up) and `/readyz` (gRPC serving and a Kafka broker answering).
+//! (the process is up) and `/readyz` (lagscaler can serve: gRPC serving, its own threads
+//! alive).
 //!
-//! One named thread, `http`, serves the requests one at a time with tiny_http. Rendering
-//! `/metrics` reads the metric store and counters, never Kafka; `/readyz` asks Kafka for
-//! metadata with a short timeout.
+//! One named thread, `http`, serves the requests one at a time with tiny_http. Nothing it
+//! answers waits on Kafka or Redis: `/metrics` reads the metric store and counters, and
+//! readiness does not depend on any one cluster (a trigger on an unreachable cluster gets
+//! UNAVAILABLE, and KEDA its fallback, from a pod that still serves every other trigger).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -18,14 +20,10 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::estimate::Eta;
 use crate::grpc::stats::BUCKETS;
-use crate::grpc::{Health, RpcStats};
-use crate::kafka::KafkaClient;
+use crate::grpc::{Health, Pusher, RpcStats};
 use crate::store::Reading;
 use crate::trigger::{metric_name, Source};
 use crate::watch::Registry;
-
-/// How long `/readyz` waits for a Kafka broker.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the thread looks for the stop flag while idle.
 const IDLE_WAKE: Duration = Duration::from_millis(200);
@@ -38,8 +36,8 @@ pub struct Observed {
     pub health: Health,
     /// gRPC call counters.
     pub rpc: Arc<RpcStats>,
-    /// The Kafka client, for `/readyz`.
-    pub kafka: Arc<KafkaClient>,
+    /// The push thread, whose death makes the daemon unready.
+    pub pusher: Arc<Pusher>,
     /// Age beyond which a sample is not served (`SCALER_STALE_AFTER`): triggers' values
     /// are left out of `/metrics` then, as gRPC answers UNAVAILABLE.
     pub stale_after: Duration,
@@ -78,6 +76,14 @@ impl HttpServer {
         self.addr
     }
 
+    /// Whether the thread ended without being told to (it panicked).
+    pub fn is_dead(&self) -> bool {
+        self.thread
+            .lock()
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+    }
+
     /// Stops and joins the thread. Idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
@@ -92,7 +98,13 @@ impl HttpServer {
 fn serve(server: &Server, observed: &Observed, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         match server.recv_timeout(IDLE_WAKE) {
-            Ok(Some(request)) => answer(request, observed),
+            Ok(Some(request)) => {
+                #[cfg(feature = "test-hooks")]
+                if crate::hooks::take_thread_panic("http") {
+                    panic!("panic injected by a test into the http thread");
+                }
+                answer(request, observed)
+            }
             Ok(None) => {}
             Err(err) => {
                 warn!("http listener: {err}");
@@ -131,15 +143,18 @@ fn answer(request: Request, observed: &Observed) {
     }
 }
 
-/// Ready when gRPC is serving and a Kafka broker answers a metadata request.
+/// Ready when gRPC is serving and the threads that answer from memory are alive.
 fn readiness(observed: &Observed) -> Result<(), String> {
     if !observed.health.is_serving() {
         return Err("gRPC is not serving".to_owned());
     }
-    observed
-        .kafka
-        .check_reachable(READY_TIMEOUT)
-        .map_err(|err| format!("Kafka: {err}"))
+    if observed.registry.is_dead() {
+        return Err("the registry thread died; lagscaler is exiting".to_owned());
+    }
+    if observed.pusher.is_dead() {
+        return Err("the push thread died; lagscaler is exiting".to_owned());
+    }
+    Ok(())
 }
 
 /// Every metric in Prometheus text format 0.0.4.

@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::bail;
+
 use anyhow::Context;
 use log::{debug, error, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -13,6 +15,9 @@ use lagscaler::{config, sd_notify, Config, Daemon};
 
 /// Time allowed from the signal to the last thread joined.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// How often the main thread looks for a signal and for a dead daemon thread.
+const WATCH_PERIOD: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -106,11 +111,23 @@ fn run(config: &Config) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let daemon = Daemon::start(config).context("starting")?;
     tell_systemd("READY=1");
-    if let Some(signal) = signals.forever().next() {
-        info!("received signal {signal}");
-    }
+    let died = loop {
+        if let Some(signal) = signals.pending().next() {
+            info!("received signal {signal}");
+            break None;
+        }
+        if let Err(dead) = daemon.check_threads() {
+            error!("{dead}: stopping, to exit with a failure so that lagscaler is restarted");
+            break Some(dead);
+        }
+        std::thread::sleep(WATCH_PERIOD);
+    };
     tell_systemd("STOPPING=1");
-    daemon.shutdown(SHUTDOWN_GRACE).context("shutting down")?;
+    let stopped = daemon.shutdown(SHUTDOWN_GRACE);
+    if let Some(dead) = died {
+        bail!("{dead}");
+    }
+    stopped.context("shutting down")?;
     Ok(())
 }
 

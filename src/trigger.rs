@@ -5,6 +5,7 @@
 //! refused with the key, the value and what is accepted: a typo or an unsupported option
 //! never falls back to a default silently.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
@@ -88,7 +89,10 @@ impl PartitionSet {
     /// Parses `1,2,10-20` (spaces allowed around items); `None` if anything is malformed.
     pub fn parse(text: &str) -> Option<PartitionSet> {
         let mut ranges = Vec::new();
-        for item in text.split(',') {
+        for item in text.splitn(MAX_PARTITION_ITEMS + 1, ',') {
+            if ranges.len() == MAX_PARTITION_ITEMS {
+                return None;
+            }
             let item = item.trim();
             let (low, high) = match item.split_once('-') {
                 Some((low, high)) => (low.trim(), high.trim()),
@@ -198,7 +202,15 @@ pub const OWN_KEYS: &[&str] = &[
     "pluginName",
     "targetSize",
     "includeHistoric",
+    "version",
 ];
+
+/// The suffix of a key whose value KEDA read from the workload's environment
+/// (`consumerGroupFromEnv`): it forwards the resolved value under that key.
+const FROM_ENV: &str = "FromEnv";
+
+/// Most items (numbers or ranges) in a `partitionLimitation`.
+const MAX_PARTITION_ITEMS: usize = 1000;
 
 /// Keys a plugin trigger (`entityType=plugin`) reads.
 const PLUGIN_KEYS: &[&str] = &[
@@ -232,6 +244,8 @@ impl Trigger {
         metadata: &HashMap<String, String>,
         clusters: &ClusterSet,
     ) -> Result<Trigger, TriggerError> {
+        let resolved = resolve_from_env(metadata);
+        let metadata: &HashMap<String, String> = &resolved;
         check_keys(metadata)?;
         if check_entity(metadata)? == Entity::Plugin {
             return parse_plugin(metadata);
@@ -281,10 +295,23 @@ impl Trigger {
                 invalid(
                     "partitionLimitation",
                     value,
-                    "a comma-separated list of partition numbers and ranges, e.g. 1,2,10-20",
+                    "a comma-separated list of at most 1000 partition numbers and ranges, \
+                     e.g. 1,2,10-20",
                 )
             })?),
         };
+        if let Some(version) = get("version") {
+            // KEDA's Kafka client needs the protocol version; librdkafka negotiates it with
+            // each broker, so a valid one is accepted and changes nothing.
+            if !is_kafka_version(version) {
+                return Err(invalid(
+                    "version",
+                    version,
+                    "a Kafka version as KEDA writes it, e.g. 3.9.0 or 0.10.2.0 (librdkafka \
+                     negotiates the protocol with each broker, so it changes nothing)",
+                ));
+            }
+        }
 
         let lag_threshold = match get("lagThreshold") {
             None => 10,
@@ -569,6 +596,58 @@ impl fmt::Display for WatchKey {
         }
         write!(f, " {}", self.lag_rule)
     }
+}
+
+/// The metadata with every `<key>FromEnv` of a key this trigger reads renamed to `<key>`, as
+/// KEDA means it: the value KEDA resolved from the workload's environment. A key given both
+/// ways takes the plain one, as KEDA does (trigger metadata before resolved environment).
+/// Borrowed unchanged when there is no such key, as on most calls.
+fn resolve_from_env(metadata: &HashMap<String, String>) -> Cow<'_, HashMap<String, String>> {
+    if !metadata.keys().any(|key| key.ends_with(FROM_ENV)) {
+        return Cow::Borrowed(metadata);
+    }
+    let mut resolved = HashMap::with_capacity(metadata.len());
+    let mut from_env = Vec::new();
+    for (key, value) in metadata {
+        match key.strip_suffix(FROM_ENV) {
+            Some(base) if OWN_KEYS.contains(&base) => from_env.push((base, value)),
+            _ => {
+                resolved.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for (base, value) in from_env {
+        resolved
+            .entry(base.to_owned())
+            .or_insert_with(|| value.clone());
+    }
+    Cow::Owned(resolved)
+}
+
+/// Whether `text` is a Kafka version as KEDA's client parses it: `1.2.3` or `0.10.2.0`.
+fn is_kafka_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let numbers = parts
+        .iter()
+        .all(|part| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit()));
+    numbers && (parts.len() == 3 || (parts.len() == 4 && parts[0] == "0"))
+}
+
+/// Whether `text` is a Kubernetes DNS-1123 label (a namespace name): 1 to 63 of `a-z`,
+/// `0-9` and `-`, starting and ending with a letter or digit.
+pub fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'-')
+}
+
+/// Whether `text` is a Kubernetes DNS-1123 subdomain (most objects' names): at most 253
+/// bytes of dot-separated labels.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
 }
 
 fn check_keys(metadata: &HashMap<String, String>) -> Result<(), TriggerError> {
@@ -1175,6 +1254,111 @@ mod tests {
             assert!(err.contains("expected"), "{err}");
             assert!(!err.contains(secret), "the value is echoed: {err}");
         }
+    }
+
+    #[test]
+    fn from_env_keys_carry_the_value_keda_resolved() {
+        // KEDA resolves `<key>FromEnv` from the workload's environment and forwards the
+        // value under that key.
+        let resolved = parse(&[
+            ("consumerGroupFromEnv", "orders"),
+            ("topicFromEnv", "payments"),
+            ("lagThresholdFromEnv", "50"),
+            ("bootstrapServersFromEnv", "k2:9092,k1:9092"),
+        ])
+        .unwrap();
+        let plain = parse(&[
+            ("consumerGroup", "orders"),
+            ("topic", "payments"),
+            ("lagThreshold", "50"),
+        ])
+        .unwrap();
+        assert_eq!(resolved, plain);
+        // The plain key wins over the resolved one, as in KEDA.
+        let both = parse(&[
+            ("consumerGroup", "orders"),
+            ("consumerGroupFromEnv", "other"),
+        ])
+        .unwrap();
+        assert_eq!(both.watch.source, Source::Group("orders".to_owned()));
+        // A resolved value is checked like a plain one, and named by its own key.
+        let err = parse(&[("consumerGroup", "g"), ("lagThresholdFromEnv", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lagThreshold=\"many\""), "{err}");
+        // Plugins too.
+        let plugin = parse(&[
+            ("entityType", "plugin"),
+            ("pluginNameFromEnv", "plugin-tika"),
+            ("targetSize", "1"),
+        ])
+        .unwrap();
+        assert!(plugin.watch.to_string().contains("plugin-tika"));
+        // A FromEnv key of no key this trigger reads is unknown, and named without its value.
+        let err = parse(&[("consumerGroup", "g"), ("passwordFromEnv", "pw-5f1c")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("passwordFromEnv"), "{err}");
+        assert!(!err.contains("pw-5f1c"), "{err}");
+    }
+
+    #[test]
+    fn kedas_version_key_is_checked_and_changes_nothing() {
+        let g = ("consumerGroup", "g");
+        for version in ["1.0.0", "3.9.0", " 2.8.1 ", "0.10.2.0"] {
+            let trigger = parse(&[g, ("version", version)]).unwrap();
+            assert_eq!(trigger, parse(&[g]).unwrap(), "{version}");
+        }
+        for version in ["", "latest", "3", "3.9", "1.2.3.4", "3.9.x", "1.0.0-rc1"] {
+            let err = parse(&[g, ("version", version)]).unwrap_err().to_string();
+            assert!(err.contains("metadata version="), "{version}: {err}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_names_are_checked() {
+        for ok in ["default", "keda", "a", "team-1", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "ä",
+            &"a".repeat(64),
+            "a\n",
+        ] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        for ok in ["orders.v1", "my-app.team-1"] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(long.len(), 255);
+        for bad in ["", "a..b", ".a", "a.", "a/b", "Orders", long.as_str()] {
+            assert!(!is_dns_subdomain(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn partition_limitation_is_bounded() {
+        let g = ("consumerGroup", "g");
+        let t = ("topic", "t");
+        let items = |n: usize| {
+            (0..n)
+                .map(|i| (2 * i).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(parse(&[g, t, ("partitionLimitation", &items(1000))]).is_ok());
+        let err = parse(&[g, t, ("partitionLimitation", &items(1001))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 1000"), "{err}");
     }
 
     #[test]

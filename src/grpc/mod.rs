@@ -80,17 +80,20 @@ pub fn external_scaler(
             move |ctx, request: ScaledObjectRef, sink| {
                 let (scaler, pusher) = &stream_active;
                 let started = Instant::now();
-                let caller = caller(&request);
-                let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
+                let opened = caller(&request).and_then(|caller| {
+                    let trigger = scaler.trigger(&request.scalerMetadata)?;
                     scaler.registry.watch(&trigger.watch).map_err(exhausted)?;
-                    Ok(trigger)
+                    Ok((caller, trigger))
                 });
                 scaler
                     .stats
                     .record("StreamIsActive", &opened, started.elapsed());
                 match opened {
-                    Ok(trigger) => pusher.stream_is_active(&ctx, caller, trigger, sink),
-                    Err(status) => refuse_stream(&ctx, sink, "StreamIsActive", &caller, status),
+                    Ok((caller, trigger)) => pusher.stream_is_active(&ctx, caller, trigger, sink),
+                    Err(status) => {
+                        let caller = caller(&request).unwrap_or_else(|_| INVALID_CALLER.into());
+                        refuse_stream(&ctx, sink, "StreamIsActive", &caller, status)
+                    }
                 }
             },
         )
@@ -99,19 +102,22 @@ pub fn external_scaler(
             move |ctx, request: ScaledObjectRef, sink| {
                 let (scaler, pusher) = &stream_spec;
                 let started = Instant::now();
-                let caller = caller(&request);
-                let opened = scaler.trigger(&request.scalerMetadata).and_then(|trigger| {
+                let opened = caller(&request).and_then(|caller| {
+                    let trigger = scaler.trigger(&request.scalerMetadata)?;
                     let spec = scaler.metric_spec(&request, &caller)?;
-                    Ok((trigger, spec))
+                    Ok((caller, trigger, spec))
                 });
                 scaler
                     .stats
                     .record("StreamMetricSpec", &opened, started.elapsed());
                 match opened {
-                    Ok((trigger, spec)) => {
+                    Ok((caller, trigger, spec)) => {
                         pusher.stream_metric_spec(&ctx, caller, trigger, spec, sink)
                     }
-                    Err(status) => refuse_stream(&ctx, sink, "StreamMetricSpec", &caller, status),
+                    Err(status) => {
+                        let caller = caller(&request).unwrap_or_else(|_| INVALID_CALLER.into());
+                        refuse_stream(&ctx, sink, "StreamMetricSpec", &caller, status)
+                    }
                 }
             },
         )
@@ -120,11 +126,15 @@ pub fn external_scaler(
             move |ctx, request: ScaledObjectRef, sink| {
                 let started = Instant::now();
                 let caller = caller(&request);
-                let answer = is_active.is_active(&request, &caller);
+                let answer = caller
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|caller| is_active.is_active(&request, caller));
                 is_active
                     .stats
                     .record("IsActive", &answer, started.elapsed());
-                reply(&ctx, sink, "IsActive", &caller, answer);
+                let caller = caller.as_deref().unwrap_or(INVALID_CALLER);
+                reply(&ctx, sink, "IsActive", caller, answer);
             },
         )
         .add_unary_handler(
@@ -132,29 +142,35 @@ pub fn external_scaler(
             move |ctx, request: ScaledObjectRef, sink| {
                 let started = Instant::now();
                 let caller = caller(&request);
-                let answer = get_metric_spec.metric_spec(&request, &caller);
+                let answer = caller
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|caller| get_metric_spec.metric_spec(&request, caller));
                 get_metric_spec
                     .stats
                     .record("GetMetricSpec", &answer, started.elapsed());
-                reply(&ctx, sink, "GetMetricSpec", &caller, answer);
+                let caller = caller.as_deref().unwrap_or(INVALID_CALLER);
+                reply(&ctx, sink, "GetMetricSpec", caller, answer);
             },
         )
         .add_unary_handler(
             &proto::METHOD_GET_METRICS,
             move |ctx, request: GetMetricsRequest, sink| {
                 let started = Instant::now();
-                let object = request.scaledObjectRef.as_ref().map(caller);
-                let answer = get_metrics.metrics(&request, object.as_deref().unwrap_or("?"));
+                let caller = request.scaledObjectRef.as_ref().map(caller);
+                let answer = match &caller {
+                    Some(Err(status)) => Err(status.clone()),
+                    Some(Ok(caller)) => get_metrics.metrics(&request, caller),
+                    None => get_metrics.metrics(&request, INVALID_CALLER),
+                };
                 get_metrics
                     .stats
                     .record("GetMetrics", &answer, started.elapsed());
-                reply(
-                    &ctx,
-                    sink,
-                    "GetMetrics",
-                    object.as_deref().unwrap_or("?"),
-                    answer,
-                );
+                let caller = match &caller {
+                    Some(Ok(caller)) => caller.as_str(),
+                    _ => INVALID_CALLER,
+                };
+                reply(&ctx, sink, "GetMetrics", caller, answer);
             },
         )
         .build();
@@ -346,10 +362,35 @@ fn round_to_ms(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// `namespace/name` of the ScaledObject asking, for logs.
-fn caller(object: &ScaledObjectRef) -> String {
-    format!("{}/{}", object.namespace, object.name)
+/// `namespace/name` of the ScaledObject asking, for logs and `/metrics` labels, once both
+/// are valid Kubernetes names: they are kept with the watch, so a caller must not be able to
+/// make lagscaler keep (or log) megabytes. The values are never echoed back.
+fn caller(object: &ScaledObjectRef) -> Result<String, RpcStatus> {
+    let refuse = |field: &str, accepted: &str| {
+        RpcStatus::with_message(
+            RpcStatusCode::INVALID_ARGUMENT,
+            format!("scaledObjectRef.{field} is not valid: expected {accepted}"),
+        )
+    };
+    if !crate::trigger::is_dns_label(&object.namespace) {
+        return Err(refuse(
+            "namespace",
+            "a Kubernetes namespace name (1 to 63 of a-z, 0-9 and '-', starting and ending \
+             with a letter or digit)",
+        ));
+    }
+    if !crate::trigger::is_dns_subdomain(&object.name) {
+        return Err(refuse(
+            "name",
+            "a Kubernetes object name (1 to 253 of a-z, 0-9, '-' and '.', each \
+             dot-separated part starting and ending with a letter or digit)",
+        ));
+    }
+    Ok(format!("{}/{}", object.namespace, object.name))
 }
+
+/// The caller of a request whose ScaledObjectRef is invalid, for the log line of its refusal.
+const INVALID_CALLER: &str = "(invalid scaledObjectRef)";
 
 /// Ends a stream that cannot be served with `status`, logged as a unary error is.
 fn refuse_stream<T: Send + 'static>(

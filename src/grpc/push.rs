@@ -12,6 +12,7 @@
 //! (the task's write fails and the thread drops the stream at its next look) or when the
 //! daemon stops ([`Pusher::shutdown`] drops every sender: the task closes the call with OK).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ const STREAM_BUFFER: usize = 4;
 pub struct Pusher {
     commands: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set by [`Pusher::shutdown`]: a stream refused from then on is refused because the
+    /// daemon stops, not because the thread died.
+    stopping: AtomicBool,
 }
 
 enum Command {
@@ -89,11 +93,21 @@ impl Pusher {
         Ok(Pusher {
             commands,
             thread: Mutex::new(Some(thread)),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the thread ended without being told to (it panicked).
+    pub fn is_dead(&self) -> bool {
+        self.thread
+            .lock()
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
     }
 
     /// Ends every stream (each client gets status OK) and joins the thread. Idempotent.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         let Some(thread) = self.thread.lock().take() else {
             return;
         };
@@ -157,12 +171,19 @@ impl Pusher {
             .send(Command::Subscribe(Box::new(stream)))
             .is_err()
         {
-            // The push thread is gone: the daemon is stopping.
+            // The push thread is gone: the daemon is stopping, or the thread died and the
+            // daemon is about to exit (and be restarted).
+            let message = if self.stopping.load(Ordering::Acquire) {
+                "lagscaler is shutting down"
+            } else {
+                "lagscaler's push thread died and lagscaler is exiting to be restarted; \
+                 polling (IsActive, GetMetrics) still answers until then"
+            };
             ctx.spawn(async move {
                 let _ = sink
                     .fail(RpcStatus::with_message(
                         grpcio::RpcStatusCode::UNAVAILABLE,
-                        "lagscaler is shutting down".to_owned(),
+                        message.to_owned(),
                     ))
                     .await;
             });
@@ -189,6 +210,10 @@ fn run(scaler: &Scaler, commands: &Receiver<Command>, updates: &Receiver<u64>) {
         select! {
             recv(commands) -> command => match command {
                 Ok(Command::Subscribe(mut stream)) => {
+                    #[cfg(feature = "test-hooks")]
+                    if crate::hooks::take_push_panic(&stream.caller) {
+                        panic!("panic injected by a test into the push thread");
+                    }
                     decide(scaler, &mut stream, Instant::now());
                     streams.push(*stream);
                 }
@@ -202,6 +227,10 @@ fn run(scaler: &Scaler, commands: &Receiver<Command>, updates: &Receiver<u64>) {
                 }
             },
             recv(sweep) -> _ => {
+                #[cfg(feature = "test-hooks")]
+                if crate::hooks::take_thread_panic("push") {
+                    panic!("panic injected by a test into the push thread");
+                }
                 streams.retain(|stream| {
                     let closed = stream.is_closed();
                     if closed {

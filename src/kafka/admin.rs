@@ -1,16 +1,29 @@
-//! The one admin call rdkafka's safe API lacks: ListConsumerGroupOffsets for an arbitrary
-//! group, made through `rdkafka::bindings`. All of lagscaler's `unsafe` lives here.
+//! The admin calls rdkafka's safe API lacks, made through `rdkafka::bindings`: a group's
+//! committed offsets (ListConsumerGroupOffsets for an arbitrary group), a topic's
+//! partitions (DescribeTopics) and partition offsets (ListOffsets). All of lagscaler's
+//! `unsafe` lives here.
+//!
+//! Each call is asynchronous inside librdkafka: its answer arrives on a queue of its own,
+//! which is polled in slices of [`SLICE`] so that a stopping daemon is noticed within one
+//! slice, never after a whole request timeout.
 //!
 //! Every librdkafka object created here is owned by a guard that destroys it on every path,
 //! and nothing borrowed from a result event outlives the event's guard.
 
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::client::Client;
 use rdkafka::ClientContext;
+
+/// How often a wait for an answer looks at the stop flag.
+pub const SLICE: Duration = Duration::from_millis(100);
+
+/// The error text of a call given up because the daemon is stopping.
+pub const STOPPING: &str = "lagscaler is stopping";
 
 /// One committed offset of a group. `offset` is negative when the group has none there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,82 +36,64 @@ pub struct CommittedOffset {
     pub offset: i64,
 }
 
-/// Lists every committed offset of `group`, waiting at most `timeout` for the answer.
+/// Why an admin call about a topic failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicError {
+    /// The broker says the topic does not exist.
+    Unknown,
+    /// Anything else, in librdkafka's words.
+    Other(String),
+}
+
+/// Which end of a partition to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (or the last stable offset, for read_committed).
+    Latest,
+}
+
+/// What every call needs: the client, the deadline and the stop flag.
+pub struct Call<'a, C: ClientContext> {
+    /// The client whose connections carry the request.
+    pub client: &'a Client<C>,
+    /// librdkafka's request timeout; the wait allows a little more.
+    pub timeout: Duration,
+    /// Set when the daemon stops: the wait gives up within [`SLICE`].
+    pub stop: &'a AtomicBool,
+}
+
+/// Lists every committed offset of `group`.
 pub fn list_group_offsets<C: ClientContext>(
-    client: &Client<C>,
+    call: &Call<'_, C>,
     group: &str,
-    timeout: Duration,
 ) -> Result<Vec<CommittedOffset>, String> {
     let group_c = CString::new(group).map_err(|_| "group name contains a NUL byte".to_owned())?;
-    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    let rk = client.native_ptr();
-
-    // SAFETY: `rk` is the live client handle `client` owns for this whole call.
-    let queue = QueueGuard(unsafe { rd::rd_kafka_queue_new(rk) });
-    // SAFETY: as above; the admin-op value is a valid member of the C enum.
-    let options = OptionsGuard(unsafe {
-        rd::rd_kafka_AdminOptions_new(
-            rk,
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-        )
-    });
-    let mut errstr: [c_char; 256] = [0; 256];
-    // SAFETY: `options.0` is valid; `errstr` is a writable buffer of the length passed.
-    let set = unsafe {
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.0,
-            timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        )
-    };
-    if set != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        // SAFETY: librdkafka wrote a NUL-terminated message into `errstr`.
-        let message = unsafe { CStr::from_ptr(errstr.as_ptr()) };
-        return Err(format!(
-            "admin request timeout: {}",
-            message.to_string_lossy()
-        ));
-    }
-
     // SAFETY: `group_c` is a valid C string; a null partition list means "every partition
     // the group has committed on". librdkafka copies both.
     let request = RequestGuard(unsafe {
         rd::rd_kafka_ListConsumerGroupOffsets_new(group_c.as_ptr(), ptr::null())
     });
-    let mut requests = [request.0];
-    // SAFETY: the array holds exactly one valid request, as the API requires; librdkafka
-    // copies the request, so our guard may destroy it afterwards; options and queue are
-    // valid for the call.
-    unsafe {
-        rd::rd_kafka_ListConsumerGroupOffsets(
-            rk,
-            requests.as_mut_ptr(),
-            requests.len(),
-            options.0,
-            queue.0,
-        );
-    }
-
-    // A little slack beyond the request timeout so that librdkafka's own timeout error,
-    // which says more, arrives before ours.
-    let wait_ms = timeout_ms.saturating_add(500);
-    // SAFETY: `queue.0` is valid; the event returned (if any) is ours to destroy.
-    let event = EventGuard(unsafe { rd::rd_kafka_queue_poll(queue.0, wait_ms) });
-    if event.0.is_null() {
-        return Err(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        ));
-    }
-    // SAFETY: `event.0` is a valid event until its guard drops at the end of this function.
-    let error = unsafe { rd::rd_kafka_event_error(event.0) };
-    if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        // SAFETY: as above; the string lives as long as the event.
-        let message = unsafe { CStr::from_ptr(rd::rd_kafka_event_error_string(event.0)) };
-        return Err(message.to_string_lossy().into_owned());
-    }
-    // SAFETY: as above; null when the event is of another type.
+    let event = call.run(
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+        |rk, options, queue| {
+            let mut requests = [request.0];
+            // SAFETY: the array holds exactly one valid request, as the API requires;
+            // librdkafka copies the request, so our guard may destroy it afterwards; options
+            // and queue are valid for the call.
+            unsafe {
+                rd::rd_kafka_ListConsumerGroupOffsets(
+                    rk,
+                    requests.as_mut_ptr(),
+                    requests.len(),
+                    options,
+                    queue,
+                );
+            }
+        },
+    )?;
+    // SAFETY: `event.0` is a valid event until its guard drops; null when of another type.
     let result = unsafe { rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.0) };
     if result.is_null() {
         return Err("unexpected admin event instead of a ListConsumerGroupOffsets result".into());
@@ -108,46 +103,28 @@ pub fn list_group_offsets<C: ClientContext>(
     let groups =
         unsafe { rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut n_groups) };
     let mut offsets = Vec::new();
-    for group_idx in 0..n_groups {
-        // SAFETY: `group_idx < n_groups`, the array's length as librdkafka reported it.
-        let group_result = unsafe { *groups.add(group_idx) };
+    // SAFETY: `groups` holds `n_groups` elements owned by the event.
+    for &group_result in unsafe { elements(groups, n_groups) } {
         // SAFETY: `group_result` is valid while the event lives.
         let group_error = unsafe { rd::rd_kafka_group_result_error(group_result) };
         if !group_error.is_null() {
             // SAFETY: `group_error` is valid while the event lives.
-            let message = unsafe { CStr::from_ptr(rd::rd_kafka_error_string(group_error)) };
-            return Err(message.to_string_lossy().into_owned());
+            return Err(unsafe { error_text(group_error) });
         }
         // SAFETY: as above; the list is owned by the event.
         let list = unsafe { rd::rd_kafka_group_result_partitions(group_result) };
-        if list.is_null() {
-            continue;
-        }
-        // SAFETY: `list` is a valid partition list owned by the event.
-        let (elems, count) = unsafe { ((*list).elems, (*list).cnt) };
-        let count = usize::try_from(count).unwrap_or(0);
-        // An empty list may have no element array at all, and `from_raw_parts` needs a
-        // non-null pointer even for length 0.
-        let elems = if elems.is_null() || count == 0 {
-            &[][..]
-        } else {
-            // SAFETY: `elems` is non-null and holds `count` elements while the event lives.
-            unsafe { std::slice::from_raw_parts(elems, count) }
-        };
-        for elem in elems {
+        // SAFETY: `list` is null or a valid partition list owned by the event.
+        for elem in unsafe { list_elements(list) } {
             if elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                // SAFETY: `rd_kafka_err2str` returns a static string for any error code.
-                let message = unsafe { CStr::from_ptr(rd::rd_kafka_err2str(elem.err)) };
                 return Err(format!(
                     "partition {}: {}",
                     elem.partition,
-                    message.to_string_lossy()
+                    err_text(elem.err)
                 ));
             }
-            // SAFETY: every element of a result list names its topic as a C string.
-            let topic = unsafe { CStr::from_ptr(elem.topic) };
             offsets.push(CommittedOffset {
-                topic: topic.to_string_lossy().into_owned(),
+                // SAFETY: every element of a result list names its topic as a C string.
+                topic: unsafe { c_text(elem.topic) },
                 partition: elem.partition,
                 offset: elem.offset,
             });
@@ -156,11 +133,285 @@ pub fn list_group_offsets<C: ClientContext>(
     Ok(offsets)
 }
 
+/// The partition numbers of `topic`, sorted (DescribeTopics, a Metadata request).
+pub fn topic_partitions<C: ClientContext>(
+    call: &Call<'_, C>,
+    topic: &str,
+) -> Result<Vec<i32>, TopicError> {
+    let topic_c =
+        CString::new(topic).map_err(|_| TopicError::Other("topic contains a NUL byte".into()))?;
+    let mut names = [topic_c.as_ptr()];
+    // SAFETY: `names` holds one valid C string; librdkafka copies it into the collection.
+    let topics = TopicsGuard(unsafe {
+        rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), names.len())
+    });
+    let event = call
+        .run(
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            |rk, options, queue| {
+                // SAFETY: every pointer is valid for the call; librdkafka copies the
+                // collection.
+                unsafe { rd::rd_kafka_DescribeTopics(rk, topics.0, options, queue) }
+            },
+        )
+        .map_err(TopicError::Other)?;
+    // SAFETY: `event.0` is a valid event until its guard drops; null when of another type.
+    let result = unsafe { rd::rd_kafka_event_DescribeTopics_result(event.0) };
+    if result.is_null() {
+        return Err(TopicError::Other(
+            "unexpected admin event instead of a DescribeTopics result".into(),
+        ));
+    }
+    let mut n_topics = 0usize;
+    // SAFETY: `result` is valid while the event lives; the array it returns is owned by it.
+    let descriptions = unsafe { rd::rd_kafka_DescribeTopics_result_topics(result, &mut n_topics) };
+    // SAFETY: `descriptions` holds `n_topics` elements owned by the event.
+    for &description in unsafe { elements(descriptions, n_topics) } {
+        // SAFETY: `description` is valid while the event lives.
+        let name = unsafe { c_text(rd::rd_kafka_TopicDescription_name(description)) };
+        if name != topic {
+            continue;
+        }
+        // SAFETY: as above.
+        let error = unsafe { rd::rd_kafka_TopicDescription_error(description) };
+        if !error.is_null() {
+            // SAFETY: `error` is valid while the event lives.
+            let code = unsafe { rd::rd_kafka_error_code(error) };
+            if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
+                return Err(TopicError::Unknown);
+            }
+            if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                // SAFETY: as above.
+                return Err(TopicError::Other(unsafe { error_text(error) }));
+            }
+        }
+        let mut n_partitions = 0usize;
+        // SAFETY: as above; the array is owned by the event.
+        let partitions =
+            unsafe { rd::rd_kafka_TopicDescription_partitions(description, &mut n_partitions) };
+        // SAFETY: `partitions` holds `n_partitions` elements owned by the event.
+        let mut ids: Vec<i32> = unsafe { elements(partitions, n_partitions) }
+            .iter()
+            // SAFETY: each element is a valid partition description while the event lives.
+            .map(|&info| unsafe { rd::rd_kafka_TopicPartitionInfo_partition(info) })
+            .collect();
+        if ids.is_empty() {
+            return Err(TopicError::Unknown);
+        }
+        ids.sort_unstable();
+        return Ok(ids);
+    }
+    Err(TopicError::Unknown)
+}
+
+/// The `end` offset of each of `partitions` (ListOffsets, one request per partition
+/// leader), read committed (the last stable offset for `Latest`). Fails unless every
+/// partition has one; answers in no particular order.
+pub fn list_offsets<C: ClientContext>(
+    call: &Call<'_, C>,
+    partitions: &[(&str, i32)],
+    end: End,
+) -> Result<Vec<(String, i32, i64)>, String> {
+    let spec = match end {
+        End::Earliest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_EARLIEST as i64,
+        End::Latest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_LATEST as i64,
+    };
+    let capacity = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+    // SAFETY: creates an empty list we own (guarded).
+    let list = PartitionsGuard(unsafe { rd::rd_kafka_topic_partition_list_new(capacity) });
+    for (topic, partition) in partitions {
+        let topic_c = CString::new(*topic).map_err(|_| "topic contains a NUL byte".to_owned())?;
+        // SAFETY: `list.0` is valid; librdkafka copies the topic name; the element returned
+        // is owned by the list and valid until the list changes again.
+        unsafe {
+            let elem = rd::rd_kafka_topic_partition_list_add(list.0, topic_c.as_ptr(), *partition);
+            (*elem).offset = spec;
+        }
+    }
+    let event = call.run(
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTOFFSETS,
+        |rk, options, queue| {
+            // SAFETY: `options` is valid and ours (the call's); the isolation level is a
+            // valid member of the C enum.
+            let error = unsafe {
+                rd::rd_kafka_AdminOptions_set_isolation_level(
+                    options,
+                    rd::rd_kafka_IsolationLevel_t::RD_KAFKA_ISOLATION_LEVEL_READ_COMMITTED,
+                )
+            };
+            if !error.is_null() {
+                // SAFETY: an error returned to us is ours to destroy; ListOffsets then runs
+                // with the default isolation, which only matters for transactional topics.
+                unsafe { rd::rd_kafka_error_destroy(error) };
+            }
+            // SAFETY: every pointer is valid for the call; librdkafka copies the list.
+            unsafe { rd::rd_kafka_ListOffsets(rk, list.0, options, queue) }
+        },
+    )?;
+    // SAFETY: `event.0` is a valid event until its guard drops; null when of another type.
+    let result = unsafe { rd::rd_kafka_event_ListOffsets_result(event.0) };
+    if result.is_null() {
+        return Err("unexpected admin event instead of a ListOffsets result".into());
+    }
+    let mut n_infos = 0usize;
+    // SAFETY: `result` is valid while the event lives; the array it returns is owned by it.
+    let infos = unsafe { rd::rd_kafka_ListOffsets_result_infos(result, &mut n_infos) };
+    let mut offsets = Vec::with_capacity(n_infos);
+    // SAFETY: `infos` holds `n_infos` elements owned by the event.
+    for &info in unsafe { elements(infos, n_infos) } {
+        // SAFETY: `info` is valid while the event lives, and so is its partition.
+        let elem = unsafe { &*rd::rd_kafka_ListOffsetsResultInfo_topic_partition(info) };
+        // SAFETY: every element of a result names its topic as a C string.
+        let topic = unsafe { c_text(elem.topic) };
+        if elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(format!(
+                "{topic}[{}]: {}",
+                elem.partition,
+                err_text(elem.err)
+            ));
+        }
+        if elem.offset < 0 {
+            return Err(format!(
+                "{topic}[{}]: the broker answered offset {}",
+                elem.partition, elem.offset
+            ));
+        }
+        offsets.push((topic, elem.partition, elem.offset));
+    }
+    Ok(offsets)
+}
+
+impl<C: ClientContext> Call<'_, C> {
+    /// Makes one admin request with `start` (given the client handle, options carrying the
+    /// request timeout, and the reply queue) and waits for its answer in slices, giving up
+    /// when the daemon stops or the deadline passes. The event is checked for an error.
+    fn run(
+        &self,
+        op: rd::rd_kafka_admin_op_t,
+        start: impl FnOnce(
+            *mut rd::rd_kafka_t,
+            *mut rd::rd_kafka_AdminOptions_t,
+            *mut rd::rd_kafka_queue_t,
+        ),
+    ) -> Result<EventGuard, String> {
+        let timeout_ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
+        let rk = self.client.native_ptr();
+        // SAFETY: `rk` is the live client handle `self.client` owns for this whole call.
+        let queue = QueueGuard(unsafe { rd::rd_kafka_queue_new(rk) });
+        // SAFETY: as above; the admin-op value is a valid member of the C enum.
+        let options = OptionsGuard(unsafe { rd::rd_kafka_AdminOptions_new(rk, op) });
+        let mut errstr: [c_char; 256] = [0; 256];
+        // SAFETY: `options.0` is valid; `errstr` is a writable buffer of the length passed.
+        let set = unsafe {
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options.0,
+                timeout_ms,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            )
+        };
+        if set != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: librdkafka wrote a NUL-terminated message into `errstr`.
+            let message = unsafe { c_text(errstr.as_ptr()) };
+            return Err(format!("admin request timeout: {message}"));
+        }
+        start(rk, options.0, queue.0);
+        // A little slack beyond the request timeout so that librdkafka's own timeout error,
+        // which says more, arrives before ours.
+        let deadline = Instant::now() + self.timeout + Duration::from_millis(500);
+        let event = loop {
+            let now = Instant::now();
+            if self.stop.load(Ordering::Acquire) {
+                return Err(STOPPING.to_owned());
+            }
+            if now >= deadline {
+                return Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ));
+            }
+            let slice = SLICE.min(deadline - now);
+            let slice_ms = i32::try_from(slice.as_millis()).unwrap_or(i32::MAX).max(1);
+            // SAFETY: `queue.0` is valid; the event returned (if any) is ours to destroy.
+            let event = EventGuard(unsafe { rd::rd_kafka_queue_poll(queue.0, slice_ms) });
+            if !event.0.is_null() {
+                break event;
+            }
+        };
+        // SAFETY: `event.0` is a valid event until its guard drops.
+        let error = unsafe { rd::rd_kafka_event_error(event.0) };
+        if error != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: as above; the string lives as long as the event.
+            return Err(unsafe { c_text(rd::rd_kafka_event_error_string(event.0)) });
+        }
+        Ok(event)
+    }
+}
+
+/// The `count` elements at `array`; empty for a null array, which librdkafka may give for
+/// none (and `from_raw_parts` needs a non-null pointer even for length 0).
+///
+/// # Safety
+/// A non-null `array` must hold `count` initialised elements that outlive the slice.
+unsafe fn elements<'a, T>(array: *mut T, count: usize) -> &'a [T] {
+    if array.is_null() || count == 0 {
+        return &[];
+    }
+    // SAFETY: non-null and holding `count` elements, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(array, count) }
+}
+
+/// The elements of a partition list; empty for a null list.
+///
+/// # Safety
+/// A non-null `list` must be a valid partition list that outlives the slice.
+unsafe fn list_elements<'a>(
+    list: *const rd::rd_kafka_topic_partition_list_t,
+) -> &'a [rd::rd_kafka_topic_partition_t] {
+    if list.is_null() {
+        return &[];
+    }
+    // SAFETY: `list` is valid, as the caller guarantees.
+    let (elems, count) = unsafe { ((*list).elems, (*list).cnt) };
+    // SAFETY: a valid list holds `cnt` elements at `elems`.
+    unsafe { elements(elems, usize::try_from(count).unwrap_or(0)) }
+}
+
+/// A C string's text (lossy); empty for null.
+///
+/// # Safety
+/// A non-null `text` must point to a NUL-terminated string.
+unsafe fn c_text(text: *const c_char) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null and NUL-terminated, as the caller guarantees.
+    unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The message of a librdkafka error object.
+///
+/// # Safety
+/// `error` must be a valid error object.
+unsafe fn error_text(error: *const rd::rd_kafka_error_t) -> String {
+    // SAFETY: `error` is valid, as the caller guarantees; its string lives as long.
+    unsafe { c_text(rd::rd_kafka_error_string(error)) }
+}
+
+/// The text of an error code.
+fn err_text(code: rd::rd_kafka_resp_err_t) -> String {
+    // SAFETY: `rd_kafka_err2str` returns a static string for any error code.
+    unsafe { c_text(rd::rd_kafka_err2str(code)) }
+}
+
 struct QueueGuard(*mut rd::rd_kafka_queue_t);
 
 impl Drop for QueueGuard {
     fn drop(&mut self) {
-        // SAFETY: the queue was created by `rd_kafka_queue_new` and is destroyed once.
+        // SAFETY: the queue was created by `rd_kafka_queue_new` and is destroyed once; a
+        // request still in flight holds a reference of its own.
         unsafe { rd::rd_kafka_queue_destroy(self.0) }
     }
 }
@@ -180,6 +431,24 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         // SAFETY: created by `rd_kafka_ListConsumerGroupOffsets_new`, destroyed once.
         unsafe { rd::rd_kafka_ListConsumerGroupOffsets_destroy(self.0) }
+    }
+}
+
+struct TopicsGuard(*mut rd::rd_kafka_TopicCollection_t);
+
+impl Drop for TopicsGuard {
+    fn drop(&mut self) {
+        // SAFETY: created by `rd_kafka_TopicCollection_of_topic_names`, destroyed once.
+        unsafe { rd::rd_kafka_TopicCollection_destroy(self.0) }
+    }
+}
+
+struct PartitionsGuard(*mut rd::rd_kafka_topic_partition_list_t);
+
+impl Drop for PartitionsGuard {
+    fn drop(&mut self) {
+        // SAFETY: created by `rd_kafka_topic_partition_list_new`, destroyed once.
+        unsafe { rd::rd_kafka_topic_partition_list_destroy(self.0) }
     }
 }
 

@@ -9,6 +9,7 @@
 //! member counts. Only a group's committed offsets are read per watch.
 
 mod admin;
+mod clients;
 mod cycle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,12 +23,14 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
 
-use crate::config::{ClusterSet, KafkaConfig};
+use crate::config::KafkaConfig;
 use crate::lag::PartitionOffsets;
 
-pub use admin::CommittedOffset;
+pub use admin::{CommittedOffset, STOPPING};
+pub use clients::Clients;
 pub use cycle::{current_tick, next_tick};
 
 use cycle::Cycled;
@@ -90,46 +93,6 @@ pub enum KafkaError {
     },
 }
 
-/// One client per configured cluster.
-pub struct Clients {
-    /// The default (`SCALER_KAFKA_*`) cluster's.
-    pub default: Arc<KafkaClient>,
-    /// The named clusters', by name.
-    pub named: BTreeMap<String, Arc<KafkaClient>>,
-}
-
-impl Clients {
-    /// A client for every cluster of `clusters` (connecting is lazy).
-    pub fn connect(clusters: &ClusterSet) -> Result<Clients, KafkaError> {
-        let default = Arc::new(KafkaClient::connect(&clusters.default)?);
-        let mut named = BTreeMap::new();
-        for (name, config) in &clusters.named {
-            named.insert(name.clone(), Arc::new(KafkaClient::connect(config)?));
-        }
-        Ok(Clients { default, named })
-    }
-
-    /// The client of cluster `name` (`None`: the default one).
-    pub fn get(&self, name: Option<&str>) -> Option<&Arc<KafkaClient>> {
-        match name {
-            None => Some(&self.default),
-            Some(name) => self.named.get(name),
-        }
-    }
-
-    /// Stops every client's event thread; `Err` if any of them panicked.
-    pub fn shutdown(&self) -> thread::Result<()> {
-        let mut result = self.default.shutdown();
-        for client in self.named.values() {
-            let stopped = client.shutdown();
-            if result.is_ok() {
-                result = stopped;
-            }
-        }
-        result
-    }
-}
-
 /// A blocking client for one Kafka cluster.
 pub struct KafkaClient {
     consumer: Arc<BaseConsumer<Context>>,
@@ -138,6 +101,8 @@ pub struct KafkaClient {
     topics: Cycled<Vec<TopicPartitionOffsets>>,
     /// The cluster's groups with their member counts, read once per cycle.
     groups: Cycled<Vec<(String, usize)>>,
+    /// Set when the daemon stops: waits on Kafka give up.
+    stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
     events_thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -242,6 +207,7 @@ impl KafkaClient {
             timeout: config.request_timeout,
             topics: Cycled::default(),
             groups: Cycled::default(),
+            stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
         })
@@ -303,34 +269,44 @@ impl KafkaClient {
     /// A topic's partitions, sorted, with their high watermarks and log start offsets:
     /// Metadata, then one ListOffsets per partition leader for each end.
     fn topic_offsets(&self, topic: &str) -> Result<Vec<TopicPartitionOffsets>, KafkaError> {
-        let partitions: Vec<(String, i32)> = self
+        let partitions: Vec<(&str, i32)> = self
             .partition_ids(topic)?
             .into_iter()
-            .map(|partition| (topic.to_owned(), partition))
+            .map(|partition| (topic, partition))
             .collect();
-        let latest = self.list_offsets(&partitions, Offset::End, "latest")?;
-        let earliest = self.list_offsets(&partitions, Offset::Beginning, "earliest")?;
+        let latest = self.list_offsets(&partitions, admin::End::Latest)?;
+        let earliest = self.list_offsets(&partitions, admin::End::Earliest)?;
         // `list_offsets` answered for every partition or failed, so the lookups hit.
         Ok(partitions
             .iter()
-            .map(|(topic, partition)| {
-                let key = (topic.as_str(), *partition);
-                TopicPartitionOffsets {
-                    partition: *partition,
-                    log_start: earliest.get(&key).copied().unwrap_or(0),
-                    high_watermark: latest.get(&key).copied().unwrap_or(0),
-                }
+            .map(|(_, partition)| TopicPartitionOffsets {
+                partition: *partition,
+                log_start: earliest.get(partition).copied().unwrap_or(0),
+                high_watermark: latest.get(partition).copied().unwrap_or(0),
             })
             .collect())
     }
 
+    /// The admin calls' common arguments: this client, its timeout and its stop flag.
+    fn call(&self) -> admin::Call<'_, Context> {
+        admin::Call {
+            client: self.consumer.client(),
+            timeout: self.timeout,
+            stop: &self.stopping,
+        }
+    }
+
+    /// Makes every Kafka call of this client in progress or to come give up within
+    /// [`admin::SLICE`].
+    pub fn stop_calls(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
     /// Every committed offset of `group`.
     pub fn group_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>, KafkaError> {
-        admin::list_group_offsets(self.consumer.client(), group, self.timeout).map_err(|cause| {
-            KafkaError::GroupOffsets {
-                group: group.to_owned(),
-                cause,
-            }
+        admin::list_group_offsets(&self.call(), group).map_err(|cause| KafkaError::GroupOffsets {
+            group: group.to_owned(),
+            cause,
         })
     }
 
@@ -348,12 +324,7 @@ impl KafkaClient {
     /// shared with every watch of the cycle).
     pub fn list_groups(&self, since: Instant) -> Result<Arc<Vec<(String, usize)>>, KafkaError> {
         self.groups.get("", since, || {
-            let list = self
-                .consumer
-                .fetch_group_list(None, self.timeout)
-                .map_err(|err| KafkaError::ListGroups {
-                    cause: err.to_string(),
-                })?;
+            let list = self.fetch_group_list()?;
             let mut groups: Vec<(String, usize)> = list
                 .groups()
                 .iter()
@@ -364,106 +335,72 @@ impl KafkaClient {
         })
     }
 
-    /// Ok when a broker answers a metadata request within `timeout` (for `/readyz`).
-    pub fn check_reachable(&self, timeout: Duration) -> Result<(), KafkaError> {
-        // A topic nobody creates: the answer lists the brokers without every topic's
-        // metadata, which on a large cluster is big.
-        const PROBE: &str = "__lagscaler-readiness-probe";
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(PROBE), timeout)
-            .map_err(|err| KafkaError::Metadata {
-                topic: PROBE.to_owned(),
-                cause: err.to_string(),
-            })?;
-        if metadata.brokers().is_empty() {
-            return Err(KafkaError::Metadata {
-                topic: PROBE.to_owned(),
-                cause: "the cluster lists no broker".to_owned(),
-            });
+    /// librdkafka's blocking ListGroups and DescribeGroups, asked again in slices of at most
+    /// 500 ms while it times out, so that a stopping daemon does not wait a whole request
+    /// timeout. (Each slice sends the requests again, but only to brokers it reaches.)
+    fn fetch_group_list(&self) -> Result<rdkafka::groups::GroupList, KafkaError> {
+        const GROUP_LIST_SLICE: Duration = Duration::from_millis(500);
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let now = Instant::now();
+            let slice = GROUP_LIST_SLICE.min(deadline.saturating_duration_since(now));
+            match self.consumer.fetch_group_list(None, slice) {
+                Ok(list) => return Ok(list),
+                Err(err) => {
+                    let timed_out =
+                        err.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut);
+                    if self.stopping.load(Ordering::Acquire) {
+                        return Err(KafkaError::ListGroups {
+                            cause: admin::STOPPING.to_owned(),
+                        });
+                    }
+                    if !timed_out || Instant::now() >= deadline {
+                        return Err(KafkaError::ListGroups {
+                            cause: err.to_string(),
+                        });
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
     /// The partition numbers of `topic`, sorted.
     pub fn partition_ids(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(topic), self.timeout)
-            .map_err(|err| KafkaError::Metadata {
+        admin::topic_partitions(&self.call(), topic).map_err(|err| match err {
+            admin::TopicError::Unknown => KafkaError::UnknownTopic {
                 topic: topic.to_owned(),
-                cause: err.to_string(),
-            })?;
-        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(KafkaError::UnknownTopic {
+            },
+            admin::TopicError::Other(cause) => KafkaError::Metadata {
                 topic: topic.to_owned(),
-            });
-        };
-        if let Some(err) = found.error() {
-            let err = rdkafka::types::RDKafkaErrorCode::from(err);
-            if err == rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
-                return Err(KafkaError::UnknownTopic {
-                    topic: topic.to_owned(),
-                });
-            }
-            return Err(KafkaError::Metadata {
-                topic: topic.to_owned(),
-                cause: err.to_string(),
-            });
-        }
-        let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
-        if ids.is_empty() {
-            return Err(KafkaError::UnknownTopic {
-                topic: topic.to_owned(),
-            });
-        }
-        ids.sort_unstable();
-        Ok(ids)
+                cause,
+            },
+        })
     }
 
-    /// Latest or earliest offsets of `partitions`, one ListOffsets request per leader.
-    fn list_offsets<'p>(
+    /// Latest or earliest offsets of one topic's `partitions` (sorted by number), by
+    /// partition: one ListOffsets request per leader.
+    fn list_offsets(
         &self,
-        partitions: &'p [(String, i32)],
-        position: Offset,
-        which: &'static str,
-    ) -> Result<HashMap<(&'p str, i32), i64>, KafkaError> {
+        partitions: &[(&str, i32)],
+        end: admin::End,
+    ) -> Result<HashMap<i32, i64>, KafkaError> {
+        let which = match end {
+            admin::End::Earliest => "earliest",
+            admin::End::Latest => "latest",
+        };
         let failed = |cause: String| KafkaError::Watermarks { which, cause };
-        let mut request = TopicPartitionList::with_capacity(partitions.len());
-        for (topic, partition) in partitions {
-            request
-                .add_partition_offset(topic, *partition, position)
-                .map_err(|err| failed(err.to_string()))?;
-        }
-        let answer = self
-            .consumer
-            .offsets_for_times(request, self.timeout)
-            .map_err(|err| failed(err.to_string()))?;
-        let mut offsets = HashMap::with_capacity(partitions.len());
-        for elem in answer.elements() {
-            if let Err(err) = elem.error() {
-                return Err(failed(format!(
-                    "{}[{}]: {err}",
-                    elem.topic(),
-                    elem.partition()
-                )));
-            }
-            let Offset::Offset(offset) = elem.offset() else {
-                return Err(failed(format!(
-                    "{}[{}]: broker answered {:?}",
-                    elem.topic(),
-                    elem.partition(),
-                    elem.offset()
-                )));
-            };
-            let Some((topic, _)) = partitions
-                .iter()
-                .find(|(topic, partition)| topic == elem.topic() && *partition == elem.partition())
-            else {
-                continue;
-            };
-            offsets.insert((topic.as_str(), elem.partition()), offset);
-        }
+        let answer = admin::list_offsets(&self.call(), partitions, end).map_err(failed)?;
+        let offsets: HashMap<i32, i64> = answer
+            .into_iter()
+            // `partitions` are one topic's, sorted by number.
+            .filter(|(topic, partition, _)| {
+                partitions.first().is_some_and(|(asked, _)| asked == topic)
+                    && partitions
+                        .binary_search_by_key(partition, |(_, number)| *number)
+                        .is_ok()
+            })
+            .map(|(_, partition, offset)| (partition, offset))
+            .collect();
         if offsets.len() != partitions.len() {
             return Err(failed(format!(
                 "the broker answered for {} of {} partitions",

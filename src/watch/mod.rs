@@ -189,6 +189,14 @@ impl Registry {
         self.store.is_empty()
     }
 
+    /// Whether the supervisor thread ended without being told to (it panicked).
+    pub fn is_dead(&self) -> bool {
+        self.supervisor
+            .lock()
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+    }
+
     /// Stops every watcher and the supervisor, joining them before `deadline`. Idempotent.
     pub fn shutdown(&self, deadline: Instant) -> Result<(), ShutdownError> {
         let Some(handle) = self.supervisor.lock().take() else {
@@ -298,7 +306,7 @@ impl Supervisor {
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
-            (&self.clients, Arc::clone(&self.directory)),
+            (Arc::clone(&self.clients), Arc::clone(&self.directory)),
             (
                 self.settings.poll_interval,
                 self.origin,
@@ -318,14 +326,37 @@ impl Supervisor {
                     },
                 );
             }
+            // A pids limit (systemd's TasksMax, a container's pids cgroup) or memory: the
+            // watch is retried with the same backoff as a dead watcher, and still expires.
             Err(err) => {
-                error!("cannot start the watcher thread for {}: {err}", slot.key);
-                slot.set_reading(crate::store::Reading::Failed(
-                    format!("cannot start a watcher thread: {err}").into(),
-                ));
-                let _ = self.updates.try_send(slot.id);
+                self.schedule_restart(slot, &format!("cannot start a watcher thread: {err}"));
             }
         }
+    }
+
+    /// Marks `slot` failed with `cause` (its last good sample is still served until stale)
+    /// and starts its watcher again after a backoff: 1 s, doubled for each failure in a row
+    /// within [`BACKOFF_RESET`], at most 60 s.
+    fn schedule_restart(&mut self, slot: Arc<Slot>, cause: &str) {
+        let now = Instant::now();
+        let in_a_row = match self.deaths.get(&slot.id) {
+            Some((count, last)) if now.duration_since(*last) < BACKOFF_RESET => count + 1,
+            _ => 1,
+        };
+        self.deaths.insert(slot.id, (in_a_row, now));
+        let delay = RESTART_BACKOFF
+            .saturating_mul(1 << (in_a_row - 1).min(16))
+            .min(MAX_RESTART_BACKOFF);
+        error!(
+            "watcher of {}: {cause}; starting it again in {} (failure {in_a_row} in a row)",
+            slot.key,
+            humantime::format_duration(delay)
+        );
+        slot.set_reading(crate::store::Reading::Failed(
+            format!("{cause}; retrying in {}", humantime::format_duration(delay)).into(),
+        ));
+        let _ = self.updates.try_send(slot.id);
+        self.restarts.push((now + delay, slot));
     }
 
     fn record(&mut self, result: PollResult) {
@@ -370,9 +401,7 @@ impl Supervisor {
     }
 
     /// A watcher only ends when told to; one that ended by itself panicked. The panic is
-    /// logged and counted, the watch is marked failed (its last good sample is still served
-    /// until stale) and a new watcher starts after a backoff: 1 s, doubled for each death in
-    /// a row, at most 60 s.
+    /// logged and counted, and the watch restarts after a backoff ([`Self::schedule_restart`]).
     fn restart_dead(&mut self) {
         let dead: Vec<u64> = self
             .watchers
@@ -380,7 +409,6 @@ impl Supervisor {
             .filter(|(_, watcher)| watcher.thread.is_finished())
             .map(|(id, _)| *id)
             .collect();
-        let now = Instant::now();
         for id in dead {
             let Some(watcher) = self.watchers.remove(&id) else {
                 continue;
@@ -391,24 +419,7 @@ impl Supervisor {
             };
             self.panicked += 1;
             self.panics.fetch_add(1, Ordering::Relaxed);
-            let in_a_row = match self.deaths.get(&id) {
-                Some((count, last)) if now.duration_since(*last) < BACKOFF_RESET => count + 1,
-                _ => 1,
-            };
-            self.deaths.insert(id, (in_a_row, now));
-            let delay = RESTART_BACKOFF
-                .saturating_mul(1 << (in_a_row - 1).min(16))
-                .min(MAX_RESTART_BACKOFF);
-            error!(
-                "watcher of {} died ({cause}); restarting it in {} (death {in_a_row} in a row)",
-                watcher.slot.key,
-                humantime::format_duration(delay)
-            );
-            watcher.slot.set_reading(crate::store::Reading::Failed(
-                format!("the watcher thread died ({cause}) and is restarting").into(),
-            ));
-            let _ = self.updates.try_send(id);
-            self.restarts.push((now + delay, watcher.slot));
+            self.schedule_restart(watcher.slot, &format!("the watcher thread died ({cause})"));
         }
     }
 

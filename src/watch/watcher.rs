@@ -40,21 +40,15 @@ pub enum Never {}
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
-    (clients, directory): (&Clients, Arc<Directory>),
+    (clients, directory): (Arc<Clients>, Arc<Directory>),
     (interval, origin, rate_window): (Duration, Instant, Duration),
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let client = clients.get(key.cluster.as_deref()).cloned().ok_or_else(|| {
-        format!(
-            "cluster {} is not configured",
-            key.cluster.as_deref().unwrap_or("default")
-        )
-    });
     let watcher = Watcher {
         watch_id,
         key,
-        client,
+        clients,
         directory,
         interval,
         origin,
@@ -66,6 +60,13 @@ pub fn spawn(
         not_draining: None,
         plugin_state: None,
     };
+    #[cfg(feature = "test-hooks")]
+    if crate::hooks::take_spawn_failure(watcher.key.source.name()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "Resource temporarily unavailable (injected by a test)",
+        ));
+    }
     thread::Builder::new()
         .name(thread_name(&watcher.key))
         .spawn(move || watcher.run())
@@ -95,9 +96,8 @@ enum PluginState {
 struct Watcher {
     watch_id: u64,
     key: WatchKey,
-    /// The watch's cluster's client (an error only if the cluster is not configured, which
-    /// trigger parsing rules out).
-    client: Result<Arc<KafkaClient>, String>,
+    /// Every cluster's client; a poll takes its cluster's current one.
+    clients: Arc<Clients>,
     directory: Arc<Directory>,
     interval: Duration,
     /// The start of the shared poll schedule.
@@ -181,7 +181,10 @@ impl Watcher {
             }
             Err(cause) => {
                 self.window.record_failure(started);
-                if !self.failing {
+                if cause.ends_with(crate::kafka::STOPPING) {
+                    // The daemon is stopping: not a failure anyone needs to hear of.
+                    debug!("poll {} given up: {cause}", self.key);
+                } else if !self.failing {
                     warn!("watch failing: {}: {cause}", self.key);
                     self.failing = true;
                 } else {
@@ -196,7 +199,16 @@ impl Watcher {
     /// members, `None` when the group could not be described (only the replica target
     /// needs them, so that is not a failed poll).
     fn read(&mut self, since: Instant) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
-        let client = self.client.clone()?;
+        // Trigger parsing only lets configured clusters through.
+        let client = self
+            .clients
+            .get(self.key.cluster.as_deref())
+            .ok_or_else(|| {
+                format!(
+                    "cluster {} is not configured",
+                    self.key.cluster.as_deref().unwrap_or("default")
+                )
+            })?;
         let group = match &self.key.source {
             Source::Group(group) => group.clone(),
             Source::Plugin {

@@ -264,3 +264,95 @@ fn check_prints_each_partition_and_what_keda_would_get() {
     let output = check(&["auditors"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn sigterm_during_a_kafka_outage_exits_zero_within_the_grace() {
+    // A broker of its own: the test freezes it, then kills it.
+    let mut broker = Kafka::start();
+    broker.create_topic("stalled", 2);
+    broker.produce("stalled", 0, 4);
+    broker.commit("stalled-workers", &[("stalled", 0, 1)]);
+    for outage in ["frozen", "killed"] {
+        // Kafka requests may take 5 s, longer than the 4 s shutdown grace.
+        let mut process = Process::start(
+            &broker.bootstrap(),
+            &[
+                ("SCALER_POLL_INTERVAL", "200ms"),
+                ("SCALER_KAFKA_TIMEOUT", "5s"),
+            ],
+        );
+        let client = process.client();
+        let groups = ["stalled-workers", "stalled-a", "stalled-b", "stalled-c"];
+        for group in groups {
+            let metadata = [("consumerGroup", group), ("topic", "stalled")];
+            client
+                .lag(&metadata)
+                .unwrap_or_else(|err| panic!("{group}: {err:?}\n{}", process.log()));
+        }
+        let frozen = match outage {
+            "frozen" => Some(broker.freeze_node(0)),
+            _ => {
+                broker.kill_node(0);
+                None
+            }
+        };
+        // Polls are now waiting on Kafka: wait until they have been for a while.
+        let waiting = crate::support::wait_for(Duration::from_secs(15), || {
+            process.log().contains("watch failing").then_some(())
+        });
+        assert!(
+            waiting.is_some(),
+            "{outage}: polls never failed:\n{}",
+            process.log()
+        );
+        thread::sleep(Duration::from_millis(1500));
+        let sent = Instant::now();
+        let status = process.terminate(Duration::from_secs(8));
+        let took = sent.elapsed();
+        let log = process.log();
+        let status = status.unwrap_or_else(|| panic!("{outage}: still running:\n{log}"));
+        println!("SIGTERM with the broker {outage}: exit {status:?} after {took:?}");
+        assert!(
+            status.success(),
+            "{outage}: exit {status:?} after {took:?}:\n{log}"
+        );
+        assert!(took < Duration::from_secs(4), "{outage}: {took:?}:\n{log}");
+        assert!(!log.contains("did not stop"), "{outage}:\n{log}");
+        drop(frozen);
+    }
+}
+
+#[test]
+fn a_dead_push_or_http_thread_makes_the_binary_exit_one() {
+    let broker = Kafka::shared();
+    for thread_name in ["push", "http"] {
+        let http_port = crate::support::free_port().to_string();
+        let mut process = Process::start(
+            &broker.bootstrap(),
+            &[
+                (lagscaler::hooks::PANIC_THREAD_VAR, thread_name),
+                ("SCALER_HTTP_PORT", http_port.as_str()),
+            ],
+        );
+        if thread_name == "http" {
+            // The http thread panics at its first request.
+            let _ = std::net::TcpStream::connect(("127.0.0.1", http_port.parse().unwrap()))
+                .and_then(|mut stream| {
+                    use std::io::Write;
+                    stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+                });
+        }
+        let status = process.wait_exit(Duration::from_secs(10));
+        let log = process.log();
+        let status = status.unwrap_or_else(|| panic!("{thread_name}: still running:\n{log}"));
+        assert_eq!(status.code(), Some(1), "{thread_name}:\n{log}");
+        assert!(
+            log.contains(&format!("the {thread_name} thread died")),
+            "{thread_name}:\n{log}"
+        );
+        assert!(
+            log.contains("panic injected by a test"),
+            "{thread_name}:\n{log}"
+        );
+    }
+}

@@ -132,10 +132,11 @@ fn frozen_broker_does_not_slow_serving() {
     std::thread::sleep(Duration::from_millis(700));
     let frozen = p99_latency(&client, 400);
     println!("frozen broker: GetMetrics p99 {frozen:?}, healthy {healthy:?}");
-    // A call that waited on Kafka would take the 500 ms timeout; the 1 ms floor absorbs
-    // scheduling noise of sub-millisecond calls on a shared 2-core machine.
+    // A call that waited on Kafka would take at least the 500 ms Kafka timeout. Anything
+    // well below that is serving from memory, however loaded the machine (a ratio to the
+    // healthy p99 would compare two samples of scheduling noise of sub-millisecond calls).
     assert!(
-        frozen <= (2 * healthy).max(healthy + Duration::from_millis(1)),
+        frozen < Duration::from_millis(250),
         "p99 {frozen:?} while frozen, {healthy:?} healthy"
     );
     let timed_out = wait_for(Duration::from_secs(3), || {
@@ -294,5 +295,150 @@ fn ten_thousand_watches_come_and_go_without_leaking() {
         client.lag(&GROUP).is_ok(),
         "still serving; log:\n{}",
         scaler.log()
+    );
+}
+
+#[test]
+fn a_watcher_that_cannot_start_is_retried_with_backoff_and_still_expires() {
+    let broker = Kafka::shared();
+    broker.create_topic("spawn-events", 1);
+    broker.produce("spawn-events", 0, 5);
+    broker.commit("spawn-group", &[("spawn-events", 0, 1)]);
+    let trigger = [("consumerGroup", "spawn-group"), ("topic", "spawn-events")];
+    let scaler = Scaler::start(
+        &broker.bootstrap(),
+        Duration::from_millis(200),
+        Duration::from_secs(3),
+    );
+    // A pids limit refuses the first two thread starts of this watch.
+    hooks::fail_watcher_spawn_once("spawn-group");
+    hooks::fail_watcher_spawn_once("spawn-group");
+    let asked = Instant::now();
+    let refused = scaler.lag(&trigger).expect_err("no watcher yet");
+    assert_eq!(refused.code(), RpcStatusCode::UNAVAILABLE, "{refused:?}");
+    assert!(
+        refused.message().contains("cannot start a watcher thread"),
+        "{refused:?}"
+    );
+    // Retried after 1 s, then 2 s (each plus up to one 1 s supervisor tick): fresh by then.
+    let fresh = wait_for(Duration::from_secs(10), || {
+        scaler.lag(&trigger).ok().map(|lag| (lag, asked.elapsed()))
+    });
+    let (lag, after) = fresh.expect("the watcher never started");
+    assert_eq!(lag, 4);
+    println!("watcher started after two refused spawns, {after:?} after the first ask");
+    assert!(after >= Duration::from_millis(2900), "{after:?}");
+    assert_eq!(scaler.daemon().watch_count(), 1);
+
+    // A watch whose thread never starts still expires once nobody asks (TTL 3 s).
+    hooks::fail_watcher_spawn_once("spawn-other");
+    let other = [("consumerGroup", "spawn-other"), ("topic", "spawn-events")];
+    let _ = scaler.lag(&other);
+    assert_eq!(scaler.daemon().watch_count(), 2);
+    let expired = wait_for(Duration::from_secs(12), || {
+        (scaler.daemon().watch_count() == 0).then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "a watch whose thread failed to start never expired"
+    );
+    scaler.stop();
+}
+
+#[test]
+fn a_restarted_watcher_starts_with_an_empty_window_so_eta_waits_for_two_samples() {
+    let broker = Kafka::shared();
+    broker.create_topic("window-events", 1);
+    broker.produce("window-events", 0, 9);
+    broker.commit("window-group", &[("window-events", 0, 3)]);
+    // A long poll, so that the stretch with one sample lasts long enough to be seen.
+    let scaler = Scaler::start(
+        &broker.bootstrap(),
+        Duration::from_millis(1500),
+        Duration::from_secs(600),
+    );
+    let eta = [
+        ("consumerGroup", "window-group"),
+        ("topic", "window-events"),
+        ("metric", "eta"),
+        ("targetEtaSeconds", "60"),
+    ];
+    // Lag 6 never reaches 100: false while fresh, true while the watch is failed.
+    let fresh_probe = [
+        ("consumerGroup", "window-group"),
+        ("topic", "window-events"),
+        ("activationLagThreshold", "100"),
+    ];
+    let known = wait_for(Duration::from_secs(10), || scaler.get_metrics(&eta).ok());
+    assert!(known.is_some(), "the ETA never became known");
+
+    hooks::panic_watcher_once("window-group");
+    let died = wait_for(Duration::from_secs(5), || {
+        (scaler.daemon().watcher_panics() == 1).then_some(())
+    });
+    assert!(died.is_some(), "the injected panic was not noticed");
+    // The new watcher's first sample: fresh lag, but no rates yet.
+    let restarted = wait_for(Duration::from_secs(8), || {
+        (!scaler.is_active(&fresh_probe).ok()?).then_some(())
+    });
+    assert!(restarted.is_some(), "the watcher was not restarted");
+    let status = scaler.get_metrics(&eta).expect_err("one sample: no rates");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
+    assert!(status.message().contains("two samples"), "{status:?}");
+    assert_eq!(scaler.lag(&fresh_probe).expect("lag is known at once"), 6);
+    // Known again from the second sample on.
+    let again = wait_for(Duration::from_secs(5), || scaler.get_metrics(&eta).ok());
+    assert!(again.is_some(), "the ETA did not come back");
+    let _ = scaler.shutdown();
+}
+
+#[test]
+fn reconnects_to_a_dead_broker_back_off_instead_of_storming() {
+    const WATCHES: usize = 20;
+    let mut broker = Kafka::start();
+    load(&broker);
+    let scaler = start_scaler(&broker);
+    let client = scaler.client();
+    let groups: Vec<String> = (0..WATCHES).map(|n| format!("storm-{n}")).collect();
+    for group in &groups {
+        let metadata = [("consumerGroup", group.as_str()), ("topic", "events")];
+        client
+            .lag(&metadata)
+            .unwrap_or_else(|err| panic!("{group}: {err:?}"));
+    }
+    let port: u16 = broker
+        .bootstrap()
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("the broker's port");
+    broker.kill_node(0);
+    // The broker's port now answers every connection by closing it, and counts them.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the port");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let window = Duration::from_secs(6);
+    let started = Instant::now();
+    let mut attempts = 0usize;
+    while started.elapsed() < window {
+        match listener.accept() {
+            Ok((socket, _)) => {
+                attempts += 1;
+                drop(socket);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let polls = WATCHES as f64 * window.as_secs_f64() / 0.2;
+    println!(
+        "{attempts} connection attempts in {window:?} from {WATCHES} watches polling every \
+         200 ms ({polls:.0} polls)"
+    );
+    // librdkafka keeps one connection per broker (here the bootstrap address and the node
+    // it names, both this port) and backs off from 100 ms to 1 s: at most ~2 per 100 ms
+    // even before the backoff grows, never one per poll.
+    assert!(attempts >= 2, "no reconnect at all");
+    assert!(
+        (attempts as f64) < polls / 10.0,
+        "{attempts} connection attempts for {polls} polls"
     );
 }

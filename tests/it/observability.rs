@@ -1,5 +1,5 @@
 //! The HTTP listener: `/metrics` parses as Prometheus text and agrees with the gRPC answer;
-//! `/healthz` and `/readyz` follow the process and Kafka.
+//! `/healthz` follows the process, and `/readyz` whether lagscaler can serve, not Kafka.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -151,8 +151,8 @@ fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f
 }
 
 #[test]
-fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka() {
-    // A broker of its own: the test stops it to see readiness follow.
+fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_readiness_is_not_kafkas() {
+    // A broker of its own: the test stops it to see that readiness does not follow it.
     let broker = Kafka::start();
     broker.create_topic("ledger", 2);
     broker.produce("ledger", 0, 7);
@@ -164,6 +164,7 @@ fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka(
         Duration::from_secs(60),
     );
     config.http = Some("127.0.0.1:0".parse().expect("address"));
+    config.stale_after = Duration::from_secs(2);
     let scaler = Scaler::start_with(config);
     let http = scaler.daemon().http_addr().expect("HTTP listener");
     let metadata = [("consumerGroup", "accountants"), ("topic", "ledger")];
@@ -248,17 +249,53 @@ fn metrics_parse_as_prometheus_text_and_agree_with_grpc_and_probes_follow_kafka(
     assert_eq!(get(http, "/readyz").0, 200);
     assert_eq!(get(http, "/nothing").0, 404);
     drop(broker);
-    let unready = wait_for(Duration::from_secs(10), || {
+    // With the cluster gone, lagscaler still serves: its answers turn UNAVAILABLE (KEDA's
+    // fallback) once the sample is stale, and the pod stays ready for every other trigger.
+    // Readiness asks nothing of Kafka, so it answers at once.
+    let gone = wait_for(Duration::from_secs(15), || {
+        scaler.get_metrics(&metadata).err()
+    });
+    assert!(
+        gone.is_some(),
+        "still answered long after the broker went away"
+    );
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        assert_eq!(get(http, "/readyz"), (200, "ready\n".to_owned()));
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    assert_eq!(get(http, "/healthz").0, 200, "the process is still up");
+
+    // The push thread dies: unready, and a new stream is told why (not "shutting down").
+    lagscaler::hooks::panic_push_on_stream_from("obs-push-dies");
+    let mut object = crate::support::scaled_object(&metadata);
+    object.namespace = "obs-push-dies".to_owned();
+    let _dying = scaler.stream_is_active_for(&object);
+    let unready = wait_for(Duration::from_secs(5), || {
         let (status, body) = get(http, "/readyz");
         (status == 503).then_some(body)
     });
-    assert!(
-        unready
-            .as_deref()
-            .is_some_and(|body| body.contains("Kafka")),
-        "{unready:?}"
+    assert_eq!(
+        unready.as_deref(),
+        Some("not ready: the push thread died; lagscaler is exiting\n")
     );
-    assert_eq!(get(http, "/healthz").0, 200, "the process is still up");
+    assert_eq!(
+        scaler.daemon().check_threads(),
+        Err("the push thread died".to_owned())
+    );
+    let refused = scaler.stream_is_active(&metadata);
+    match refused.next(Duration::from_secs(5)) {
+        Some(crate::support::StreamEvent::Failed(status)) => {
+            assert!(status.contains("UNAVAILABLE"), "{status}");
+            assert!(status.contains("push thread died"), "{status}");
+            assert!(!status.contains("shutting down"), "{status}");
+        }
+        other => panic!("a stream after the push thread died: {other:?}"),
+    }
     scaler.stop();
 }
 
@@ -278,4 +315,81 @@ fn the_format_check_refuses_malformed_text() {
     ] {
         assert!(parse_prometheus(bad).is_err(), "{bad:?} accepted");
     }
+}
+
+/// The series the README's `/metrics` item names: full names, and the `_suffix` shorthand
+/// it uses after a full name of the same family (`lagscaler_watch_lag`, `_produce_rate`).
+fn series_the_readme_names() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("- `/metrics`")
+        .expect("the README's /metrics item");
+    let item = &readme[start..];
+    let item = &item[..item.find("\n- `/healthz`").expect("the item's end")];
+    let mut family = String::new();
+    let mut names = Vec::new();
+    for token in item.split('`').skip(1).step_by(2) {
+        if token.starts_with("lagscaler_") {
+            let parts: Vec<&str> = token.splitn(3, '_').collect();
+            family = parts[..2.min(parts.len())].join("_");
+            names.push(token.to_owned());
+        } else if token.starts_with('_') && !family.is_empty() {
+            names.push(format!("{family}{token}"));
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metrics_series_the_readme_names_is_served() {
+    let names = series_the_readme_names();
+    assert!(names.len() >= 16, "{names:?}");
+    let broker = Kafka::shared();
+    broker.create_topic("every-series", 1);
+    broker.produce("every-series", 0, 5);
+    broker.commit("every-series-group", &[("every-series", 0, 5)]);
+    let mut config = Scaler::config(
+        &broker.bootstrap(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
+    config.http = Some("127.0.0.1:0".parse().expect("address"));
+    let scaler = Scaler::start_with(config);
+    let http = scaler.daemon().http_addr().expect("HTTP listener");
+    let lag = [
+        ("consumerGroup", "every-series-group"),
+        ("topic", "every-series"),
+    ];
+    let replicas = [
+        ("consumerGroup", "every-series-group"),
+        ("topic", "every-series"),
+        ("metric", "replicas"),
+        ("targetEtaSeconds", "10"),
+    ];
+    assert_eq!(scaler.lag(&lag).expect("lag"), 0);
+    // Rates, and so the replica target, need two samples.
+    let replica_target = wait_for(Duration::from_secs(10), || {
+        scaler.get_metrics(&replicas).ok()
+    });
+    assert!(replica_target.is_some(), "no replica target");
+    assert!(scaler.is_active(&lag).is_ok());
+    let text = get(http, "/metrics").1;
+    let samples = parse_prometheus(&text).expect("valid exposition format");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            !samples
+                .iter()
+                .any(|(sample, _, _)| sample == *name || sample == &format!("{name}_bucket"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "named in the README, not served: {missing:?}\n{text}"
+    );
+    println!(
+        "/metrics serves all {} series the README names",
+        names.len()
+    );
+    scaler.stop();
 }

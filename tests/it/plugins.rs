@@ -493,3 +493,157 @@ fn check_prints_a_plugins_groups_and_what_keda_would_get() {
     assert!(stdout.contains("GetMetrics: lag=6 (integer 6)"), "{stdout}");
     assert!(stdout.contains("IsActive: true"), "{stdout}");
 }
+
+#[test]
+fn a_read_only_redis_user_keeps_plugins_working_with_the_mapping_in_memory() {
+    const PASSWORD: &str = "pw-reader-2b7a-never-logged";
+    let broker = Kafka::shared();
+    let azul = Azul::new("Reader-1.2-binary");
+    azul.load(broker);
+    let port = crate::support::free_port();
+    let user = format!(">{PASSWORD}");
+    // The Azul scaler's rights: it only reads.
+    let redis = Redis::start_with(
+        port,
+        &[
+            "--user",
+            "reader",
+            "on",
+            &user,
+            "~*",
+            "+@read",
+            "+@connection",
+        ],
+    );
+    dispatcher_key(&redis, azul.version);
+    let url = redis.address();
+    let process = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_REDIS_URL", url.as_str()),
+            ("SCALER_REDIS_USERNAME", "reader"),
+            ("SCALER_REDIS_PASSWORD", PASSWORD),
+            ("SCALER_TOPIC_PREFIX", TOPIC_PREFIX),
+            ("SCALER_POLL_INTERVAL", "300ms"),
+        ],
+    );
+    let client = process.client();
+    assert_eq!(client.lag(&plugin_lag(&[])).expect("lag as a reader"), 6);
+    // The mapping lives on in memory after the dispatcher's key is gone.
+    let _: () = redis.dispatcher_db().del(PLUGIN).expect("DEL");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(client.lag(&plugin_lag(&[])).expect("lag after DEL"), 6);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = process.log();
+    let refusals = log
+        .matches("cannot write lagscaler:plugin-kafka-prefix")
+        .count();
+    assert_eq!(refusals, 1, "the refused write is logged once:\n{log}");
+    assert!(!log.contains(PASSWORD), "a secret in the log:\n{log}");
+    let nothing: Option<String> = redis
+        .dispatcher_db()
+        .hget(lagscaler::directory::REMEMBERED_KEY, PLUGIN)
+        .expect("HGET");
+    assert_eq!(nothing, None);
+}
+
+/// A loopback listener that accepts connections and never says a word: a blackholed Redis,
+/// or a TLS port whose handshake never finishes. Stops with the test.
+struct Silent {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("address").port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    if let Ok((socket, _)) = listener.accept() {
+                        held.push(socket);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Silent {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn a_silent_redis_never_stalls_plugin_lookups_beyond_their_deadline() {
+    use lagscaler::config::RedisConfig;
+    use lagscaler::directory::{Directory, REDIS_TIMEOUT, RETRY_AFTER};
+    use redis::IntoConnectionInfo;
+
+    const LOOKUPS: usize = 6;
+    let silent = Silent::start();
+    let plain = RedisConfig {
+        connection: lagscaler::config::redis_connection("127.0.0.1", silent.port),
+        topic_prefix: TOPIC_PREFIX.to_owned(),
+    };
+    let tls = RedisConfig {
+        connection: format!("rediss://127.0.0.1:{}/2", silent.port)
+            .into_connection_info()
+            .expect("a rediss URL"),
+        topic_prefix: TOPIC_PREFIX.to_owned(),
+    };
+    // Each lookup gives up within one connect deadline plus one command deadline, however
+    // many run at once: none waits for another's round trips.
+    let bound = REDIS_TIMEOUT * 2 + Duration::from_secs(1);
+    for (case, config) in [("blackholed", plain), ("TLS handshake never ends", tls)] {
+        let directory = std::sync::Arc::new(Directory::new(config));
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let started = Instant::now();
+        for n in 0..LOOKUPS {
+            let directory = std::sync::Arc::clone(&directory);
+            let done = done_tx.clone();
+            std::thread::spawn(move || {
+                let answer = directory.lookup(&format!("plugin-{n}"));
+                let _ = done.send((answer, Instant::now()));
+            });
+        }
+        let mut took = Vec::new();
+        for _ in 0..LOOKUPS {
+            let (answer, at) = done_rx
+                .recv_timeout(bound * 3)
+                .unwrap_or_else(|_| panic!("{case}: a lookup hung"));
+            let err = answer.expect_err("nothing is known of these plugins");
+            assert!(err.contains("reading Redis"), "{case}: {err}");
+            took.push(at - started);
+        }
+        println!("{case}: {LOOKUPS} concurrent lookups gave up after {took:?}");
+        assert!(took.iter().all(|t| *t <= bound), "{case}: {took:?}");
+        // Right after a failure, lookups answer from memory without waiting on Redis.
+        let quick = Instant::now();
+        assert!(directory.lookup("plugin-0").is_err());
+        assert!(
+            quick.elapsed() < RETRY_AFTER / 2,
+            "{case}: {:?}",
+            quick.elapsed()
+        );
+    }
+}

@@ -209,6 +209,65 @@ fn bad_metadata_is_invalid_argument_naming_the_key() {
 }
 
 #[test]
+fn scaled_object_names_must_be_kubernetes_names_and_are_never_echoed() {
+    // No broker needed: a bad name is refused before any watch exists.
+    let scaler = Scaler::start(&format!("127.0.0.1:{}", free_port()), POLL, TTL);
+    let metadata = [("consumerGroup", "g"), ("topic", "t")];
+    let huge = "n".repeat(3 * 1024 * 1024);
+    let cases = [
+        ("namespace", huge.as_str(), "test-object"),
+        ("namespace", "Not_A_Namespace", "test-object"),
+        ("namespace", "", "test-object"),
+        ("name", "test", "bad name with spaces\n"),
+        ("name", "test", huge.as_str()),
+        ("name", "test", ""),
+    ];
+    for (field, namespace, name) in cases {
+        let mut object = crate::support::scaled_object(&metadata);
+        object.namespace = namespace.to_owned();
+        object.name = name.to_owned();
+        let refusals = [
+            scaler.is_active_for(&object).map(|_| ()),
+            scaler
+                .try_get_metrics_for(object.clone())
+                .map(|_| ())
+                .map_err(crate::support::into_status),
+        ];
+        for refused in refusals {
+            let status = refused.expect_err("a bad ScaledObjectRef must be refused");
+            assert_eq!(status.code(), RpcStatusCode::INVALID_ARGUMENT, "{field}");
+            let message = status.message();
+            assert!(
+                message.contains(&format!("scaledObjectRef.{field}"))
+                    && message.contains("expected"),
+                "{field}: {message}"
+            );
+            assert!(
+                message.len() < 400,
+                "{field}: the value is echoed ({} bytes)",
+                message.len()
+            );
+        }
+        let stream = scaler.stream_is_active_for(&object);
+        match stream.next(Duration::from_secs(5)) {
+            Some(crate::support::StreamEvent::Failed(status)) => {
+                assert!(status.contains("INVALID_ARGUMENT"), "{field}: {status}")
+            }
+            other => panic!("{field}: a stream from a bad ScaledObjectRef: {other:?}"),
+        }
+    }
+    assert_eq!(scaler.daemon().watch_count(), 0, "nothing was kept");
+    // Names at the limits are fine.
+    let mut object = crate::support::scaled_object(&metadata);
+    object.namespace = "a".repeat(63);
+    object.name = format!("{0}.{0}.{0}.{1}", "b".repeat(63), "c".repeat(61));
+    assert_eq!(object.name.len(), 253);
+    let status = scaler.is_active_for(&object).expect_err("no broker");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
+    scaler.stop();
+}
+
+#[test]
 fn idle_watch_expires_and_its_thread_is_joined_while_an_active_one_stays() {
     let broker = Kafka::shared();
     broker.create_topic("ttl-topic", 1);
@@ -454,5 +513,72 @@ fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
             per_cycle(api)
         );
     }
+    scaler.stop();
+}
+
+#[test]
+fn an_open_stream_resends_its_activity_after_thirty_quiet_seconds() {
+    let broker = Kafka::shared();
+    broker.create_topic("keepalive", 1);
+    broker.produce("keepalive", 0, 4);
+    broker.commit("keepalive-group", &[("keepalive", 0, 1)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let metadata = [("consumerGroup", "keepalive-group"), ("topic", "keepalive")];
+    let stream = scaler.stream_is_active(&metadata);
+    let Some(crate::support::StreamEvent::Message(true, first)) =
+        stream.next(Duration::from_secs(5))
+    else {
+        panic!("no first message");
+    };
+    // Nothing changes: the next message is the same activity, sent again after 30 s.
+    let next = stream.next(lagscaler::grpc::KEEPALIVE + Duration::from_secs(5));
+    let Some(crate::support::StreamEvent::Message(true, again)) = next else {
+        panic!("no keep-alive: {next:?}");
+    };
+    let quiet = again.duration_since(first);
+    println!("keep-alive after {quiet:?}");
+    assert!(
+        quiet >= lagscaler::grpc::KEEPALIVE
+            && quiet <= lagscaler::grpc::KEEPALIVE + Duration::from_secs(3),
+        "{quiet:?}"
+    );
+    drop(stream);
+    scaler.stop();
+}
+
+#[test]
+fn a_cancelled_stream_is_forgotten_and_stops_keeping_its_watch_alive() {
+    let broker = Kafka::shared();
+    broker.create_topic("cancelled", 1);
+    broker.produce("cancelled", 0, 2);
+    let ttl = Duration::from_secs(2);
+    let scaler = Scaler::start(&broker.bootstrap(), Duration::from_millis(200), ttl);
+    let metadata = [("consumerGroup", "cancelled-group"), ("topic", "cancelled")];
+    let streams: Vec<_> = (0..3).map(|_| scaler.stream_is_active(&metadata)).collect();
+    for stream in &streams {
+        assert!(matches!(
+            stream.next(Duration::from_secs(5)),
+            Some(crate::support::StreamEvent::Message(..))
+        ));
+    }
+    // Open streams keep the watch alive past its TTL with no other call.
+    std::thread::sleep(ttl * 2);
+    assert_eq!(
+        scaler.daemon().watch_count(),
+        1,
+        "an open stream keeps its watch"
+    );
+    let cancelled = Instant::now();
+    for stream in streams {
+        stream.cancel();
+    }
+    // Forgotten within a second's sweep; then the watch expires after its TTL.
+    let expired = wait_for(ttl + Duration::from_secs(4), || {
+        (scaler.daemon().watch_count() == 0).then(|| cancelled.elapsed())
+    });
+    let expired = expired.expect("cancelled streams still keep the watch alive");
+    println!("watch expired {expired:?} after its streams were cancelled (TTL {ttl:?})");
+    // The last sweep before the cancel touched it up to a second earlier.
+    assert!(expired >= ttl - Duration::from_secs(1), "{expired:?}");
     scaler.stop();
 }

@@ -175,6 +175,43 @@ fn check_cases(bootstrap: &str, cases: Vec<Case>, secrets: &[&str]) {
     }
 }
 
+/// `settings` with SASL PLAIN over plaintext explicitly allowed.
+fn plain_allowed<'a>(mut settings: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    settings.push(("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD", "true"));
+    settings
+}
+
+#[test]
+fn sasl_plain_without_tls_is_refused_at_start_unless_allowed() {
+    const SECRET: &str = "pw-plain-3c9e-never-shown";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lagscaler"))
+        .env_clear()
+        .env("SCALER_KAFKA_SASL", "plaintext")
+        .env("SCALER_KAFKA_USERNAME", "alice")
+        .env("SCALER_KAFKA_PASSWORD", SECRET)
+        .env("SCALER_LISTEN_ADDR", "127.0.0.1")
+        .env("SCALER_PORT", crate::support::free_port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("run lagscaler");
+    // A binary that accepted the setting would serve until killed.
+    let status =
+        crate::support::wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(stderr.contains("SCALER_KAFKA_SASL"), "{stderr}");
+    assert!(
+        stderr.contains("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+}
+
 #[test]
 fn kafka_sasl_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
     const WRONG: &str = "pw-wrong-71d0-never-logged";
@@ -210,8 +247,8 @@ fn kafka_sasl_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
             None,
         ),
         (
-            "PLAIN",
-            sasl("plaintext", "alice", password, ALICE_PASSWORD),
+            "PLAIN, allowed without TLS",
+            plain_allowed(sasl("plaintext", "alice", password, ALICE_PASSWORD)),
             None,
         ),
         (
@@ -221,7 +258,7 @@ fn kafka_sasl_logs_in_with_the_right_password_only_and_no_secret_is_logged() {
         ),
         (
             "PLAIN, wrong password",
-            sasl("plaintext", "alice", password, WRONG),
+            plain_allowed(sasl("plaintext", "alice", password, WRONG)),
             Some(REFUSED),
         ),
         (
@@ -363,4 +400,117 @@ fn named_clusters_are_reachable_by_name_or_servers_and_nothing_else_is() {
     assert!(err.message().contains("default, second"), "{err:?}");
     assert_eq!(scaler.daemon().watch_count(), 2);
     scaler.stop();
+}
+
+/// Replaces `to` by a copy of `from` the way Kubernetes updates a mounted Secret: a new
+/// file renamed over the old one.
+fn rotate(from: &std::path::Path, to: &std::path::Path) {
+    let staged = to.with_extension("staged");
+    std::fs::copy(from, &staged).expect("stage the new file");
+    std::fs::rename(&staged, to).expect("rename it over the old one");
+}
+
+#[test]
+fn a_rotated_grpc_certificate_is_served_to_new_connections_without_a_restart() {
+    let broker = broker();
+    let (old, new) = (TestPki::generate(), TestPki::generate());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    rotate(&old.path("server.pem"), &cert);
+    rotate(&old.path("server.key"), &key);
+    let mut config = Scaler::config(
+        &broker.bootstrap(),
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    );
+    config.tls = Some(TlsConfig {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        client_ca_file: None,
+    });
+    let scaler = Scaler::start_with(config);
+    let addr = scaler.daemon().addr().to_string();
+    let live = GrpcClient::connect_tls(&addr, &old.read("ca.pem"), None);
+    assert_eq!(
+        live.lag(&METADATA).expect("lag over the old certificate"),
+        3
+    );
+
+    // cert-manager renews the certificate, from another CA here so that the test can tell
+    // which one a connection got.
+    rotate(&new.path("server.pem"), &cert);
+    rotate(&new.path("server.key"), &key);
+    let renewed = GrpcClient::connect_tls(&addr, &new.read("ca.pem"), None);
+    assert_eq!(
+        renewed
+            .lag(&METADATA)
+            .expect("lag over the new certificate"),
+        3
+    );
+    let stale = GrpcClient::connect_tls(&addr, &old.read("ca.pem"), None);
+    assert!(
+        stale.lag(&METADATA).is_err(),
+        "a new connection still got the old certificate"
+    );
+    // The connection opened before the rotation keeps working.
+    assert_eq!(
+        live.lag(&METADATA).expect("the live client after rotation"),
+        3
+    );
+
+    // A half-written file is not taken: connections keep getting the last good certificate.
+    std::fs::write(&cert, b"not a certificate").expect("truncate");
+    let during = GrpcClient::connect_tls(&addr, &new.read("ca.pem"), None);
+    assert_eq!(
+        during.lag(&METADATA).expect("lag with a bad file in place"),
+        3
+    );
+    scaler.stop();
+}
+
+#[test]
+fn a_rotated_kafka_client_certificate_is_used_without_a_restart() {
+    let broker = broker();
+    let pki = broker.pki();
+    let other = TestPki::generate();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    // A certificate the brokers do not trust: refused.
+    rotate(&other.path("client.pem"), &cert);
+    rotate(&other.path("client.key"), &key);
+    let ca = pki.path("ca.pem").display().to_string();
+    let (cert_path, key_path) = (cert.display().to_string(), key.display().to_string());
+    let mut env = vec![
+        ("SCALER_POLL_INTERVAL", "300ms"),
+        ("SCALER_KAFKA_TIMEOUT", "1s"),
+    ];
+    env.extend(with_identity(&ca, &cert_path, &key_path));
+    let process = Process::start(&broker.bootstrap_for(Listener::MutualTls), &env);
+    let client = process.client();
+    let refused = client
+        .lag(&METADATA)
+        .expect_err("an untrusted client certificate");
+    assert_eq!(
+        refused.code(),
+        grpcio::RpcStatusCode::UNAVAILABLE,
+        "{refused:?}"
+    );
+
+    // The certificate is renewed by one the brokers trust: polls pick it up.
+    rotate(&pki.path("client.pem"), &cert);
+    rotate(&pki.path("client.key"), &key);
+    let rotated = std::time::Instant::now();
+    let lag = crate::support::wait_for(Duration::from_secs(20), || client.lag(&METADATA).ok());
+    assert_eq!(lag, Some(3), "log:\n{}", process.log());
+    println!(
+        "Kafka client certificate rotated: lag read {:?} later",
+        rotated.elapsed()
+    );
+    assert!(
+        process
+            .log()
+            .contains("Kafka TLS files of cluster default changed"),
+        "{}",
+        process.log()
+    );
 }

@@ -209,6 +209,12 @@ impl Process {
         )
     }
 
+    /// Waits up to `timeout` for it to exit by itself: the exit status, or `None`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.server.child;
+        wait_for(timeout, || child.try_wait().ok().flatten())
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit status; `None` if it is still
     /// running then (it is killed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -440,8 +446,16 @@ impl GrpcClient {
 
     /// GetMetrics, with any failure (also outside the protocol) as the error.
     pub fn try_get_metrics(&self, metadata: &[(&str, &str)]) -> grpcio::Result<(i64, f64)> {
+        self.try_get_metrics_for(scaled_object(metadata))
+    }
+
+    /// GetMetrics for `object`, whatever its name and namespace.
+    pub fn try_get_metrics_for(
+        &self,
+        object: proto::ScaledObjectRef,
+    ) -> grpcio::Result<(i64, f64)> {
         let request = proto::GetMetricsRequest {
-            scaledObjectRef: Some(scaled_object(metadata)).into(),
+            scaledObjectRef: Some(object).into(),
             metricName: "unused".to_owned(),
             ..Default::default()
         };
@@ -460,12 +474,13 @@ impl GrpcClient {
 
     /// IsActive.
     pub fn is_active(&self, metadata: &[(&str, &str)]) -> Result<bool, RpcStatus> {
+        self.is_active_for(&scaled_object(metadata))
+    }
+
+    /// IsActive for `object`, whatever its name and namespace.
+    pub fn is_active_for(&self, object: &proto::ScaledObjectRef) -> Result<bool, RpcStatus> {
         self.client
-            .unary_call(
-                &proto::METHOD_IS_ACTIVE,
-                &scaled_object(metadata),
-                call_option(),
-            )
+            .unary_call(&proto::METHOD_IS_ACTIVE, object, call_option())
             .map(|response| response.result)
             .map_err(into_status)
     }
@@ -491,11 +506,16 @@ impl GrpcClient {
 
     /// Opens StreamIsActive; its messages arrive on the returned stream.
     pub fn stream_is_active(&self, metadata: &[(&str, &str)]) -> Stream<bool> {
+        self.stream_is_active_for(&scaled_object(metadata))
+    }
+
+    /// Opens StreamIsActive for `object`, whatever its name and namespace.
+    pub fn stream_is_active_for(&self, object: &proto::ScaledObjectRef) -> Stream<bool> {
         let receiver = self
             .client
             .server_streaming(
                 &proto::METHOD_STREAM_IS_ACTIVE,
-                &scaled_object(metadata),
+                object,
                 CallOption::default(),
             )
             .expect("start StreamIsActive");
