@@ -22,6 +22,7 @@
 //! first, and a refused write is logged once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ pub struct Directory {
     memory: Mutex<Memory>,
     /// Connection attempts that missed their deadline and may still be running.
     hanging: Mutex<Vec<JoinHandle<()>>>,
+    /// Set while one lookup tries a Redis that failed: the others answer from memory.
+    probing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -98,6 +101,7 @@ impl Directory {
             pool: Mutex::new(Vec::new()),
             memory: Mutex::new(Memory::default()),
             hanging: Mutex::new(Vec::new()),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -112,26 +116,33 @@ impl Directory {
     /// the commands), however many lookups run at once.
     pub fn lookup(&self, plugin: &str) -> Result<Lookup, String> {
         let retry_at = self.memory.lock().down.map(|since| since + RETRY_AFTER);
-        let result = match retry_at {
-            Some(at) if Instant::now() < at => Err(format!(
-                "reading Redis {}: it failed less than {} ago",
-                self.config.describe(),
-                humantime::format_duration(RETRY_AFTER)
-            )),
-            _ => self.read(plugin).map_err(|err| {
-                let cause = format!("reading Redis {}: {err}", self.config.describe());
-                let mut memory = self.memory.lock();
-                if memory.down.is_none() {
-                    warn!(
-                        "{cause}; plugins keep their last known consumer groups until it is back"
-                    );
-                } else {
-                    debug!("{cause}");
-                }
-                memory.down = Some(Instant::now());
-                cause
-            }),
+        // While Redis is down, one lookup a second tries it; the others answer from memory.
+        let probe = match retry_at {
+            None => None,
+            Some(at) if Instant::now() >= at && self.start_probe() => Some(Probe(&self.probing)),
+            Some(_) => {
+                return self.remembered_or(
+                    plugin,
+                    format!(
+                        "reading Redis {}: it failed within the last {}",
+                        self.config.describe(),
+                        humantime::format_duration(RETRY_AFTER)
+                    ),
+                )
+            }
         };
+        let result = self.read(plugin).map_err(|err| {
+            let cause = format!("reading Redis {}: {err}", self.config.describe());
+            let mut memory = self.memory.lock();
+            if memory.down.is_none() {
+                warn!("{cause}; plugins keep their last known consumer groups until it is back");
+            } else {
+                debug!("{cause}");
+            }
+            memory.down = Some(Instant::now());
+            cause
+        });
+        drop(probe);
         match result {
             Ok(found) => {
                 let mut memory = self.memory.lock();
@@ -140,12 +151,24 @@ impl Directory {
                 }
                 Ok(found)
             }
-            Err(cause) => match self.memory.lock().remembered.get(plugin) {
-                Some(prefix) => Ok(Lookup::Remembered(prefix.clone())),
-                None => Err(format!(
-                    "{cause}, and plugin {plugin}'s kafka_prefix was never seen"
-                )),
-            },
+            Err(cause) => self.remembered_or(plugin, cause),
+        }
+    }
+
+    /// Whether this lookup is the one to try Redis again (no other is trying).
+    fn start_probe(&self) -> bool {
+        self.probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The remembered mapping of `plugin`, or `cause` when there is none.
+    fn remembered_or(&self, plugin: &str, cause: String) -> Result<Lookup, String> {
+        match self.memory.lock().remembered.get(plugin) {
+            Some(prefix) => Ok(Lookup::Remembered(prefix.clone())),
+            None => Err(format!(
+                "{cause}, and plugin {plugin}'s kafka_prefix was never seen"
+            )),
         }
     }
 
@@ -276,6 +299,15 @@ impl Directory {
                 !err.is_io_error() && !err.is_unrecoverable_error()
             }
         }
+    }
+}
+
+/// The right to try a Redis that failed, given back when dropped.
+struct Probe<'a>(&'a AtomicBool);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

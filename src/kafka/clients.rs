@@ -90,7 +90,7 @@ impl Clients {
         Arc::clone(&cluster.current.read())
     }
 
-    /// Makes every Kafka call in progress or to come give up within [`super::admin::SLICE`]:
+    /// Makes every Kafka call in progress or to come give up within 100 ms:
     /// the daemon is stopping and nobody will read the answers.
     pub fn stop_calls(&self) {
         for cluster in self.clusters.values() {

@@ -1,10 +1,13 @@
 //! Kafka access: one blocking rdkafka client per cluster, shared by every watch.
 //!
-//! Each call is blocking and bounded by the cluster's request timeout. The client's event
+//! Each call is blocking and bounded by the cluster's request timeout, and gives up within
+//! 100 ms (the group list 500 ms) once the daemon stops ([`KafkaClient::stop_calls`]). The
+//! client's event
 //! queue (errors, statistics) is drained by one named thread, `kafka-events`, so events never
-//! pile up while the broker is unreachable.
+//! pile up while the broker is unreachable. [`Clients`] replaces a cluster's client when its
+//! TLS files change.
 //!
-//! What several watches read alike is read once per poll cycle ([`cycle`]): a topic's
+//! What several watches read alike is read once per poll cycle (module `cycle`): a topic's
 //! partitions, high watermarks and log start offsets, and the cluster's group list with
 //! member counts. Only a group's committed offsets are read per watch.
 
@@ -296,8 +299,8 @@ impl KafkaClient {
         }
     }
 
-    /// Makes every Kafka call of this client in progress or to come give up within
-    /// [`admin::SLICE`].
+    /// Makes every Kafka call of this client in progress or to come give up within 100 ms
+    /// (the group list, librdkafka's own blocking call, within 500 ms).
     pub fn stop_calls(&self) {
         self.stopping.store(true, Ordering::Release);
     }
