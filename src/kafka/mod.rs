@@ -2,10 +2,9 @@
 //!
 //! Each call is blocking and bounded by the cluster's request timeout, and gives up within
 //! 100 ms (the group list 500 ms) once the daemon stops ([`KafkaClient::stop_calls`]). The
-//! client's event
-//! queue (errors, statistics) is drained by one named thread, `kafka-events`, so events never
-//! pile up while the broker is unreachable. [`Clients`] replaces a cluster's client when its
-//! TLS files change.
+//! client's event queue (errors, statistics) is drained by one named thread, `kafka-events`,
+//! so events never pile up while the broker is unreachable. [`Clients`] replaces a cluster's
+//! client when its TLS files change.
 //!
 //! What several watches read alike is read once per poll cycle (module `cycle`): a topic's
 //! partitions, high watermarks and log start offsets, and the cluster's group list with

@@ -439,15 +439,24 @@ fn idle_window_ignores_flapping_and_then_lets_go() {
     ];
     assert!(scaler.is_active(&metadata).expect("is active with lag 3"));
 
-    // Lag goes 0 and back to 1 every 600 ms for 5 s (more than twice the window): IsActive
-    // must never say false in between.
+    // Lag goes 0 and back to 1 for 5 s (more than twice the window), each lag seen by a
+    // poll before the next change (event-driven, so that a loaded machine's slower calls
+    // cannot stretch a lag-0 spell past the window): IsActive must never say false while
+    // the lag is 0 between two lags of 1.
     let producer = broker.producer();
     let mut high = 3;
     let flapping_until = Instant::now() + Duration::from_secs(5);
-    let mut checks = 0;
+    let (mut turns, mut checks) = (0, 0);
+    let seen = |lag: i64| {
+        let seen = wait_for(Duration::from_secs(5), || {
+            (scaler.lag(&metadata).ok()? == lag).then_some(())
+        });
+        assert!(seen.is_some(), "lag {lag} never seen");
+    };
     while Instant::now() < flapping_until {
         broker.commit("flappers", &[("flap", 0, high)]);
-        let turn_end = Instant::now() + Duration::from_millis(600);
+        seen(0);
+        let turn_end = Instant::now() + Duration::from_millis(400);
         while Instant::now() < turn_end {
             assert!(
                 scaler.is_active(&metadata).expect("is active"),
@@ -458,10 +467,13 @@ fn idle_window_ignores_flapping_and_then_lets_go() {
         }
         produce_one(&producer, "flap", 0);
         high += 1;
-        // Long enough for a poll to see the lag of 1.
-        thread::sleep(2 * poll);
+        seen(1);
+        turns += 1;
     }
-    assert!(checks > 50, "only {checks} checks");
+    assert!(
+        turns >= 3 && checks >= turns,
+        "{turns} turns, {checks} checks"
+    );
 
     // Caught up for good: still active until the window has passed, then idle.
     broker.commit("flappers", &[("flap", 0, high)]);
