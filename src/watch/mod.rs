@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, tick, unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{
+    after, bounded, never, select, tick, unbounded, Receiver, Sender, TryRecvError,
+};
 use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
@@ -259,6 +261,8 @@ enum Event {
     Control(Control),
     Result(PollResult),
     Tick,
+    /// The earliest restart of a watcher is due.
+    RestartDue,
 }
 
 impl Supervisor {
@@ -269,6 +273,7 @@ impl Supervisor {
                 Event::Control(Control::Start(slot)) => self.start_watcher(slot),
                 Event::Control(Control::Shutdown { deadline }) => break deadline,
                 Event::Result(result) => self.record(result),
+                Event::RestartDue => self.restart_due(),
                 Event::Tick => {
                     self.expire_idle();
                     self.restart_dead();
@@ -280,13 +285,19 @@ impl Supervisor {
         self.stop_all(deadline)
     }
 
-    /// The next thing to handle; control messages win over poll results.
+    /// The next thing to handle; control messages win over poll results. A restart wakes
+    /// the supervisor when it is due, so that the backoff is what it says, not rounded up to
+    /// the next tick.
     fn next_event(&self, ticker: &Receiver<Instant>) -> Event {
         match self.control.try_recv() {
             Ok(control) => return Event::Control(control),
             Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => return Event::Control(Control::orphaned()),
         }
+        let restart = match self.restarts.iter().map(|(at, _)| *at).min() {
+            Some(at) => after(at.saturating_duration_since(Instant::now())),
+            None => never(),
+        };
         select! {
             recv(self.control) -> control => match control {
                 Ok(control) => Event::Control(control),
@@ -298,6 +309,7 @@ impl Supervisor {
                 Err(_) => Event::Tick,
             },
             recv(ticker) -> _ => Event::Tick,
+            recv(restart) -> _ => Event::RestartDue,
         }
     }
 
