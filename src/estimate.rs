@@ -894,12 +894,8 @@ pub fn replica_target(estimate: &Estimate, target: Duration) -> Result<u64, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lag::OffsetResetPolicy;
 
-    const LATEST: LagRule = LagRule {
-        offset_reset: OffsetResetPolicy::Latest,
-        zero_on_invalid_offset: false,
-    };
+    const LATEST: LagRule = LagRule::DEFAULT;
 
     fn close(actual: f64, expected: f64) -> bool {
         (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0)
@@ -1690,6 +1686,7 @@ mod tests {
                         OffsetResetPolicy::Latest
                     },
                     zero_on_invalid_offset: flags[0],
+                    isolation: crate::lag::Isolation::ReadUncommitted,
                 };
                 let rules = Rules {
                     lag_threshold: threshold,

@@ -20,20 +20,42 @@ impl fmt::Display for OffsetResetPolicy {
     }
 }
 
+/// Which end of a partition lag is measured to (`isolationLevel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isolation {
+    /// The high watermark: every record written, in open transactions too (KEDA's meaning).
+    ReadUncommitted,
+    /// The last stable offset: what a `read_committed` consumer can read now; records of an
+    /// open transaction do not count until it commits.
+    ReadCommitted,
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::ReadUncommitted => "read_uncommitted",
+            Isolation::ReadCommitted => "read_committed",
+        })
+    }
+}
+
 /// How lag is counted on a partition: the watch-level part of KEDA's lag options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LagRule {
-    /// How a partition with no committed offset counts (`offsetResetPolicy`).
+    /// How a partition with no valid committed offset counts (`offsetResetPolicy`).
     pub offset_reset: OffsetResetPolicy,
-    /// A partition with no committed offset counts 0 (`scaleToZeroOnInvalidOffset`).
+    /// A partition with no valid committed offset counts 0 (`scaleToZeroOnInvalidOffset`).
     pub zero_on_invalid_offset: bool,
+    /// The end lag is measured to (`isolationLevel`).
+    pub isolation: Isolation,
 }
 
 impl LagRule {
-    /// KEDA's defaults: latest, and a missing offset counts.
+    /// KEDA's defaults: latest, a missing offset counts, up to the high watermark.
     pub const DEFAULT: LagRule = LagRule {
         offset_reset: OffsetResetPolicy::Latest,
         zero_on_invalid_offset: false,
+        isolation: Isolation::ReadUncommitted,
     };
 }
 
@@ -42,6 +64,9 @@ impl fmt::Display for LagRule {
         write!(f, "offsetResetPolicy={}", self.offset_reset)?;
         if self.zero_on_invalid_offset {
             f.write_str(" scaleToZeroOnInvalidOffset=true")?;
+        }
+        if self.isolation != Isolation::ReadUncommitted {
+            write!(f, " isolationLevel={}", self.isolation)?;
         }
         Ok(())
     }
@@ -58,7 +83,8 @@ pub struct PartitionOffsets {
     pub partition: i32,
     /// Offset of the first retained record (log start).
     pub log_start: i64,
-    /// Offset the next produced record will get (high watermark).
+    /// Where lag is measured to: the high watermark (the offset the next produced record
+    /// will get), or the last stable offset under `isolationLevel=read_committed`.
     pub high_watermark: i64,
     /// The group's committed offset, `None` when the group never committed here.
     pub committed: Option<i64>,
@@ -68,9 +94,16 @@ impl PartitionOffsets {
     /// Records the group still has to consume on this partition, never negative.
     ///
     /// A committed offset past the high watermark (seen with some brokers) counts 0 rather
-    /// than cancelling other partitions' lag, unlike KEDA.
+    /// than cancelling other partitions' lag, unlike KEDA. A committed offset below the log
+    /// start (its records deleted by retention or DeleteRecords) is not a position the group
+    /// can resume from: its consumers reset as their `auto.offset.reset` says, so it counts
+    /// as no committed offset (`offsetResetPolicy`), never the deleted records (KEDA counts
+    /// them).
     pub fn lag(&self, rule: LagRule) -> i64 {
-        match (self.committed, rule.offset_reset) {
+        let valid = self
+            .committed
+            .filter(|committed| *committed >= self.log_start);
+        match (valid, rule.offset_reset) {
             (Some(committed), _) => self.high_watermark.saturating_sub(committed).max(0),
             (None, _) if rule.zero_on_invalid_offset => 0,
             (None, OffsetResetPolicy::Latest) => 1,
@@ -90,6 +123,7 @@ mod tests {
     const EARLIEST: LagRule = LagRule {
         offset_reset: OffsetResetPolicy::Earliest,
         zero_on_invalid_offset: false,
+        isolation: Isolation::ReadUncommitted,
     };
 
     fn partition(log_start: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
@@ -131,9 +165,38 @@ mod tests {
             let rule = LagRule {
                 offset_reset,
                 zero_on_invalid_offset: true,
+                isolation: Isolation::ReadUncommitted,
             };
             assert_eq!(partition(5, 20, None).lag(rule), 0);
             assert_eq!(partition(5, 20, Some(8)).lag(rule), 12);
         }
+    }
+
+    #[test]
+    fn a_commit_below_the_log_start_is_an_invalid_offset() {
+        // Records 0..6 deleted, 10 written, the group committed at 2: the 4 deleted records
+        // it never read are gone, and its consumers reset as their policy says.
+        assert_eq!(partition(6, 10, Some(2)).lag(EARLIEST), 4);
+        assert_eq!(partition(6, 10, Some(2)).lag(LATEST), 1);
+        let zero = LagRule {
+            zero_on_invalid_offset: true,
+            ..LATEST
+        };
+        assert_eq!(partition(6, 10, Some(2)).lag(zero), 0);
+        // At the log start itself the commit is valid.
+        assert_eq!(partition(6, 10, Some(6)).lag(LATEST), 4);
+    }
+
+    #[test]
+    fn the_rule_names_only_what_differs_from_kedas_defaults() {
+        assert_eq!(LATEST.to_string(), "offsetResetPolicy=latest");
+        let committed = LagRule {
+            isolation: Isolation::ReadCommitted,
+            ..LATEST
+        };
+        assert_eq!(
+            committed.to_string(),
+            "offsetResetPolicy=latest isolationLevel=read_committed"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::config::{self, ClusterSet, KafkaConfig};
 use crate::estimate::{MetricMode, Rules, MAX_IDLE_WINDOW};
-use crate::lag::{LagRule, OffsetResetPolicy};
+use crate::lag::{Isolation, LagRule, OffsetResetPolicy};
 
 /// What one trigger asks for: which lag to watch and how to turn it into answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +190,7 @@ pub const OWN_KEYS: &[&str] = &[
     "lagThreshold",
     "activationLagThreshold",
     "offsetResetPolicy",
+    "isolationLevel",
     "partitionLimitation",
     "allowIdleConsumers",
     "excludePersistentLag",
@@ -284,9 +285,22 @@ impl Trigger {
             None => Ok(false),
             Some(value) => parse_go_bool(value).ok_or_else(|| invalid(key, value, BOOL_RULE)),
         };
+        let isolation = match get("isolationLevel").map(str::trim) {
+            None | Some("read_uncommitted") => Isolation::ReadUncommitted,
+            Some("read_committed") => Isolation::ReadCommitted,
+            Some(_) => {
+                return Err(invalid(
+                    "isolationLevel",
+                    get("isolationLevel").unwrap_or_default(),
+                    "read_uncommitted (lag to the high watermark, as KEDA) or read_committed \
+                     (lag to the last stable offset, for consumers that read committed data)",
+                ))
+            }
+        };
         let lag_rule = LagRule {
             offset_reset,
             zero_on_invalid_offset: flag("scaleToZeroOnInvalidOffset")?,
+            isolation,
         };
         let partitions = match get("partitionLimitation") {
             None => None,
@@ -1046,6 +1060,7 @@ mod tests {
             ("lagThreshold", "50"),
             ("activationLagThreshold", "5"),
             ("offsetResetPolicy", "earliest"),
+            ("isolationLevel", "read_committed"),
             ("bootstrapServers", "k2:9092,k1:9092"),
             ("partitionLimitation", "3, 0-1"),
             ("allowIdleConsumers", "false"),
@@ -1065,7 +1080,8 @@ mod tests {
             watch.lag_rule,
             LagRule {
                 offset_reset: OffsetResetPolicy::Earliest,
-                zero_on_invalid_offset: true
+                zero_on_invalid_offset: true,
+                isolation: Isolation::ReadCommitted,
             }
         );
         let expected = Rules {
@@ -1104,6 +1120,8 @@ mod tests {
             ("activationLagThreshold", "100"),
             ("offsetResetPolicy", "latest"),
             ("offsetResetPolicy", "earliest"),
+            ("isolationLevel", "read_uncommitted"),
+            ("isolationLevel", " read_committed "),
             ("partitionLimitation", "0"),
             ("partitionLimitation", "1,2,10-20"),
             ("partitionLimitation", ""),
@@ -1388,6 +1406,7 @@ mod tests {
                 "activationLagThreshold",
             ),
             (&[g, ("offsetResetPolicy", "sideways")], "offsetResetPolicy"),
+            (&[g, ("isolationLevel", "READ_COMMITTED")], "isolationLevel"),
             (&[g, ("offsetResetPolicy", "Latest")], "offsetResetPolicy"),
             (&[g, ("topic", "a,b")], "topic"),
             (&[g, ("topic", "..")], "topic"),

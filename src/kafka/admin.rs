@@ -19,6 +19,8 @@ use rdkafka::bindings as rd;
 use rdkafka::client::Client;
 use rdkafka::ClientContext;
 
+use crate::lag::Isolation;
+
 /// How often a wait for an answer looks at the stop flag.
 pub const SLICE: Duration = Duration::from_millis(100);
 
@@ -205,13 +207,22 @@ pub fn topic_partitions<C: ClientContext>(
 }
 
 /// The `end` offset of each of `partitions` (ListOffsets, one request per partition
-/// leader), read committed (the last stable offset for `Latest`). Fails unless every
-/// partition has one; answers in no particular order.
+/// leader): for `Latest`, the high watermark, or the last stable offset under
+/// `read_committed`. Fails unless every partition has one; answers in no particular order.
 pub fn list_offsets<C: ClientContext>(
     call: &Call<'_, C>,
     partitions: &[(&str, i32)],
     end: End,
+    isolation: Isolation,
 ) -> Result<Vec<(String, i32, i64)>, String> {
+    let isolation = match isolation {
+        Isolation::ReadUncommitted => {
+            rd::rd_kafka_IsolationLevel_t::RD_KAFKA_ISOLATION_LEVEL_READ_UNCOMMITTED
+        }
+        Isolation::ReadCommitted => {
+            rd::rd_kafka_IsolationLevel_t::RD_KAFKA_ISOLATION_LEVEL_READ_COMMITTED
+        }
+    };
     let spec = match end {
         End::Earliest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_EARLIEST as i64,
         End::Latest => rd::rd_kafka_OffsetSpec_t::RD_KAFKA_OFFSET_SPEC_LATEST as i64,
@@ -233,15 +244,11 @@ pub fn list_offsets<C: ClientContext>(
         |rk, options, queue| {
             // SAFETY: `options` is valid and ours (the call's); the isolation level is a
             // valid member of the C enum.
-            let error = unsafe {
-                rd::rd_kafka_AdminOptions_set_isolation_level(
-                    options,
-                    rd::rd_kafka_IsolationLevel_t::RD_KAFKA_ISOLATION_LEVEL_READ_COMMITTED,
-                )
-            };
+            let error =
+                unsafe { rd::rd_kafka_AdminOptions_set_isolation_level(options, isolation) };
             if !error.is_null() {
-                // SAFETY: an error returned to us is ours to destroy; ListOffsets then runs
-                // with the default isolation, which only matters for transactional topics.
+                // SAFETY: an error returned to us is ours to destroy. It comes only for an
+                // admin operation other than ListOffsets, which this is not.
                 unsafe { rd::rd_kafka_error_destroy(error) };
             }
             // SAFETY: every pointer is valid for the call; librdkafka copies the list.

@@ -14,6 +14,7 @@ mod admin;
 mod clients;
 mod cycle;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::KafkaConfig;
-use crate::lag::PartitionOffsets;
+use crate::lag::{Isolation, PartitionOffsets};
 
 pub use admin::{CommittedOffset, STOPPING};
 pub use clients::Clients;
@@ -222,15 +223,17 @@ impl KafkaClient {
     }
 
     /// Reads what lag is computed from: for `group` and either one topic or every topic the
-    /// group has committed on, each partition's log start, high watermark and committed
-    /// offset. Partitions come sorted by topic and number. The group's committed offsets are
-    /// read now; each topic's offsets come from a read made at or after `since` (this poll's
-    /// scheduled time), shared with every watch of the cycle.
+    /// group has committed on, each partition's log start, end (high watermark, or last
+    /// stable offset under `read_committed`) and committed offset. Partitions come sorted by
+    /// topic and number. The group's committed offsets are read now; each topic's offsets
+    /// come from a read made at or after `since` (this poll's scheduled time), shared with
+    /// every watch of the cycle that reads the topic at the same isolation.
     pub fn snapshot(
         &self,
         group: &str,
         topic: Option<&str>,
         since: Instant,
+        isolation: Isolation,
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
         let committed = self.group_offsets(group)?;
         let topics: BTreeSet<&str> = match topic {
@@ -253,9 +256,15 @@ impl KafkaClient {
             .collect();
         let mut snapshot = Vec::new();
         for topic in topics {
+            // A space never appears in a topic name, so the two keys of a topic never meet
+            // another topic's.
+            let key = match isolation {
+                Isolation::ReadUncommitted => Cow::Borrowed(topic),
+                Isolation::ReadCommitted => Cow::Owned(format!("{topic} read_committed")),
+            };
             let partitions = self
                 .topics
-                .get(topic, since, || self.topic_offsets(topic))?;
+                .get(&key, since, || self.topic_offsets(topic, isolation))?;
             snapshot.extend(partitions.iter().map(|read| PartitionOffsets {
                 group: group.to_owned(),
                 log_start: read.log_start,
@@ -270,14 +279,18 @@ impl KafkaClient {
 
     /// A topic's partitions, sorted, with their high watermarks and log start offsets:
     /// Metadata, then one ListOffsets per partition leader for each end.
-    fn topic_offsets(&self, topic: &str) -> Result<Vec<TopicPartitionOffsets>, KafkaError> {
+    fn topic_offsets(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+    ) -> Result<Vec<TopicPartitionOffsets>, KafkaError> {
         let partitions: Vec<(&str, i32)> = self
             .partition_ids(topic)?
             .into_iter()
             .map(|partition| (topic, partition))
             .collect();
-        let latest = self.list_offsets(&partitions, admin::End::Latest)?;
-        let earliest = self.list_offsets(&partitions, admin::End::Earliest)?;
+        let latest = self.list_offsets(&partitions, admin::End::Latest, isolation)?;
+        let earliest = self.list_offsets(&partitions, admin::End::Earliest, isolation)?;
         // `list_offsets` answered for every partition or failed, so the lookups hit.
         Ok(partitions
             .iter()
@@ -385,13 +398,15 @@ impl KafkaClient {
         &self,
         partitions: &[(&str, i32)],
         end: admin::End,
+        isolation: Isolation,
     ) -> Result<HashMap<i32, i64>, KafkaError> {
         let which = match end {
             admin::End::Earliest => "earliest",
             admin::End::Latest => "latest",
         };
         let failed = |cause: String| KafkaError::Watermarks { which, cause };
-        let answer = admin::list_offsets(&self.call(), partitions, end).map_err(failed)?;
+        let answer =
+            admin::list_offsets(&self.call(), partitions, end, isolation).map_err(failed)?;
         let offsets: HashMap<i32, i64> = answer
             .into_iter()
             // `partitions` are one topic's, sorted by number.

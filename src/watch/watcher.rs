@@ -220,7 +220,12 @@ impl Watcher {
             }
         };
         let mut offsets = client
-            .snapshot(&group, self.key.topic.as_deref(), since)
+            .snapshot(
+                &group,
+                self.key.topic.as_deref(),
+                since,
+                self.key.lag_rule.isolation,
+            )
             .map_err(|err| err.to_string())?;
         if let Some(set) = &self.key.partitions {
             let n_partitions = offsets.len();
@@ -281,7 +286,7 @@ impl Watcher {
             .collect();
         let mut offsets = Vec::new();
         for (group, _) in &groups {
-            match client.snapshot(group, None, since) {
+            match client.snapshot(group, None, since, self.key.lag_rule.isolation) {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}

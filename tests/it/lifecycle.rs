@@ -1,0 +1,182 @@
+//! What a record's life in Kafka does to the lag: transactions and the isolation level,
+//! records deleted below a group's commit (retention, DeleteRecords), and partitions added
+//! to a topic at runtime. All on the shared broker, with topics and groups of their own.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::support::{Kafka, Scaler};
+
+const POLL: Duration = Duration::from_millis(300);
+const TTL: Duration = Duration::from_secs(600);
+/// Long enough for a change to reach a poll on a loaded machine.
+const SEEN_WITHIN: Duration = Duration::from_secs(10);
+
+fn admin(broker: &Kafka) -> AdminClient<DefaultClientContext> {
+    broker.client_config().create().expect("admin client")
+}
+
+fn options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// Expects `metadata`'s lag to become `lag` within [`SEEN_WITHIN`].
+fn expect_lag(scaler: &Scaler, metadata: &[(&str, &str)], lag: i64) {
+    let seen = scaler.wait_for_lag(metadata, lag, SEEN_WITHIN);
+    assert!(
+        seen.is_some(),
+        "{metadata:?}: lag {lag} not seen; it is {:?}",
+        scaler.lag(metadata)
+    );
+}
+
+#[test]
+fn an_open_transaction_counts_to_the_high_watermark_and_not_to_the_last_stable_offset() {
+    let broker = Kafka::shared();
+    broker.create_topic("txn-open", 1);
+    broker.produce("txn-open", 0, 4);
+    broker.commit("txn-readers", &[("txn-open", 0, 4)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let uncommitted = [("consumerGroup", "txn-readers"), ("topic", "txn-open")];
+    let committed = [
+        ("consumerGroup", "txn-readers"),
+        ("topic", "txn-open"),
+        ("isolationLevel", "read_committed"),
+    ];
+    assert_eq!(scaler.lag(&uncommitted).expect("lag"), 0);
+
+    // A transaction writes 5 records and stays open.
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "lagscaler-test-txn-open")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
+    producer.begin_transaction().expect("begin");
+    for n in 0..5 {
+        let payload = format!("in transaction {n}");
+        producer
+            .send(
+                BaseRecord::<(), _>::to("txn-open")
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    // Read uncommitted (the default, KEDA's meaning): the high watermark counts them.
+    expect_lag(&scaler, &uncommitted, 5);
+    // Read committed: the last stable offset stops before the open transaction.
+    assert_eq!(scaler.lag(&committed).expect("read_committed lag"), 0);
+    assert_eq!(
+        scaler.daemon().watch_count(),
+        2,
+        "one watch per isolation level"
+    );
+
+    // Committed: both count the 5 records, and the commit marker's offset too (README:
+    // transaction markers, a known limit).
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
+    expect_lag(&scaler, &committed, 6);
+    expect_lag(&scaler, &uncommitted, 6);
+    scaler.stop();
+}
+
+#[test]
+fn records_deleted_below_a_commit_are_never_counted() {
+    let broker = Kafka::shared();
+    broker.create_topic("retention-cut", 1);
+    broker.produce("retention-cut", 0, 10);
+    broker.commit("retention-behind", &[("retention-cut", 0, 2)]);
+    broker.commit("retention-ahead", &[("retention-cut", 0, 7)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let behind = |extra: &[(&'static str, &'static str)]| {
+        let mut metadata = vec![
+            ("consumerGroup", "retention-behind"),
+            ("topic", "retention-cut"),
+        ];
+        metadata.extend_from_slice(extra);
+        metadata
+    };
+    let earliest = behind(&[("offsetResetPolicy", "earliest")]);
+    let latest = behind(&[]);
+    let zero = behind(&[("scaleToZeroOnInvalidOffset", "true")]);
+    let ahead = [
+        ("consumerGroup", "retention-ahead"),
+        ("topic", "retention-cut"),
+    ];
+    assert_eq!(scaler.lag(&latest).expect("lag"), 8);
+    assert_eq!(scaler.lag(&ahead).expect("lag"), 3);
+
+    // Records 0..6 are deleted (as retention would): the group behind committed at 2.
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset("retention-cut", 0, Offset::Offset(6))
+        .expect("offset");
+    let deleted = futures::executor::block_on(admin(broker).delete_records(&cut, &options()))
+        .expect("DeleteRecords");
+    assert_eq!(
+        deleted.elements()[0].offset(),
+        Offset::Offset(6),
+        "log start"
+    );
+
+    // Its commit is below the log start, where no consumer can resume: it counts as no
+    // commit. Earliest: the 4 records still there (KEDA: 8, deleted ones included).
+    expect_lag(&scaler, &earliest, 4);
+    // Latest: KEDA's 1 for a partition without a valid commit, or 0 if asked.
+    expect_lag(&scaler, &latest, 1);
+    expect_lag(&scaler, &zero, 0);
+    // A commit at or above the log start is unchanged.
+    assert_eq!(scaler.lag(&ahead).expect("lag"), 3);
+    scaler.stop();
+}
+
+#[test]
+fn partitions_added_at_runtime_count_from_the_next_poll() {
+    let broker = Kafka::shared();
+    broker.create_topic("grows", 1);
+    broker.produce("grows", 0, 3);
+    broker.commit("growers", &[("grows", 0, 1)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let latest = [("consumerGroup", "growers"), ("topic", "grows")];
+    let earliest = [
+        ("consumerGroup", "growers"),
+        ("topic", "grows"),
+        ("offsetResetPolicy", "earliest"),
+    ];
+    assert_eq!(scaler.lag(&latest).expect("lag"), 2);
+
+    let grown = futures::executor::block_on(
+        admin(broker).create_partitions([&NewPartitions::new("grows", 3)], &options()),
+    )
+    .expect("CreatePartitions");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    // Records on a new partition the group has no commit on yet, once it has a leader.
+    let metadata: BaseConsumer = broker.client_config().create().expect("metadata client");
+    let led = crate::support::wait_for(Duration::from_secs(30), || {
+        let found = metadata
+            .fetch_metadata(Some("grows"), Duration::from_secs(2))
+            .ok()?;
+        let partitions = found.topics().first()?.partitions();
+        (partitions.len() == 3 && partitions.iter().all(|p| p.leader() >= 0)).then_some(())
+    });
+    assert!(led.is_some(), "no leader for the new partitions");
+    broker.produce("grows", 2, 4);
+
+    // Earliest: 2 + 0 (partition 1, empty) + 4; latest: KEDA's 1 for each partition
+    // without a commit.
+    expect_lag(&scaler, &earliest, 6);
+    expect_lag(&scaler, &latest, 4);
+    scaler.stop();
+}
