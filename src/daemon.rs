@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
+use crate::file_stamp::{self, FileStamp};
 use crate::grpc;
 use crate::http::HttpServer;
 use crate::kafka::{Clients, KafkaError};
@@ -311,12 +312,9 @@ fn tls_credentials(tls: &TlsConfig) -> Result<ServerCredentials, StartError> {
 /// The gRPC TLS files, and what they looked like when last read.
 struct CertificateFiles {
     tls: TlsConfig,
-    /// Modification time, size and inode of each file when last read.
+    /// Each file's stamp when last read.
     seen: Mutex<Option<Vec<FileStamp>>>,
 }
-
-/// What tells a file changed: (modification time, size, inode).
-type FileStamp = (Option<std::time::SystemTime>, u64, u64);
 
 /// Which setting's file failed, the file, and why.
 type FileError = (&'static str, PathBuf, String);
@@ -334,15 +332,12 @@ impl CertificateFiles {
         files
     }
 
-    /// Each file's stamp (following symbolic links, as Kubernetes mounts Secrets).
+    /// Each file's stamp.
     fn stamp(&self) -> Result<Vec<FileStamp>, FileError> {
-        use std::os::unix::fs::MetadataExt;
         self.files()
             .into_iter()
             .map(|(variable, path)| {
-                let meta = std::fs::metadata(path)
-                    .map_err(|err| (variable, path.to_owned(), err.to_string()))?;
-                Ok((meta.modified().ok(), meta.len(), meta.ino()))
+                file_stamp::stamp(path).map_err(|err| (variable, path.to_owned(), err.to_string()))
             })
             .collect()
     }

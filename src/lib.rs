@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod estimate;
+pub mod file_stamp;
 pub mod grpc;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;

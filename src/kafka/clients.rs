@@ -9,23 +9,20 @@
 //! the old one in place until the files change again.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use super::{KafkaClient, KafkaError};
 use crate::config::{ClusterSet, KafkaConfig};
+use crate::file_stamp::{self, FileStamp};
 
 /// How often a cluster's TLS files are looked at, at most.
 pub const FILE_CHECK: Duration = Duration::from_secs(1);
-
-/// What tells a file changed: (modification time, size, inode); `None` if it cannot be read.
-type FileStamp = Option<(Option<SystemTime>, u64, u64)>;
 
 /// One client per configured cluster.
 pub struct Clients {
@@ -44,7 +41,8 @@ struct Cluster {
 /// The cluster's TLS files as last seen.
 struct Files {
     paths: Vec<PathBuf>,
-    stamps: Vec<FileStamp>,
+    /// Each file's stamp, `None` for one that could not be read.
+    stamps: Vec<Option<FileStamp>>,
     checked: Instant,
 }
 
@@ -61,7 +59,10 @@ impl Clients {
         for (name, config) in all {
             let paths = tls_files(config);
             let files = Files {
-                stamps: paths.iter().map(stamp).collect(),
+                stamps: paths
+                    .iter()
+                    .map(|path| file_stamp::stamp(path).ok())
+                    .collect(),
                 paths,
                 checked: Instant::now(),
             };
@@ -130,7 +131,11 @@ impl Cluster {
         }
         files.checked = Instant::now();
         self.retire_unused();
-        let stamps: Vec<FileStamp> = files.paths.iter().map(stamp).collect();
+        let stamps: Vec<Option<FileStamp>> = files
+            .paths
+            .iter()
+            .map(|path| file_stamp::stamp(path).ok())
+            .collect();
         if stamps == files.stamps {
             return;
         }
@@ -181,10 +186,4 @@ fn tls_files(config: &KafkaConfig) -> Vec<PathBuf> {
         paths.push(key.clone());
     }
     paths
-}
-
-/// The file's stamp, following symbolic links (as Kubernetes mounts Secrets).
-fn stamp(path: &PathBuf) -> FileStamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok(), meta.len(), meta.ino()))
 }
