@@ -26,8 +26,10 @@ pub const FILE_CHECK: Duration = Duration::from_secs(1);
 
 /// One client per configured cluster.
 pub struct Clients {
-    /// By cluster name; `None` is the default (`SCALER_KAFKA_*`) cluster.
-    clusters: BTreeMap<Option<String>, Cluster>,
+    /// The default (`SCALER_KAFKA_*`) cluster.
+    default: Cluster,
+    /// `SCALER_KAFKA_CLUSTERS_FILE`'s, by name.
+    named: BTreeMap<String, Cluster>,
 }
 
 struct Cluster {
@@ -49,52 +51,41 @@ struct Files {
 impl Clients {
     /// A client for every cluster of `clusters` (connecting is lazy).
     pub fn connect(clusters: &ClusterSet) -> Result<Clients, KafkaError> {
-        let mut made = BTreeMap::new();
-        let all = std::iter::once((None, &clusters.default)).chain(
-            clusters
-                .named
-                .iter()
-                .map(|(name, config)| (Some(name.clone()), config)),
-        );
-        for (name, config) in all {
-            let paths = tls_files(config);
-            let files = Files {
-                stamps: paths
-                    .iter()
-                    .map(|path| file_stamp::stamp(path).ok())
-                    .collect(),
-                paths,
-                checked: Instant::now(),
-            };
-            let cluster = Cluster {
-                current: RwLock::new(Arc::new(KafkaClient::connect(config)?)),
-                config: config.clone(),
-                files: Mutex::new(files),
-                retired: Mutex::new(Vec::new()),
-            };
-            made.insert(name, cluster);
+        let mut named = BTreeMap::new();
+        for (name, config) in &clusters.named {
+            named.insert(name.clone(), Cluster::connect(config)?);
         }
-        Ok(Clients { clusters: made })
+        Ok(Clients {
+            default: Cluster::connect(&clusters.default)?,
+            named,
+        })
+    }
+
+    /// Every cluster, the default first.
+    fn all(&self) -> impl Iterator<Item = &Cluster> {
+        std::iter::once(&self.default).chain(self.named.values())
     }
 
     /// The current client of cluster `name` (`None`: the default one), made anew first if
     /// its TLS files changed.
     pub fn get(&self, name: Option<&str>) -> Option<Arc<KafkaClient>> {
-        let cluster = self.clusters.get(&name.map(str::to_owned))?;
+        let cluster = match name {
+            None => &self.default,
+            Some(name) => self.named.get(name)?,
+        };
         cluster.reload_if_changed(name.unwrap_or("default"));
         Some(Arc::clone(&cluster.current.read()))
     }
 
     /// The default cluster's current client.
     pub fn default_client(&self) -> Arc<KafkaClient> {
-        let cluster = &self.clusters[&None];
-        Arc::clone(&cluster.current.read())
+        Arc::clone(&self.default.current.read())
     }
 
     /// Makes every Kafka call in progress or to come give up within 100 ms:
     /// the daemon is stopping and nobody will read the answers.
     pub fn stop_calls(&self) {
-        for cluster in self.clusters.values() {
+        for cluster in self.all() {
             cluster.current.read().stop_calls();
             for client in cluster.retired.lock().iter() {
                 client.stop_calls();
@@ -105,7 +96,7 @@ impl Clients {
     /// Stops every client's event thread; `Err` if any of them panicked.
     pub fn shutdown(&self) -> thread::Result<()> {
         let mut result = Ok(());
-        for cluster in self.clusters.values() {
+        for cluster in self.all() {
             let retired: Vec<_> = cluster.retired.lock().drain(..).collect();
             let current = Arc::clone(&cluster.current.read());
             for client in retired.iter().chain(std::iter::once(&current)) {
@@ -120,6 +111,25 @@ impl Clients {
 }
 
 impl Cluster {
+    /// A client for `config` (connecting is lazy), with its TLS files' stamps.
+    fn connect(config: &KafkaConfig) -> Result<Cluster, KafkaError> {
+        let paths = tls_files(config);
+        let files = Files {
+            stamps: paths
+                .iter()
+                .map(|path| file_stamp::stamp(path).ok())
+                .collect(),
+            paths,
+            checked: Instant::now(),
+        };
+        Ok(Cluster {
+            current: RwLock::new(Arc::new(KafkaClient::connect(config)?)),
+            config: config.clone(),
+            files: Mutex::new(files),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Makes a new client if the TLS files changed since the last look (at most one look per
     /// [`FILE_CHECK`]), and shuts down retired clients nothing uses any more.
     fn reload_if_changed(&self, name: &str) {
