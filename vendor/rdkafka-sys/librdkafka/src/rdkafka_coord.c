@@ -104,6 +104,17 @@ rd_kafka_broker_t *rd_kafka_coord_cache_get(rd_kafka_coord_cache_t *cc,
         if (!cce)
                 return NULL;
 
+        /* lagscaler patch: a learned broker missing from a metadata response
+         * (one that is down: the response lists live brokers only) is
+         * decommissioned, and its handle never comes up again. A cache entry
+         * kept on it made every request to that coordinator wait for it
+         * until timing out, for as long as the entry was used. Forget it, so
+         * that the coordinator is looked up again. */
+        if (rd_kafka_broker_termination_in_progress(cce->cce_rkb)) {
+                rd_kafka_coord_cache_entry_destroy(cc, cce);
+                return NULL;
+        }
+
         rd_kafka_broker_keep(cce->cce_rkb);
         return cce->cce_rkb;
 }
