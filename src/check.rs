@@ -107,7 +107,7 @@ fn two_polls(
                 return Ok(Arc::clone(estimate));
             }
         }
-        if let Reading::Failed(cause) = &view.reading {
+        if let Some(cause) = view.reading.failure() {
             return Err(format!("the second poll failed: {cause}"));
         }
         if Instant::now() >= deadline {
@@ -120,7 +120,9 @@ fn two_polls(
 fn good(view: View) -> Result<Arc<Estimate>, String> {
     match (view.reading, view.last_good) {
         (_, Some(estimate)) => Ok(estimate),
-        (Reading::Failed(cause), None) => Err(format!("polling Kafka failed: {cause}")),
+        (Reading::Failed(cause) | Reading::Gone(cause), None) => {
+            Err(format!("polling Kafka failed: {cause}"))
+        }
         _ => Err("the first poll did not finish in time".to_owned()),
     }
 }

@@ -212,6 +212,13 @@ impl Daemon {
         self.kafka.default_client().request_counts()
     }
 
+    /// [`Daemon::kafka_requests`] by broker node id (empty before the first report).
+    pub fn kafka_requests_by_broker(
+        &self,
+    ) -> std::collections::BTreeMap<i32, crate::kafka::RequestCounts> {
+        self.kafka.default_client().request_counts_by_broker()
+    }
+
     /// Number of live watches.
     pub fn watch_count(&self) -> usize {
         self.registry.len()

@@ -55,6 +55,9 @@ pub struct Window {
 
 #[derive(Debug, Default)]
 struct PartitionHistory {
+    /// The topic id the points belong to: a topic created again under the same name starts
+    /// its partitions' history afresh.
+    topic_id: Option<Arc<str>>,
     /// High watermarks.
     produced: Series,
     /// Committed offsets.
@@ -249,6 +252,12 @@ impl Window {
                     offsets.partition,
                 ))
                 .or_default();
+            if history.topic_id.as_ref() != Some(&offsets.topic_id) {
+                *history = PartitionHistory {
+                    topic_id: Some(Arc::clone(&offsets.topic_id)),
+                    ..PartitionHistory::default()
+                };
+            }
             history.produced.push(at, offsets.high_watermark);
             history.produced.prune(oldest);
             let previous = history.previous_committed;
@@ -308,6 +317,24 @@ impl Window {
             in_flight_seconds,
             history: Arc::new(self.history.clone()),
         }
+    }
+
+    /// How many partitions of `offsets` have a committed offset that went back or vanished
+    /// since this window's previous sample of them (same topic id). Groups do that only when
+    /// an operator resets or deletes their offsets; a group coordinator that has just taken
+    /// over from a dead broker can answer so for a moment, for a group whose commits it has
+    /// not caught up with.
+    pub fn commits_gone_back(&self, offsets: &[PartitionOffsets]) -> usize {
+        offsets
+            .iter()
+            .filter(|now| {
+                self.partitions
+                    .get(&(now.group.clone(), now.topic.clone(), now.partition))
+                    .filter(|history| history.topic_id.as_ref() == Some(&now.topic_id))
+                    .and_then(|history| history.previous_committed)
+                    .is_some_and(|before| now.committed.is_none_or(|committed| committed < before))
+            })
+            .count()
     }
 
     /// Records a failed poll at `at`: the window keeps its samples (so rates and persistent
@@ -905,10 +932,12 @@ mod tests {
         PartitionOffsets {
             group: "g".to_owned(),
             topic: "t".to_owned(),
+            topic_id: "".into(),
             partition,
             log_start: 0,
             high_watermark: high,
             committed,
+            nothing_to_read: false,
         }
     }
 
@@ -967,6 +996,64 @@ mod tests {
             LATEST,
         );
         assert_eq!(estimate.total_lag, i64::MAX);
+    }
+
+    #[test]
+    fn a_topic_created_again_starts_its_partitions_history_afresh() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let sample = |id: &str, high: i64, committed: i64| PartitionOffsets {
+            topic_id: id.into(),
+            ..offsets(0, high, Some(committed))
+        };
+        window.record(at(0), vec![sample("old", 100, 100)], Some(1), LATEST);
+        let old = window.record(at(5), vec![sample("old", 150, 150)], Some(1), LATEST);
+        assert!(close(old.partitions[0].produce_rate.unwrap(), 10.0));
+        // Deleted and created again: 160 records produced and 120 consumed in the new topic
+        // by the next sample. Continuing the old topic's points would read 6/s in, a slope
+        // through both topics' offsets.
+        let new = window.record(at(10), vec![sample("new", 160, 120)], Some(1), LATEST);
+        let partition = &new.partitions[0];
+        assert_eq!(partition.produce_rate, None);
+        assert_eq!(partition.consume_rate, None);
+        assert!(!partition.persistent);
+        assert_eq!(new.total_lag, 40);
+        let next = window.record(at(15), vec![sample("new", 210, 170)], Some(1), LATEST);
+        assert!(close(next.partitions[0].produce_rate.unwrap(), 10.0));
+        assert!(close(next.partitions[0].consume_rate.unwrap(), 10.0));
+    }
+
+    #[test]
+    fn commits_that_go_back_or_vanish_are_counted_per_partition_of_the_same_topic() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60));
+        let sample = |id: &str, committed: [Option<i64>; 3]| -> Vec<PartitionOffsets> {
+            (0..3)
+                .map(|partition| PartitionOffsets {
+                    topic_id: id.into(),
+                    ..offsets(partition, 100, committed[partition as usize])
+                })
+                .collect()
+        };
+        window.record(start, sample("a", [Some(50), Some(60), None]), None, LATEST);
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [Some(50), Some(61), Some(1)])),
+            0
+        );
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [None, None, None])),
+            2
+        );
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [Some(49), Some(60), None])),
+            1
+        );
+        // A topic created again starts from nothing: not a commit gone back.
+        assert_eq!(
+            window.commits_gone_back(&sample("b", [Some(0), None, None])),
+            0
+        );
     }
 
     #[test]
@@ -1621,10 +1708,12 @@ mod tests {
             vec![PartitionOffsets {
                 group: "g".to_owned(),
                 topic: "t".to_owned(),
+                topic_id: "".into(),
                 partition: 0,
                 log_start: 0,
                 high_watermark: high,
                 committed: Some(0),
+                nothing_to_read: false,
             }]
         };
         let rule = LagRule::DEFAULT;
@@ -1712,10 +1801,12 @@ mod tests {
                         .map(|(i, (high, committed, log_start))| PartitionOffsets {
                             group: "g".to_owned(),
                             topic: "t".to_owned(),
+                            topic_id: "".into(),
                             partition: i as i32,
                             log_start: *log_start,
                             high_watermark: *high,
                             committed: *committed,
+                            nothing_to_read: false,
                         })
                         .collect();
                     let estimate = window.record(at, offsets, members, rule);

@@ -289,7 +289,7 @@ pub fn render_metrics(observed: &Observed) -> String {
         match view.reading {
             Reading::Pending => {}
             Reading::Fresh(_) => put(6, 1.0),
-            Reading::Failed(_) => put(6, 0.0),
+            Reading::Failed(_) | Reading::Gone(_) => put(6, 0.0),
         }
         let (errors, took) = slot.poll_stats();
         put(7, errors as f64);
@@ -304,7 +304,7 @@ pub fn render_metrics(observed: &Observed) -> String {
         else {
             continue;
         };
-        let failing = matches!(view.reading, Reading::Failed(_));
+        let failing = view.reading.failure().is_some();
         for seen in slot.triggers(observed.watch_ttl) {
             let rules = &seen.rules;
             let decision = rules.decide(estimate, now);

@@ -1,6 +1,7 @@
 //! Lag of one partition at one moment. Pure: no IO, no clock.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// How a partition with no committed offset counts, as KEDA's `offsetResetPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +80,9 @@ pub struct PartitionOffsets {
     pub group: String,
     /// Topic name.
     pub topic: String,
+    /// The topic's id: a topic deleted and created again under the same name gets a new one
+    /// (empty where unknown).
+    pub topic_id: Arc<str>,
     /// Partition number.
     pub partition: i32,
     /// Offset of the first retained record (log start).
@@ -88,6 +92,10 @@ pub struct PartitionOffsets {
     pub high_watermark: i64,
     /// The group's committed offset, `None` when the group never committed here.
     pub committed: Option<i64>,
+    /// The offsets between the committed offset and the end hold no record a consumer at
+    /// the watch's isolation level reads: only transaction markers (or, read committed,
+    /// aborted records). Found out by reading them (module `kafka::markers`).
+    pub nothing_to_read: bool,
 }
 
 impl PartitionOffsets {
@@ -104,6 +112,7 @@ impl PartitionOffsets {
             .committed
             .filter(|committed| *committed >= self.log_start);
         match (valid, rule.offset_reset) {
+            (Some(_), _) if self.nothing_to_read => 0,
             (Some(committed), _) => self.high_watermark.saturating_sub(committed).max(0),
             (None, _) if rule.zero_on_invalid_offset => 0,
             (None, OffsetResetPolicy::Latest) => 1,
@@ -130,10 +139,12 @@ mod tests {
         PartitionOffsets {
             group: "g".to_owned(),
             topic: "t".to_owned(),
+            topic_id: Arc::from(""),
             partition: 0,
             log_start,
             high_watermark: high,
             committed,
+            nothing_to_read: false,
         }
     }
 
@@ -185,6 +196,24 @@ mod tests {
         assert_eq!(partition(6, 10, Some(2)).lag(zero), 0);
         // At the log start itself the commit is valid.
         assert_eq!(partition(6, 10, Some(6)).lag(LATEST), 4);
+    }
+
+    #[test]
+    fn offsets_holding_nothing_to_read_are_no_lag() {
+        // Committed at 9, end 10: offset 9 is a transaction marker.
+        let marker = PartitionOffsets {
+            nothing_to_read: true,
+            ..partition(0, 10, Some(9))
+        };
+        assert_eq!(marker.lag(LATEST), 0);
+        assert_eq!(partition(0, 10, Some(9)).lag(LATEST), 1);
+        // Without a valid commit the policy still decides.
+        let no_commit = PartitionOffsets {
+            nothing_to_read: true,
+            ..partition(0, 10, None)
+        };
+        assert_eq!(no_commit.lag(LATEST), 1);
+        assert_eq!(no_commit.lag(EARLIEST), 10);
     }
 
     #[test]

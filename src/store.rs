@@ -23,6 +23,20 @@ pub enum Reading {
     Fresh(Arc<Estimate>),
     /// The last poll failed, for this reason.
     Failed(Arc<str>),
+    /// The last poll found that what the watch measures no longer exists (its topic was
+    /// deleted), for this reason: earlier samples describe something gone, so none is
+    /// served, however recent.
+    Gone(Arc<str>),
+}
+
+impl Reading {
+    /// Why the last poll failed, `None` unless it did.
+    pub fn failure(&self) -> Option<&Arc<str>> {
+        match self {
+            Reading::Failed(cause) | Reading::Gone(cause) => Some(cause),
+            Reading::Pending | Reading::Fresh(_) => None,
+        }
+    }
 }
 
 /// A watch's latest reading together with its latest good estimate, which outlives failed
@@ -104,13 +118,15 @@ impl Slot {
         self.view.lock().clone()
     }
 
-    /// Replaces the reading (a fresh one also becomes the last good estimate) and wakes
-    /// anyone waiting for the first one.
+    /// Replaces the reading (a fresh one also becomes the last good estimate; a `Gone` one
+    /// forgets it) and wakes anyone waiting for the first one.
     pub fn set_reading(&self, reading: Reading) {
         {
             let mut view = self.view.lock();
-            if let Reading::Fresh(estimate) = &reading {
-                view.last_good = Some(Arc::clone(estimate));
+            match &reading {
+                Reading::Fresh(estimate) => view.last_good = Some(Arc::clone(estimate)),
+                Reading::Gone(_) => view.last_good = None,
+                Reading::Pending | Reading::Failed(_) => {}
             }
             view.reading = reading;
         }

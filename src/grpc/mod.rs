@@ -313,7 +313,7 @@ impl Scaler {
                 ))
             }
             Reading::Fresh(_) => None,
-            Reading::Failed(cause) => Some(cause),
+            Reading::Failed(cause) | Reading::Gone(cause) => Some(cause),
         };
         let Some(estimate) = view.last_good else {
             let cause = failing.as_deref().unwrap_or("no poll succeeded");

@@ -1,7 +1,8 @@
 //! The admin calls rdkafka's safe API lacks, made through `rdkafka::bindings`: a group's
-//! committed offsets (ListConsumerGroupOffsets for an arbitrary group), a topic's
-//! partitions (DescribeTopics) and partition offsets (ListOffsets). All of lagscaler's
-//! `unsafe` lives here.
+//! committed offsets (ListConsumerGroupOffsets for an arbitrary group), a group's members
+//! on either rebalance protocol (DescribeConsumerGroups), a topic's id and partitions
+//! (DescribeTopics) and partition offsets (ListOffsets). All of lagscaler's `unsafe` lives
+//! here.
 //!
 //! Each call is asynchronous inside librdkafka: its answer arrives on a queue of its own,
 //! which is polled in slices of [`SLICE`] so that a stopping daemon is noticed within one
@@ -45,6 +46,27 @@ pub enum TopicError {
     Unknown,
     /// Anything else, in librdkafka's words.
     Other(String),
+}
+
+/// A topic as DescribeTopics sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicLayout {
+    /// The topic id (base64), which a topic deleted and created again under the same name
+    /// does not keep.
+    pub id: String,
+    /// Partition numbers, sorted.
+    pub partitions: Vec<i32>,
+}
+
+/// A consumer group as DescribeConsumerGroups sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Members now.
+    pub members: usize,
+    /// The rebalance protocol: `consumer` (KIP-848), `classic`, or `unknown` (no such group).
+    pub protocol: &'static str,
+    /// The group's state as librdkafka names it.
+    pub state: String,
 }
 
 /// Which end of a partition to read.
@@ -135,11 +157,88 @@ pub fn list_group_offsets<C: ClientContext>(
     Ok(offsets)
 }
 
-/// The partition numbers of `topic`, sorted (DescribeTopics, a Metadata request).
-pub fn topic_partitions<C: ClientContext>(
+/// Describes one group: librdkafka asks its coordinator with ConsumerGroupDescribe (the
+/// KIP-848 protocol) and falls back to the classic DescribeGroups for a classic group or an
+/// older broker. A group the coordinator does not know has no members.
+pub fn describe_group<C: ClientContext>(
+    call: &Call<'_, C>,
+    group: &str,
+) -> Result<GroupDescription, String> {
+    let group_c = CString::new(group).map_err(|_| "group name contains a NUL byte".to_owned())?;
+    let event = call.run(
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+        |rk, options, queue| {
+            let mut groups = [group_c.as_ptr()];
+            // SAFETY: `groups` holds one valid C string; librdkafka copies it; options and
+            // queue are valid for the call.
+            unsafe {
+                rd::rd_kafka_DescribeConsumerGroups(
+                    rk,
+                    groups.as_mut_ptr(),
+                    groups.len(),
+                    options,
+                    queue,
+                );
+            }
+        },
+    )?;
+    // SAFETY: `event.0` is a valid event until its guard drops; null when of another type.
+    let result = unsafe { rd::rd_kafka_event_DescribeConsumerGroups_result(event.0) };
+    if result.is_null() {
+        return Err("unexpected admin event instead of a DescribeConsumerGroups result".into());
+    }
+    let mut n_groups = 0usize;
+    // SAFETY: `result` is valid while the event lives; the array it returns is owned by it.
+    let groups =
+        unsafe { rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut n_groups) };
+    // SAFETY: `groups` holds `n_groups` elements owned by the event; one group was asked.
+    let Some(&description) = unsafe { elements(groups, n_groups) }.first() else {
+        return Err(format!("the coordinator did not describe group {group}"));
+    };
+    // SAFETY: `description` is valid while the event lives.
+    let error = unsafe { rd::rd_kafka_ConsumerGroupDescription_error(description) };
+    if !error.is_null() {
+        // SAFETY: `error` is valid while the event lives.
+        let code = unsafe { rd::rd_kafka_error_code(error) };
+        if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND {
+            return Ok(GroupDescription {
+                members: 0,
+                protocol: "unknown",
+                state: "Dead".to_owned(),
+            });
+        }
+        if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: as above.
+            return Err(unsafe { error_text(error) });
+        }
+    }
+    // SAFETY: as above (these read plain fields of the description).
+    let (members, kind, state) = unsafe {
+        (
+            rd::rd_kafka_ConsumerGroupDescription_member_count(description),
+            rd::rd_kafka_ConsumerGroupDescription_type(description),
+            rd::rd_kafka_ConsumerGroupDescription_state(description),
+        )
+    };
+    let protocol = match kind {
+        rd::rd_kafka_consumer_group_type_t::RD_KAFKA_CONSUMER_GROUP_TYPE_CONSUMER => "consumer",
+        rd::rd_kafka_consumer_group_type_t::RD_KAFKA_CONSUMER_GROUP_TYPE_CLASSIC => "classic",
+        _ => "unknown",
+    };
+    // SAFETY: librdkafka returns a static name for every state value.
+    let state = unsafe { c_text(rd::rd_kafka_consumer_group_state_name(state)) };
+    Ok(GroupDescription {
+        members,
+        protocol,
+        state,
+    })
+}
+
+/// A topic's id and partition numbers (DescribeTopics, a Metadata request).
+pub fn describe_topic<C: ClientContext>(
     call: &Call<'_, C>,
     topic: &str,
-) -> Result<Vec<i32>, TopicError> {
+) -> Result<TopicLayout, TopicError> {
     let topic_c =
         CString::new(topic).map_err(|_| TopicError::Other("topic contains a NUL byte".into()))?;
     let mut names = [topic_c.as_ptr()];
@@ -201,7 +300,19 @@ pub fn topic_partitions<C: ClientContext>(
             return Err(TopicError::Unknown);
         }
         ids.sort_unstable();
-        return Ok(ids);
+        // SAFETY: as above; the id is owned by the description, and its text by the id.
+        let id = unsafe {
+            let uuid = rd::rd_kafka_TopicDescription_topic_id(description);
+            if uuid.is_null() {
+                String::new()
+            } else {
+                c_text(rd::rd_kafka_Uuid_base64str(uuid))
+            }
+        };
+        return Ok(TopicLayout {
+            id,
+            partitions: ids,
+        });
     }
     Err(TopicError::Unknown)
 }

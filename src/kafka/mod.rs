@@ -13,6 +13,7 @@
 mod admin;
 mod clients;
 mod cycle;
+mod markers;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -79,11 +80,30 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
+    /// Describing a group failed.
+    #[error("describing group {group}: {cause}")]
+    DescribeGroup {
+        /// The group.
+        group: String,
+        /// librdkafka's reason.
+        cause: String,
+    },
     /// Listing the cluster's consumer groups failed.
     #[error("listing consumer groups: {cause}")]
     ListGroups {
         /// librdkafka's reason.
         cause: String,
+    },
+    /// The trigger names no topic and every topic the group committed on is deleted.
+    #[error(
+        "group {group} has committed offsets only on topics that no longer exist ({topics}), \
+         so there is nothing to measure"
+    )]
+    OnlyDeletedTopics {
+        /// The group.
+        group: String,
+        /// The deleted topics, comma-separated.
+        topics: String,
     },
     /// The trigger names no topic and the group has no committed offset anywhere.
     #[error(
@@ -100,14 +120,47 @@ pub enum KafkaError {
 pub struct KafkaClient {
     consumer: Arc<BaseConsumer<Context>>,
     timeout: Duration,
-    /// Partitions with their log start and high watermark, by topic, read once per cycle.
-    topics: Cycled<Vec<TopicPartitionOffsets>>,
-    /// The cluster's groups with their member counts, read once per cycle.
-    groups: Cycled<Vec<(String, usize)>>,
+    /// A topic's id and partitions with their log start and high watermark, by topic, read
+    /// once per cycle.
+    topics: Cycled<TopicRead>,
+    /// The cluster's groups as the classic group list shows them, read once per cycle.
+    groups: Cycled<Vec<ListedGroup>>,
+    /// Groups the classic list cannot describe, by name, each described once per cycle.
+    described: Cycled<admin::GroupDescription>,
+    /// Finds lag that is only transaction markers.
+    markers: markers::MarkerProbe,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
     events_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The states of a classic group the classic DescribeGroups reports; it reports a group on
+/// the new protocol as `Dead` or with an error.
+const CLASSIC_STATES: [&str; 4] = [
+    "Stable",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Empty",
+];
+
+/// A consumer group in the classic group list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedGroup {
+    /// The group id.
+    pub name: String,
+    /// Its state as the classic DescribeGroups answers (`Stable`, `Empty`, `Dead`...).
+    pub state: String,
+    /// Its members as the classic DescribeGroups answers.
+    pub members: usize,
+}
+
+/// A topic as read in a cycle.
+struct TopicRead {
+    /// The topic id, which a topic deleted and created again does not keep.
+    id: Arc<str>,
+    /// Its partitions, sorted by number.
+    partitions: Vec<TopicPartitionOffsets>,
 }
 
 /// One partition of a topic as read in a cycle.
@@ -126,18 +179,31 @@ pub type RequestCounts = BTreeMap<String, i64>;
 #[derive(Default)]
 struct Context {
     requests: Mutex<Option<RequestCounts>>,
+    /// The same, by broker node id (brokers learned from metadata; not the bootstrap
+    /// connections, which have none).
+    by_broker: Mutex<BTreeMap<i32, RequestCounts>>,
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         let mut counts = RequestCounts::new();
+        let mut by_broker = BTreeMap::new();
         for broker in statistics.brokers.values() {
+            let mut own = RequestCounts::new();
             for (api, count) in &broker.req {
                 if *count > 0 {
                     *counts.entry(api.clone()).or_default() += count;
+                    own.insert(api.clone(), *count);
+                }
+            }
+            if broker.nodeid >= 0 {
+                let merged: &mut RequestCounts = by_broker.entry(broker.nodeid).or_default();
+                for (api, count) in own {
+                    *merged.entry(api).or_default() += count;
                 }
             }
         }
+        *self.by_broker.lock() = by_broker;
         let total: i64 = counts.values().sum();
         let by_api: Vec<String> = counts.iter().map(|(api, n)| format!("{api}={n}")).collect();
         info!("kafka requests since start: {total} ({})", by_api.join(" "));
@@ -171,10 +237,8 @@ impl KafkaClient {
                     .set("ssl.key.location", key.display().to_string());
             }
         }
-        let consumer: BaseConsumer<Context> = client_config
+        client_config
             .set("bootstrap.servers", &bootstrap)
-            .set("statistics.interval.ms", stats_ms.to_string())
-            .set("client.id", "lagscaler")
             .set("enable.auto.commit", "false")
             .set("allow.auto.create.topics", "false")
             // No client telemetry (KIP-714): one request fewer per interval, nothing gained.
@@ -183,10 +247,21 @@ impl KafkaClient {
             // from 100 ms to 1 s while a broker is down: quick recovery, no connection storm.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
+            // The broker list is refreshed every 10 s (librdkafka's floor for a client that
+            // references no topic; 5 min by default), so that a broker back on another
+            // address (KEDA #4098) is found even while no read fails.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set(
                 "socket.timeout.ms",
                 config.request_timeout.as_millis().to_string(),
-            )
+            );
+        let markers = markers::MarkerProbe::new(client_config.clone(), config.request_timeout);
+        let consumer: BaseConsumer<Context> = client_config
+            .set("statistics.interval.ms", stats_ms.to_string())
+            .set("client.id", "lagscaler")
+            // Set, though lagscaler consumes nothing with this client: ListOffsets names its
+            // isolation level per request (`isolationLevel`).
+            .set("isolation.level", "read_uncommitted")
             .create_with_context(Context::default())
             .map_err(|err| KafkaError::Client {
                 bootstrap: bootstrap.clone(),
@@ -210,6 +285,8 @@ impl KafkaClient {
             timeout: config.request_timeout,
             topics: Cycled::default(),
             groups: Cycled::default(),
+            described: Cycled::default(),
+            markers,
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
@@ -220,6 +297,11 @@ impl KafkaClient {
     /// until the first report, or ever when `SCALER_KAFKA_STATS_INTERVAL` is off.
     pub fn request_counts(&self) -> Option<RequestCounts> {
         self.consumer.context().requests.lock().clone()
+    }
+
+    /// [`KafkaClient::request_counts`] by broker node id; empty until the first report.
+    pub fn request_counts_by_broker(&self) -> BTreeMap<i32, RequestCounts> {
+        self.consumer.context().by_broker.lock().clone()
     }
 
     /// Reads what lag is computed from: for `group` and either one topic or every topic the
@@ -235,6 +317,7 @@ impl KafkaClient {
         since: Instant,
         isolation: Isolation,
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let requested = topic;
         let committed = self.group_offsets(group)?;
         let topics: BTreeSet<&str> = match topic {
             Some(topic) => BTreeSet::from([topic]),
@@ -255,6 +338,7 @@ impl KafkaClient {
             .map(|offset| ((offset.topic.as_str(), offset.partition), offset.offset))
             .collect();
         let mut snapshot = Vec::new();
+        let mut deleted = Vec::new();
         for topic in topics {
             // A space never appears in a topic name, so the two keys of a topic never meet
             // another topic's.
@@ -262,44 +346,71 @@ impl KafkaClient {
                 Isolation::ReadUncommitted => Cow::Borrowed(topic),
                 Isolation::ReadCommitted => Cow::Owned(format!("{topic} read_committed")),
             };
-            let partitions = self
+            let read = match self
                 .topics
-                .get(&key, since, || self.topic_offsets(topic, isolation))?;
-            snapshot.extend(partitions.iter().map(|read| PartitionOffsets {
+                .get(&key, since, || self.topic_offsets(topic, isolation))
+            {
+                Ok(read) => read,
+                // The group committed on a topic deleted since: nothing there to consume.
+                // A watch of that one topic fails, naming it; one of every topic the group
+                // committed on measures the others.
+                Err(KafkaError::UnknownTopic { .. }) if requested.is_none() => {
+                    deleted.push(topic);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            snapshot.extend(read.partitions.iter().map(|partition| PartitionOffsets {
                 group: group.to_owned(),
-                log_start: read.log_start,
-                high_watermark: read.high_watermark,
-                committed: committed.get(&(topic, read.partition)).copied(),
+                log_start: partition.log_start,
+                high_watermark: partition.high_watermark,
+                committed: committed.get(&(topic, partition.partition)).copied(),
                 topic: topic.to_owned(),
-                partition: read.partition,
+                topic_id: Arc::clone(&read.id),
+                partition: partition.partition,
+                nothing_to_read: false,
             }));
+        }
+        if snapshot.is_empty() && !deleted.is_empty() {
+            return Err(KafkaError::OnlyDeletedTopics {
+                group: group.to_owned(),
+                topics: deleted.join(", "),
+            });
+        }
+        self.markers
+            .mark(&mut snapshot, isolation, since, &self.stopping);
+        if !deleted.is_empty() {
+            debug!(
+                "group {group} has commits on deleted topics, not counted: {}",
+                deleted.join(", ")
+            );
         }
         Ok(snapshot)
     }
 
     /// A topic's partitions, sorted, with their high watermarks and log start offsets:
     /// Metadata, then one ListOffsets per partition leader for each end.
-    fn topic_offsets(
-        &self,
-        topic: &str,
-        isolation: Isolation,
-    ) -> Result<Vec<TopicPartitionOffsets>, KafkaError> {
-        let partitions: Vec<(&str, i32)> = self
-            .partition_ids(topic)?
-            .into_iter()
-            .map(|partition| (topic, partition))
+    fn topic_offsets(&self, topic: &str, isolation: Isolation) -> Result<TopicRead, KafkaError> {
+        let layout = self.describe_topic(topic)?;
+        let partitions: Vec<(&str, i32)> = layout
+            .partitions
+            .iter()
+            .map(|partition| (topic, *partition))
             .collect();
         let latest = self.list_offsets(&partitions, admin::End::Latest, isolation)?;
         let earliest = self.list_offsets(&partitions, admin::End::Earliest, isolation)?;
         // `list_offsets` answered for every partition or failed, so the lookups hit.
-        Ok(partitions
-            .iter()
-            .map(|(_, partition)| TopicPartitionOffsets {
-                partition: *partition,
-                log_start: earliest.get(partition).copied().unwrap_or(0),
-                high_watermark: latest.get(partition).copied().unwrap_or(0),
-            })
-            .collect())
+        Ok(TopicRead {
+            id: layout.id.into(),
+            partitions: partitions
+                .iter()
+                .map(|(_, partition)| TopicPartitionOffsets {
+                    partition: *partition,
+                    log_start: earliest.get(partition).copied().unwrap_or(0),
+                    high_watermark: latest.get(partition).copied().unwrap_or(0),
+                })
+                .collect(),
+        })
     }
 
     /// The admin calls' common arguments: this client, its timeout and its stop flag.
@@ -325,27 +436,58 @@ impl KafkaClient {
         })
     }
 
-    /// Active members of `group`; 0 for a group that is empty or unknown. From the group
-    /// list of a read made at or after `since`.
+    /// Active members of `group`; 0 for a group that is empty or unknown, from reads made
+    /// at or after `since`. The classic group list (ListGroups, which lists groups of both
+    /// protocols, then DescribeGroups) answers for a group in a classic state, and a group it
+    /// does not list has none. A group it lists otherwise (`Dead`, or an error:
+    /// GROUP_ID_NOT_FOUND) is a group on the new rebalance protocol (KIP-848), whose members
+    /// a classic DescribeGroups does not show: that group is described with
+    /// DescribeConsumerGroups, once per cycle for every watch of it. When that fails the
+    /// members are unknown (an error), never 0.
     pub fn group_members(&self, group: &str, since: Instant) -> Result<usize, KafkaError> {
         let groups = self.list_groups(since)?;
-        Ok(groups
-            .binary_search_by(|(name, _)| name.as_str().cmp(group))
-            .map_or(0, |found| groups[found].1))
+        // The list is complete (a partial answer is an error): a group not in it has no
+        // members, whichever its protocol.
+        let Ok(found) = groups.binary_search_by(|listed| listed.name.as_str().cmp(group)) else {
+            return Ok(0);
+        };
+        let listed = &groups[found];
+        if CLASSIC_STATES.contains(&listed.state.as_str()) {
+            return Ok(listed.members);
+        }
+        let described = self.described.get(group, since, || {
+            let described = admin::describe_group(&self.call(), group).map_err(|cause| {
+                KafkaError::DescribeGroup {
+                    group: group.to_owned(),
+                    cause,
+                }
+            })?;
+            debug!(
+                "group {group} described: {} protocol, {}, {} members",
+                described.protocol, described.state, described.members
+            );
+            Ok(described)
+        })?;
+        Ok(described.members)
     }
 
-    /// Every consumer group of the cluster with its active member count, sorted by name,
-    /// from a read made at or after `since` (ListGroups and one DescribeGroups per broker,
-    /// shared with every watch of the cycle).
-    pub fn list_groups(&self, since: Instant) -> Result<Arc<Vec<(String, usize)>>, KafkaError> {
+    /// Every consumer group of the cluster as the classic group list shows it, sorted by
+    /// name, from a read made at or after `since` (ListGroups and one DescribeGroups per
+    /// broker, shared with every watch of the cycle). A group on the new rebalance protocol
+    /// is listed `Dead` with no members: ask [`KafkaClient::group_members`] for members.
+    pub fn list_groups(&self, since: Instant) -> Result<Arc<Vec<ListedGroup>>, KafkaError> {
         self.groups.get("", since, || {
             let list = self.fetch_group_list()?;
-            let mut groups: Vec<(String, usize)> = list
+            let mut groups: Vec<ListedGroup> = list
                 .groups()
                 .iter()
-                .map(|info| (info.name().to_owned(), info.members().len()))
+                .map(|info| ListedGroup {
+                    name: info.name().to_owned(),
+                    state: info.state().to_owned(),
+                    members: info.members().len(),
+                })
                 .collect();
-            groups.sort();
+            groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(groups)
         })
     }
@@ -379,16 +521,33 @@ impl KafkaClient {
         }
     }
 
-    /// The partition numbers of `topic`, sorted.
-    pub fn partition_ids(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
-        admin::topic_partitions(&self.call(), topic).map_err(|err| match err {
+    /// The id and partition numbers of `topic`.
+    ///
+    /// librdkafka sends DescribeTopics to the broker the latest metadata named controller
+    /// (with KRaft, any broker the answering one thought alive) and waits for that broker
+    /// however long it is down, so after a failure a plain Metadata request goes to any
+    /// broker that is up: its answer names a controller again and carries every broker's
+    /// current address (a broker moved to another port, KEDA #4098). The wait for it is
+    /// at most 100 ms; its answer updates the client when it comes, waited for or not.
+    fn describe_topic(&self, topic: &str) -> Result<admin::TopicLayout, KafkaError> {
+        admin::describe_topic(&self.call(), topic).map_err(|err| match err {
             admin::TopicError::Unknown => KafkaError::UnknownTopic {
                 topic: topic.to_owned(),
             },
-            admin::TopicError::Other(cause) => KafkaError::Metadata {
-                topic: topic.to_owned(),
-                cause,
-            },
+            admin::TopicError::Other(cause) => {
+                if cause != admin::STOPPING {
+                    let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
+                    debug!(
+                        "describing topic {topic} failed ({cause}); metadata asked of any \
+                         broker: {}",
+                        refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
+                    );
+                }
+                KafkaError::Metadata {
+                    topic: topic.to_owned(),
+                    cause,
+                }
+            }
         })
     }
 

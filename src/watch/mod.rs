@@ -380,7 +380,7 @@ impl Supervisor {
         );
         // A result from a watcher already expired has no slot to go to.
         if let Some(watcher) = self.watchers.get(&result.watch_id) {
-            let failed = matches!(result.reading, crate::store::Reading::Failed(_));
+            let failed = result.reading.failure().is_some();
             watcher.slot.record_poll(failed, result.took);
             watcher.slot.set_reading(result.reading);
             let _ = self.updates.try_send(result.watch_id);

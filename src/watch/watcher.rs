@@ -16,6 +16,12 @@ use crate::plugin;
 use crate::store::Reading;
 use crate::trigger::{Source, WatchKey};
 
+/// Committed offsets that went back or vanished since the previous sample are believed only
+/// once they read so for this long: until then the poll fails (the last good sample is
+/// served), so that a group coordinator that has just taken over and answers "no commits"
+/// for a moment is never passed on as lag.
+pub const COMMITS_GONE_BACK_BELIEVED_AFTER: Duration = Duration::from_secs(5);
+
 /// A poll's result, addressed to the watch that made it.
 pub struct PollResult {
     /// The watch's slot id.
@@ -57,6 +63,7 @@ pub fn spawn(
         window: Window::new(rate_window),
         failing: false,
         members_failing: false,
+        commits_gone_back_since: None,
         not_draining: None,
         plugin_state: None,
     };
@@ -78,6 +85,15 @@ fn thread_name(key: &WatchKey) -> String {
         Source::Group(group) => format!("watch-{group}"),
         Source::Plugin { name, .. } => format!("plugin-{name}"),
     }
+}
+
+/// Why a poll has no sample.
+enum PollFailure {
+    /// Kafka could not be read; earlier samples are served until stale.
+    Failed(String),
+    /// What the watch measures no longer exists (its topic was deleted): nothing earlier
+    /// is served.
+    Gone(String),
 }
 
 /// What a plugin's poll found out about the plugin, to log changes only.
@@ -110,6 +126,9 @@ struct Watcher {
     failing: bool,
     /// Whether describing the group failed last time, likewise.
     members_failing: bool,
+    /// Since when the group's committed offsets read as gone back or vanished (see
+    /// [`COMMITS_GONE_BACK_BELIEVED_AFTER`]).
+    commits_gone_back_since: Option<Instant>,
     /// Why the lag was not draining at the previous sample, to log changes only.
     not_draining: Option<NotDraining>,
     /// A plugin watch's last state, to log changes only.
@@ -158,7 +177,10 @@ impl Watcher {
             panic!("panic injected by a test into the watcher of {}", self.key);
         }
         let started = Instant::now();
-        match self.read(scheduled) {
+        match self
+            .read(scheduled)
+            .and_then(|read| self.check_commits(read, started))
+        {
             Ok((offsets, members)) => {
                 let estimate = self
                     .window
@@ -179,7 +201,11 @@ impl Watcher {
                 self.log_drain_change(&estimate);
                 Reading::Fresh(Arc::new(estimate))
             }
-            Err(cause) => {
+            Err(failure) => {
+                let (cause, gone) = match failure {
+                    PollFailure::Failed(cause) => (cause, false),
+                    PollFailure::Gone(cause) => (cause, true),
+                };
                 self.window.record_failure(started);
                 if cause.ends_with(crate::kafka::STOPPING) {
                     // The daemon is stopping: not a failure anyone needs to hear of.
@@ -190,24 +216,64 @@ impl Watcher {
                 } else {
                     debug!("poll {} failed again: {cause}", self.key);
                 }
-                Reading::Failed(cause.into())
+                if gone {
+                    Reading::Gone(cause.into())
+                } else {
+                    Reading::Failed(cause.into())
+                }
             }
         }
+    }
+
+    /// Passes `read` on unless committed offsets went back or vanished since the previous
+    /// sample and have not read so for [`COMMITS_GONE_BACK_BELIEVED_AFTER`] yet.
+    fn check_commits(
+        &mut self,
+        read: (Vec<PartitionOffsets>, Option<usize>),
+        now: Instant,
+    ) -> Result<(Vec<PartitionOffsets>, Option<usize>), PollFailure> {
+        let gone_back = self.window.commits_gone_back(&read.0);
+        if gone_back == 0 {
+            self.commits_gone_back_since = None;
+            return Ok(read);
+        }
+        let since = *self.commits_gone_back_since.get_or_insert(now);
+        if now.duration_since(since) >= COMMITS_GONE_BACK_BELIEVED_AFTER {
+            warn!(
+                "{}: the committed offsets of {gone_back} partitions went back or vanished {} \
+                 ago and still read so: taken as reset or deleted",
+                self.key,
+                humantime::format_duration(Duration::from_secs(
+                    now.duration_since(since).as_secs()
+                ))
+            );
+            self.commits_gone_back_since = None;
+            return Ok(read);
+        }
+        Err(PollFailure::Failed(format!(
+            "the committed offsets of {gone_back} partitions went back or vanished since the \
+             previous poll (a group coordinator that has just taken over can answer so for a \
+             moment); believed if they still read so after {}",
+            humantime::format_duration(COMMITS_GONE_BACK_BELIEVED_AFTER)
+        )))
     }
 
     /// One sample's offsets (only the partitions the watch covers) and the group's active
     /// members, `None` when the group could not be described (only the replica target
     /// needs them, so that is not a failed poll).
-    fn read(&mut self, since: Instant) -> Result<(Vec<PartitionOffsets>, Option<usize>), String> {
+    fn read(
+        &mut self,
+        since: Instant,
+    ) -> Result<(Vec<PartitionOffsets>, Option<usize>), PollFailure> {
         // Trigger parsing only lets configured clusters through.
         let client = self
             .clients
             .get(self.key.cluster.as_deref())
             .ok_or_else(|| {
-                format!(
+                PollFailure::Failed(format!(
                     "cluster {} is not configured",
                     self.key.cluster.as_deref().unwrap_or("default")
-                )
+                ))
             })?;
         let group = match &self.key.source {
             Source::Group(group) => group.clone(),
@@ -216,7 +282,9 @@ impl Watcher {
                 include_historic,
             } => {
                 let (name, include_historic) = (name.clone(), *include_historic);
-                return self.read_plugin(&client, &name, include_historic, since);
+                return self
+                    .read_plugin(&client, &name, include_historic, since)
+                    .map_err(PollFailure::Failed);
             }
         };
         let mut offsets = client
@@ -226,16 +294,21 @@ impl Watcher {
                 since,
                 self.key.lag_rule.isolation,
             )
-            .map_err(|err| err.to_string())?;
+            .map_err(|err| match err {
+                KafkaError::UnknownTopic { .. } | KafkaError::OnlyDeletedTopics { .. } => {
+                    PollFailure::Gone(err.to_string())
+                }
+                err => PollFailure::Failed(err.to_string()),
+            })?;
         if let Some(set) = &self.key.partitions {
             let n_partitions = offsets.len();
             offsets.retain(|offsets| set.contains(offsets.partition));
             if offsets.is_empty() {
-                return Err(format!(
+                return Err(PollFailure::Failed(format!(
                     "partitionLimitation {set} matches none of the {n_partitions} partitions \
                      of topic {}",
                     self.key.topic.as_deref().unwrap_or("*")
-                ));
+                )));
             }
         }
         let members = match client.group_members(&group, since) {
@@ -275,33 +348,34 @@ impl Watcher {
             return Ok((Vec::new(), Some(0)));
         };
         let topic_prefix = self.directory.topic_prefix();
-        let groups: Vec<(String, usize)> = client
+        let groups: Vec<String> = client
             .list_groups(since)
             .map_err(|err| err.to_string())?
             .iter()
-            .filter(|(group, _)| {
-                plugin::is_plugin_group(group, topic_prefix, kafka_prefix, include_historic)
+            .filter(|listed| {
+                plugin::is_plugin_group(&listed.name, topic_prefix, kafka_prefix, include_historic)
             })
-            .cloned()
+            .map(|listed| listed.name.clone())
             .collect();
         let mut offsets = Vec::new();
-        for (group, _) in &groups {
+        let mut members = 0;
+        for group in &groups {
             match client.snapshot(group, None, since, self.key.lag_rule.isolation) {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}
                 Err(err) => return Err(err.to_string()),
             }
+            members = members.max(
+                client
+                    .group_members(group, since)
+                    .map_err(|err| err.to_string())?,
+            );
         }
-        let members = groups
-            .iter()
-            .map(|(_, members)| *members)
-            .max()
-            .unwrap_or(0);
         self.note_plugin_state(PluginState::Known {
             kafka_prefix: kafka_prefix.to_owned(),
             remembered: matches!(lookup, Lookup::Remembered(_)),
-            groups: groups.into_iter().map(|(group, _)| group).collect(),
+            groups,
         });
         Ok((offsets, Some(members)))
     }

@@ -1,6 +1,7 @@
 //! What a record's life in Kafka does to the lag: transactions and the isolation level,
-//! records deleted below a group's commit (retention, DeleteRecords), and partitions added
-//! to a topic at runtime. All on the shared broker, with topics and groups of their own.
+//! transaction markers, records deleted below a group's commit (retention, DeleteRecords),
+//! partitions added to a topic at runtime, and a topic deleted and created again. All on the
+//! shared broker, with topics and groups of their own.
 
 use std::time::Duration;
 
@@ -35,8 +36,25 @@ fn expect_lag(scaler: &Scaler, metadata: &[(&str, &str)], lag: i64) {
     );
 }
 
+/// Begins a transaction and sends `count` records to partition 0 of `txn-open` in it,
+/// flushed; the transaction stays open.
+fn send_in_transaction(producer: &BaseProducer, count: usize, label: &str) {
+    producer.begin_transaction().expect("begin");
+    for n in 0..count {
+        let payload = format!("{label} {n}");
+        producer
+            .send(
+                BaseRecord::<(), _>::to("txn-open")
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
 #[test]
-fn an_open_transaction_counts_to_the_high_watermark_and_not_to_the_last_stable_offset() {
+fn transactions_count_by_isolation_level_and_their_markers_never_do() {
     let broker = Kafka::shared();
     broker.create_topic("txn-open", 1);
     broker.produce("txn-open", 0, 4);
@@ -60,18 +78,7 @@ fn an_open_transaction_counts_to_the_high_watermark_and_not_to_the_last_stable_o
     producer
         .init_transactions(Duration::from_secs(30))
         .expect("init transactions");
-    producer.begin_transaction().expect("begin");
-    for n in 0..5 {
-        let payload = format!("in transaction {n}");
-        producer
-            .send(
-                BaseRecord::<(), _>::to("txn-open")
-                    .partition(0)
-                    .payload(&payload),
-            )
-            .expect("send");
-    }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    send_in_transaction(&producer, 5, "in transaction");
 
     // Read uncommitted (the default, KEDA's meaning): the high watermark counts them.
     expect_lag(&scaler, &uncommitted, 5);
@@ -83,13 +90,32 @@ fn an_open_transaction_counts_to_the_high_watermark_and_not_to_the_last_stable_o
         "one watch per isolation level"
     );
 
-    // Committed: both count the 5 records, and the commit marker's offset too (README:
-    // transaction markers, a known limit).
+    // Committed: both count the 5 records and the commit marker's offset (offsets 4 to 9).
     producer
         .commit_transaction(Duration::from_secs(30))
         .expect("commit");
     expect_lag(&scaler, &committed, 6);
     expect_lag(&scaler, &uncommitted, 6);
+
+    // The group consumed the 5 records: what is left (offset 9) is the commit marker, which
+    // no consumer ever reads. Not lag (KEDA counts it: #5675).
+    broker.commit("txn-readers", &[("txn-open", 0, 9)]);
+    expect_lag(&scaler, &committed, 0);
+    expect_lag(&scaler, &uncommitted, 0);
+
+    // An aborted transaction: 3 records (10 to 12) and the abort marker (13). A read
+    // committed consumer skips them all; a read uncommitted one reads the 3 records.
+    send_in_transaction(&producer, 3, "aborted");
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
+    broker.commit("txn-readers", &[("txn-open", 0, 10)]);
+    expect_lag(&scaler, &committed, 0);
+    expect_lag(&scaler, &uncommitted, 4);
+    // And a record after them counts for both, once.
+    broker.produce("txn-open", 0, 1);
+    expect_lag(&scaler, &committed, 5);
+    expect_lag(&scaler, &uncommitted, 5);
     scaler.stop();
 }
 
@@ -178,5 +204,49 @@ fn partitions_added_at_runtime_count_from_the_next_poll() {
     // without a commit.
     expect_lag(&scaler, &earliest, 6);
     expect_lag(&scaler, &latest, 4);
+    scaler.stop();
+}
+
+#[test]
+fn a_deleted_topic_fails_only_its_own_watch_and_comes_back_with_a_fresh_history() {
+    let broker = Kafka::shared();
+    broker.create_topic("recreated", 2);
+    broker.create_topic("stays", 1);
+    for partition in 0..2 {
+        broker.produce("recreated", partition, 50);
+    }
+    broker.produce("stays", 0, 10);
+    broker.commit(
+        "recreators",
+        &[("recreated", 0, 50), ("recreated", 1, 40), ("stays", 0, 4)],
+    );
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let one = [("consumerGroup", "recreators"), ("topic", "recreated")];
+    let every = [("consumerGroup", "recreators")];
+    assert_eq!(scaler.lag(&one).expect("lag"), 10);
+    assert_eq!(scaler.lag(&every).expect("lag"), 16);
+
+    let deleted =
+        futures::executor::block_on(admin(broker).delete_topics(&["recreated"], &options()))
+            .expect("DeleteTopics");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+
+    // The watch of the deleted topic fails, naming it: KEDA applies its fallback.
+    let named = crate::support::wait_for(SEEN_WITHIN, || {
+        let status = scaler.lag(&one).err()?;
+        (status.code() == grpcio::RpcStatusCode::UNAVAILABLE
+            && status.message().contains("topic recreated does not exist"))
+        .then_some(())
+    });
+    assert!(named.is_some(), "{:?}", scaler.lag(&one));
+    // The watch of every topic the group committed on measures the one left.
+    expect_lag(&scaler, &every, 6);
+
+    // Created again under the same name: offsets start from 0 in a new topic.
+    broker.create_topic("recreated", 2);
+    broker.produce("recreated", 0, 30);
+    broker.commit("recreators", &[("recreated", 0, 10), ("recreated", 1, 0)]);
+    expect_lag(&scaler, &one, 20);
+    expect_lag(&scaler, &every, 26);
     scaler.stop();
 }

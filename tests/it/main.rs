@@ -6,6 +6,7 @@ mod binary;
 mod brokers;
 mod estimator;
 mod faults;
+mod groups;
 mod lifecycle;
 mod observability;
 mod plugins;

@@ -445,6 +445,35 @@ impl Kafka {
         }
     }
 
+    /// Replaces node `index` by a new process with the same node id and data whose plaintext
+    /// listener is on another port (a broker moved to another address, KEDA #4098), and
+    /// waits until it serves. Clients bootstrapped with the old address must learn the new
+    /// one from the cluster's metadata.
+    pub fn move_node(&mut self, index: usize) {
+        let voters = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}@127.0.0.1:{}", node.id, node.controller))
+            .collect::<Vec<_>>()
+            .join(",");
+        let size = self.nodes.len();
+        let node = &mut self.nodes[index];
+        node.kill();
+        for (listener, port) in &mut node.listeners {
+            if *listener == Listener::Plaintext {
+                *port = free_port();
+            }
+        }
+        let text = server_properties(node, &voters, size, self.pki.as_ref());
+        std::fs::write(node.properties(), text).expect("write server.properties");
+        let starts = node.log().matches(STARTED).count() + 1;
+        node.launch();
+        let deadline = Instant::now() + START_TIMEOUT;
+        if let Err(log) = node.wait_started(starts, deadline) {
+            panic!("node {} could not bind its new port; log:\n{log}", node.id);
+        }
+    }
+
     /// Restarts every node in turn, each after the previous one serves again; `between` runs
     /// after each restart with the cluster and the node's index (e.g. to check what a client
     /// sees).
@@ -458,14 +487,22 @@ impl Kafka {
     /// Creates a topic with replication factor 3 on a cluster, 1 on a single node, and waits
     /// until every partition has a leader.
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(name, partitions, &[]);
+    }
+
+    /// [`Kafka::create_topic`] with topic configs (`cleanup.policy`...).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, configs: &[(&str, &str)]) {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().expect("admin client");
         let replication = self.nodes.len().min(3) as i32;
-        let topic = NewTopic::new(
+        let mut topic = NewTopic::new(
             name,
             partitions as i32,
             TopicReplication::Fixed(replication),
         );
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = futures::executor::block_on(admin.create_topics([&topic], &options))
             .unwrap_or_else(|err| panic!("create topic {name}: {err}"));
@@ -723,6 +760,7 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
          num.io.threads=2\n\
          num.partitions=1\n\
          log.cleaner.dedupe.buffer.size=2097152\n\
+         log.cleaner.backoff.ms=500\n\
          log.segment.bytes=8388608\n",
         id = node.id,
         listeners = listeners.join(","),

@@ -12,7 +12,9 @@ use std::net::{TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Environment, RpcStatus};
@@ -25,6 +27,49 @@ use lagscaler::Daemon;
 
 /// Deadline for any single RPC a test makes; KEDA's own is 3 s.
 pub const RPC_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A thread of the test's that runs until told to stop: [`Background::finish`], or dropping
+/// it (also when an assertion fails), raises its stop flag and joins it.
+pub struct Background<T> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Starts `body` on a thread named `name`, with the stop flag it must watch.
+    pub fn spawn(name: &str, body: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || body(&stop))
+                .unwrap_or_else(|err| panic!("start thread {name}: {err}"))
+        };
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread and returns what it returned.
+    pub fn finish(mut self) -> T {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("joined only here or in Drop");
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// Sends test logs to the test harness's captured output.
 pub fn init_logging() {

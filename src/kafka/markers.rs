@@ -1,0 +1,285 @@
+//! Lag that is only transaction markers or aborted records.
+//!
+//! A transactional producer ends each transaction with a control record (a commit or abort
+//! marker) that takes an offset but is never delivered to a consumer. A group that consumed
+//! everything can therefore commit one offset short of the end on each partition and read
+//! lag 1 forever (KEDA #5675). Aborted records are skipped the same way by a
+//! `read_committed` consumer.
+//!
+//! Offsets alone cannot tell such a partition from one with a record waiting, so the records
+//! are read, but only where it can matter: a partition whose lag is small
+//! ([`MAX_PROBED_LAG`]) and did not move since an earlier cycle. A consumer made for the
+//! probe at the watch's isolation level (group id `lagscaler-probe`, which it never joins
+//! nor commits to) reads each such partition of a topic from the committed offset until it
+//! gets a record or reaches the end. No record before the end means nothing there is lag.
+//! The verdict is kept until the committed offset or the end moves, so a quiet partition is
+//! read once, not on every poll. A probe that fails leaves the lag counted.
+//!
+//! What probes cost is bounded: per cluster, one poll's probes at a time, starting at most
+//! once a second (a poll that cannot probe counts its lag and tries again next cycle); a
+//! probe is one short-lived consumer per topic. Where a read found a record
+//! after a committed offset, that record answers for that offset until the group commits
+//! again, however far the end moves: a trickle into a group scaled to zero is read once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::admin::{SLICE, STOPPING};
+use crate::lag::{Isolation, PartitionOffsets};
+
+/// Larger lag is counted as it is, unread: markers are one per transaction, so a partition
+/// this far behind almost surely holds records.
+pub const MAX_PROBED_LAG: i64 = 100;
+
+/// Probes of one cluster start at least this far apart.
+pub const READ_SPACING: Duration = Duration::from_secs(1);
+
+/// Verdicts kept at most; beyond, the memory starts over (each verdict costs one read).
+const MAX_MEMO: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct MemoKey {
+    group: String,
+    topic: String,
+    partition: i32,
+    isolation: Isolation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Seen with this lag in the cycle of the given tick; read if it is still there later.
+    Seen(Instant),
+    /// Nothing a consumer at this isolation reads lies between the two offsets.
+    NothingToRead,
+    /// A record lies there: the lag is real.
+    Readable,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Memo {
+    committed: i64,
+    end: i64,
+    verdict: Verdict,
+    /// A record a read found: (the committed offset it read from, the record's offset).
+    record: Option<(i64, i64)>,
+}
+
+/// Finds partitions whose lag holds nothing to read, and remembers what it found.
+pub struct MarkerProbe {
+    /// The cluster's client settings, without statistics.
+    config: ClientConfig,
+    timeout: Duration,
+    memo: Mutex<HashMap<MemoKey, Memo>>,
+    /// When the latest probe started; held while a probe reads, so one reads at a time.
+    last_read: Mutex<Option<Instant>>,
+}
+
+impl MarkerProbe {
+    /// A probe that makes its consumers from `config` (the cluster's client settings).
+    pub fn new(mut config: ClientConfig, timeout: Duration) -> MarkerProbe {
+        config
+            .set("statistics.interval.ms", "0")
+            .set("client.id", "lagscaler-probe")
+            // librdkafka assigns partitions only to a consumer with a group id; this one
+            // never joins the group nor commits.
+            .set("group.id", "lagscaler-probe")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        MarkerProbe {
+            config,
+            timeout,
+            memo: Mutex::new(HashMap::new()),
+            last_read: Mutex::new(None),
+        }
+    }
+
+    /// Marks the partitions of `snapshot` (one group's, read at `isolation` for the cycle of
+    /// `tick`) whose lag holds no record to read: see the module's description.
+    pub fn mark(
+        &self,
+        snapshot: &mut [PartitionOffsets],
+        isolation: Isolation,
+        tick: Instant,
+        stop: &AtomicBool,
+    ) {
+        // Partitions to read, by topic: (index in the snapshot, partition, committed, end).
+        let mut to_read: BTreeMap<String, Vec<(usize, i32, i64, i64)>> = BTreeMap::new();
+        {
+            let mut memo = self.memo.lock();
+            if memo.len() > MAX_MEMO {
+                memo.clear();
+            }
+            for (index, offsets) in snapshot.iter_mut().enumerate() {
+                let Some(committed) = offsets
+                    .committed
+                    .filter(|committed| *committed >= offsets.log_start)
+                else {
+                    continue;
+                };
+                let end = offsets.high_watermark;
+                let lag = end.saturating_sub(committed);
+                if lag <= 0 || lag > MAX_PROBED_LAG {
+                    continue;
+                }
+                let key = MemoKey {
+                    group: offsets.group.clone(),
+                    topic: offsets.topic.clone(),
+                    partition: offsets.partition,
+                    isolation,
+                };
+                let known = memo.get(&key).copied();
+                // A record found after this same committed offset is still there.
+                let record = known
+                    .and_then(|known| known.record)
+                    .filter(|(from, _)| *from == committed);
+                if record.is_some_and(|(_, offset)| offset < end) {
+                    continue;
+                }
+                let unchanged = known
+                    .filter(|known| known.committed == committed && known.end == end)
+                    .map(|known| known.verdict);
+                match unchanged {
+                    Some(Verdict::NothingToRead) => offsets.nothing_to_read = true,
+                    Some(Verdict::Readable) => {}
+                    Some(Verdict::Seen(seen)) if seen < tick => to_read
+                        .entry(offsets.topic.clone())
+                        .or_default()
+                        .push((index, offsets.partition, committed, end)),
+                    Some(Verdict::Seen(_)) => {}
+                    None => {
+                        memo.insert(
+                            key,
+                            Memo {
+                                committed,
+                                end,
+                                verdict: Verdict::Seen(tick),
+                                record,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if to_read.is_empty() {
+            return;
+        }
+        // One probe at a time, one a second at most; the others count their lag this cycle
+        // and try again the next.
+        let Some(mut last_read) = self.last_read.try_lock() else {
+            return;
+        };
+        if last_read.is_some_and(|at| at.elapsed() < READ_SPACING) {
+            return;
+        }
+        *last_read = Some(Instant::now());
+        for (topic, partitions) in to_read {
+            let started = Instant::now();
+            let found = match self.read(&topic, &partitions, isolation, stop) {
+                Ok(found) => {
+                    debug!(
+                        "read {} of {} partitions of topic {topic} for markers ({isolation}) in \
+                         {:?}: {found:?}",
+                        found.len(),
+                        partitions.len(),
+                        started.elapsed()
+                    );
+                    found
+                }
+                Err(cause) => {
+                    debug!("reading the lag of topic {topic} for markers failed: {cause}");
+                    continue;
+                }
+            };
+            let mut memo = self.memo.lock();
+            for (index, partition, committed, end) in partitions {
+                let Some(&first) = found.get(&partition) else {
+                    continue;
+                };
+                let readable = first.is_some_and(|offset| offset < end);
+                let offsets = &mut snapshot[index];
+                offsets.nothing_to_read = !readable;
+                memo.insert(
+                    MemoKey {
+                        group: offsets.group.clone(),
+                        topic: topic.clone(),
+                        partition,
+                        isolation,
+                    },
+                    Memo {
+                        committed,
+                        end,
+                        verdict: if readable {
+                            Verdict::Readable
+                        } else {
+                            Verdict::NothingToRead
+                        },
+                        record: first.map(|offset| (committed, offset)),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reads each of `partitions` of `topic` from its committed offset: by partition, the
+    /// offset of the first record, or `None` when the end came first. A partition the read
+    /// did not settle within the request timeout is left out.
+    fn read(
+        &self,
+        topic: &str,
+        partitions: &[(usize, i32, i64, i64)],
+        isolation: Isolation,
+        stop: &AtomicBool,
+    ) -> Result<HashMap<i32, Option<i64>>, String> {
+        let consumer: BaseConsumer = self
+            .config
+            .clone()
+            .set("isolation.level", isolation.to_string())
+            .create()
+            .map_err(|err| err.to_string())?;
+        let mut assignment = TopicPartitionList::new();
+        for &(_, partition, committed, _) in partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(committed))
+                .map_err(|err| err.to_string())?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|err| err.to_string())?;
+        let mut pending: Vec<i32> = partitions
+            .iter()
+            .map(|(_, partition, ..)| *partition)
+            .collect();
+        let deadline = Instant::now() + self.timeout;
+        let mut found = HashMap::new();
+        // The consumer is this read's own and assigned this one topic only, so every record
+        // and end of partition it reports is one of `partitions`.
+        while !pending.is_empty() && Instant::now() < deadline {
+            if stop.load(Ordering::Acquire) {
+                return Err(STOPPING.to_owned());
+            }
+            let (partition, first) = match consumer.poll(SLICE) {
+                Some(Ok(record)) => (record.partition(), Some(record.offset())),
+                Some(Err(RdKafkaError::PartitionEOF(partition))) => (partition, None),
+                Some(Err(err)) => {
+                    debug!("reading topic {topic} for markers: {err}");
+                    continue;
+                }
+                None => continue,
+            };
+            if let Some(at) = pending.iter().position(|asked| *asked == partition) {
+                pending.swap_remove(at);
+                found.insert(partition, first);
+            }
+        }
+        Ok(found)
+    }
+}
