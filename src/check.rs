@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::estimate::Estimate;
 use crate::kafka::Clients;
+use crate::lag::Isolation;
 use crate::store::{Reading, View};
 use crate::trigger::Trigger;
 use crate::watch::{Registry, WatchSettings};
@@ -129,6 +130,12 @@ fn good(view: View) -> Result<Arc<Estimate>, String> {
 
 fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::io::Result<()> {
     writeln!(out, "watch: {}", trigger.watch)?;
+    // Where lag is measured to: the high watermark, or under read_committed the last
+    // stable offset.
+    let end = match trigger.watch.lag_rule.isolation {
+        Isolation::ReadUncommitted => "high mark",
+        Isolation::ReadCommitted => "last stable",
+    };
     writeln!(
         out,
         "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
@@ -137,7 +144,7 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
         "partition",
         "log start",
         "committed",
-        "high mark",
+        end,
         "lag",
         "produce/s",
         "consume/s"
@@ -201,5 +208,33 @@ mod tests {
             .unwrap_err()
             .contains("given twice"));
         assert!(parse_args(&[]).unwrap_err().contains("usage"));
+    }
+
+    #[test]
+    fn the_end_column_names_the_end_lag_is_measured_to() {
+        let clusters = Config::default().cluster_set();
+        let estimate = crate::estimate::Window::new(Duration::from_secs(60)).record(
+            Instant::now(),
+            Vec::new(),
+            Some(0),
+            crate::lag::LagRule::DEFAULT,
+        );
+        for (isolation, end) in [
+            ("read_uncommitted", "high mark"),
+            ("read_committed", "last stable"),
+        ] {
+            let metadata = parse_args(&args(&[
+                "consumerGroup=orders",
+                "topic=events",
+                &format!("isolationLevel={isolation}"),
+            ]))
+            .unwrap();
+            let trigger = Trigger::parse(&metadata, &clusters).unwrap();
+            let mut out = Vec::new();
+            report(&mut out, &trigger, &estimate).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let header = text.lines().nth(1).unwrap();
+            assert!(header.contains(end), "{isolation}: {header}");
+        }
     }
 }
