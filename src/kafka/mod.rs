@@ -189,17 +189,11 @@ impl ClientContext for Context {
         let mut counts = RequestCounts::new();
         let mut by_broker = BTreeMap::new();
         for broker in statistics.brokers.values() {
-            let mut own = RequestCounts::new();
-            for (api, count) in &broker.req {
-                if *count > 0 {
-                    *counts.entry(api.clone()).or_default() += count;
-                    own.insert(api.clone(), *count);
-                }
-            }
-            if broker.nodeid >= 0 {
-                let merged: &mut RequestCounts = by_broker.entry(broker.nodeid).or_default();
-                for (api, count) in own {
-                    *merged.entry(api).or_default() += count;
+            for (api, count) in broker.req.iter().filter(|(_, count)| **count > 0) {
+                *counts.entry(api.clone()).or_default() += count;
+                if broker.nodeid >= 0 {
+                    let own: &mut RequestCounts = by_broker.entry(broker.nodeid).or_default();
+                    *own.entry(api.clone()).or_default() += count;
                 }
             }
         }

@@ -202,9 +202,8 @@ impl Watcher {
                 Reading::Fresh(Arc::new(estimate))
             }
             Err(failure) => {
-                let (cause, gone) = match failure {
-                    PollFailure::Failed(cause) => (cause, false),
-                    PollFailure::Gone(cause) => (cause, true),
+                let cause = match &failure {
+                    PollFailure::Failed(cause) | PollFailure::Gone(cause) => cause,
                 };
                 self.window.record_failure(started);
                 if cause.ends_with(crate::kafka::STOPPING) {
@@ -216,10 +215,9 @@ impl Watcher {
                 } else {
                     debug!("poll {} failed again: {cause}", self.key);
                 }
-                if gone {
-                    Reading::Gone(cause.into())
-                } else {
-                    Reading::Failed(cause.into())
+                match failure {
+                    PollFailure::Failed(cause) => Reading::Failed(cause.into()),
+                    PollFailure::Gone(cause) => Reading::Gone(cause.into()),
                 }
             }
         }
@@ -311,7 +309,14 @@ impl Watcher {
                 )));
             }
         }
-        let members = match client.group_members(&group, since) {
+        let members = self.note_members(client.group_members(&group, since));
+        Ok((offsets, members))
+    }
+
+    /// The member count of a describe, `None` when it failed (only the replica target needs
+    /// members, so that is not a failed poll); a failure and a recovery are each logged once.
+    fn note_members(&mut self, members: Result<usize, KafkaError>) -> Option<usize> {
+        match members {
             Ok(members) => {
                 if self.members_failing {
                     info!("describing the group works again: {}", self.key);
@@ -326,8 +331,7 @@ impl Watcher {
                 }
                 None
             }
-        };
-        Ok((offsets, members))
+        }
     }
 
     /// A plugin's sample: the offsets of every group of the plugin, over every topic each
@@ -358,7 +362,8 @@ impl Watcher {
             .map(|listed| listed.name.clone())
             .collect();
         let mut offsets = Vec::new();
-        let mut members = 0;
+        // The largest count, unknown if any group's is.
+        let mut members: Result<usize, KafkaError> = Ok(0);
         for group in &groups {
             match client.snapshot(group, None, since, self.key.lag_rule.isolation) {
                 Ok(found) => offsets.extend(found),
@@ -366,18 +371,19 @@ impl Watcher {
                 Err(KafkaError::NoTopics { .. }) => {}
                 Err(err) => return Err(err.to_string()),
             }
-            members = members.max(
-                client
+            if let Ok(most) = members {
+                members = client
                     .group_members(group, since)
-                    .map_err(|err| err.to_string())?,
-            );
+                    .map(|count| most.max(count));
+            }
         }
+        let members = self.note_members(members);
         self.note_plugin_state(PluginState::Known {
             kafka_prefix: kafka_prefix.to_owned(),
             remembered: matches!(lookup, Lookup::Remembered(_)),
             groups,
         });
-        Ok((offsets, Some(members)))
+        Ok((offsets, members))
     }
 
     /// Logs a plugin watch's state when it changes.
