@@ -54,6 +54,7 @@ pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), 
             poll_interval: config.poll_interval,
             ttl: Duration::from_secs(3600),
             rate_window: config.rate_window,
+            stale_after: config.stale_after,
             max_watches: 1,
         },
         updates,
@@ -213,12 +214,13 @@ mod tests {
     #[test]
     fn the_end_column_names_the_end_lag_is_measured_to() {
         let clusters = Config::default().cluster_set();
-        let estimate = crate::estimate::Window::new(Duration::from_secs(60)).record(
-            Instant::now(),
-            Vec::new(),
-            Some(0),
-            crate::lag::LagRule::DEFAULT,
-        );
+        let estimate =
+            crate::estimate::Window::new(Duration::from_secs(60), Duration::from_secs(20)).record(
+                Instant::now(),
+                Vec::new(),
+                Some(0),
+                crate::lag::LagRule::DEFAULT,
+            );
         for (isolation, end) in [
             ("read_uncommitted", "high mark"),
             ("read_committed", "last stable"),

@@ -132,7 +132,9 @@ pub const SETTINGS: &[Setting] = &[
         name: "SCALER_STALE_AFTER",
         default: "3 poll intervals + SCALER_KAFKA_TIMEOUT",
         help: "while polls fail, the last good sample is served until it is this old; then \
-               UNAVAILABLE (at least SCALER_POLL_INTERVAL, at most 1h)",
+               UNAVAILABLE. Failed polls spanning less do not restart an idle window, and the \
+               offsets of a partition whose leader cannot be reached stand in for at most \
+               this long (at least SCALER_POLL_INTERVAL, at most 1h)",
     },
     Setting {
         name: "SCALER_WATCH_TTL",

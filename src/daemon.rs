@@ -113,6 +113,7 @@ impl Daemon {
                 poll_interval: config.poll_interval,
                 ttl: config.watch_ttl,
                 rate_window: config.rate_window,
+                stale_after: config.stale_after,
                 max_watches: config.max_watches,
             },
             updates_tx,

@@ -44,6 +44,13 @@ const MIN_NET_RATE: f64 = 1e-9;
 #[derive(Debug)]
 pub struct Window {
     rate_window: Duration,
+    /// Failed polls between two samples closer than this are bridged: the idle window reads
+    /// the samples on either side, as between any two polls. A longer gap counts as activity.
+    bridged_gap: Duration,
+    /// The time of the latest sample.
+    last_sample: Option<Instant>,
+    /// When the polls since the latest sample started failing, if they did.
+    failing_since: Option<Instant>,
     /// Times of the successful samples within the rate window.
     samples: VecDeque<Instant>,
     /// By group, topic and partition.
@@ -153,6 +160,10 @@ pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
 pub struct Estimate {
     /// When the sample's poll started.
     pub taken_at: Instant,
+    /// When the oldest offsets in the sample were read: `taken_at`, or earlier where the
+    /// poll could not reach a partition's leader and an earlier read's offsets stand in for
+    /// that partition's (the watcher sets it). The sample is served until this is stale.
+    pub oldest_read: Instant,
     /// Every partition the watch covers, sorted by topic and number.
     pub partitions: Vec<PartitionEstimate>,
     /// Sum of the partitions' lag (what activation compares).
@@ -200,10 +211,14 @@ pub struct Rates {
 }
 
 impl Window {
-    /// An empty window keeping samples for `rate_window`.
-    pub fn new(rate_window: Duration) -> Window {
+    /// An empty window keeping samples for `rate_window`, bridging gaps of failed polls up to
+    /// `bridged_gap` long (the time a sample is served: `SCALER_STALE_AFTER`).
+    pub fn new(rate_window: Duration, bridged_gap: Duration) -> Window {
         Window {
             rate_window,
+            bridged_gap,
+            last_sample: None,
+            failing_since: None,
             samples: VecDeque::new(),
             partitions: BTreeMap::new(),
             members: VecDeque::new(),
@@ -284,6 +299,15 @@ impl Window {
                 consume_rate,
             });
         }
+        if let Some(failed_at) = self.failing_since.take() {
+            let bridged = self
+                .last_sample
+                .is_some_and(|last| at.saturating_duration_since(last) <= self.bridged_gap);
+            if !bridged {
+                self.history.record(failed_at, i64::MAX);
+            }
+        }
+        self.last_sample = Some(at);
         self.history.record(at, total_lag);
         let rates = (self.samples.len() >= 2).then_some(Rates { produce, consume });
         let mean_members = (!self.members.is_empty()).then(|| {
@@ -308,6 +332,7 @@ impl Window {
         };
         Estimate {
             taken_at: at,
+            oldest_read: at,
             partitions,
             total_lag,
             rates,
@@ -338,16 +363,21 @@ impl Window {
     }
 
     /// Records a failed poll at `at`: the window keeps its samples (so rates and persistent
-    /// lag survive a transient error), and the idle window counts the gap as activity.
+    /// lag survive a transient error). Missing data never reads as idle, but a gap no longer
+    /// than the one bridged (a leader election, a coordinator moving) does not restart the
+    /// idle window either: while it lasts the previous sample is served as it stood, and
+    /// once a sample arrives within the bridged gap of the previous one, the idle window
+    /// reads the two as neighbours. A longer gap counts as activity from its first failure.
     pub fn record_failure(&mut self, at: Instant) {
-        self.history.record(at, i64::MAX);
+        self.failing_since.get_or_insert(at);
     }
 }
 
 /// Total lag over time, reduced to what "was the lag at most A during the last W" needs for
 /// any A and any W up to [`MAX_IDLE_WINDOW`]: the suffix maxima. An entry is kept only while
 /// no later entry is at least as large, so the largest lag since time t is the first entry at
-/// or after t. A failed poll is recorded as unbounded lag: missing data never reads as idle.
+/// or after t. A gap of failed polls longer than the window's bridged gap is recorded as
+/// unbounded lag: missing data never reads as idle.
 #[derive(Clone, Debug, Default)]
 pub struct LagHistory {
     entries: VecDeque<(Instant, i64)>,
@@ -771,6 +801,18 @@ impl Rules {
 }
 
 impl Estimate {
+    /// The time a trigger's decision is made for, when this estimate is served at `now`:
+    /// `now`, or, while the polls since it fail, the estimate's own time. A sample served
+    /// through failed polls answers as it stood when taken (until it is stale): missing data
+    /// neither completes an idle window nor makes an idle workload active.
+    pub fn decision_time(&self, polls_failing: bool, now: Instant) -> Instant {
+        if polls_failing {
+            self.taken_at.min(now)
+        } else {
+            now
+        }
+    }
+
     /// Time to drain the watch's lag; see [`eta`].
     pub fn eta(&self) -> Eta {
         eta(
@@ -922,6 +964,9 @@ pub fn replica_target(estimate: &Estimate, target: Duration) -> Result<u64, Stri
 mod tests {
     use super::*;
 
+    /// The gap of failed polls the windows under test bridge (`SCALER_STALE_AFTER`).
+    const STALE: Duration = Duration::from_secs(20);
+
     const LATEST: LagRule = LagRule::DEFAULT;
 
     fn close(actual: f64, expected: f64) -> bool {
@@ -938,6 +983,7 @@ mod tests {
             high_watermark: high,
             committed,
             nothing_to_read: false,
+            unread: None,
         }
     }
 
@@ -988,7 +1034,7 @@ mod tests {
 
     #[test]
     fn total_lag_saturates() {
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let estimate = window.record(
             Instant::now(),
             vec![offsets(0, i64::MAX, Some(0)), offsets(1, 5, Some(0))],
@@ -1001,7 +1047,7 @@ mod tests {
     #[test]
     fn a_topic_created_again_starts_its_partitions_history_afresh() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let at = |seconds: u64| start + Duration::from_secs(seconds);
         let sample = |id: &str, high: i64, committed: i64| PartitionOffsets {
             topic_id: id.into(),
@@ -1027,7 +1073,7 @@ mod tests {
     #[test]
     fn commits_that_go_back_or_vanish_are_counted_per_partition_of_the_same_topic() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let sample = |id: &str, committed: [Option<i64>; 3]| -> Vec<PartitionOffsets> {
             (0..3)
                 .map(|partition| PartitionOffsets {
@@ -1059,7 +1105,7 @@ mod tests {
     #[test]
     fn rates_are_unknown_until_two_samples() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let first = feed(&mut window, start, &[(0.0, 100, Some(40))], Some(1));
         assert_eq!(first.rates, None);
         assert_eq!(first.total_lag, 60);
@@ -1074,7 +1120,7 @@ mod tests {
     fn constant_rates_give_the_closed_form_eta() {
         // 2000 behind, 20/s in, 50/s out: drains at 30/s.
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let estimate = feed(
             &mut window,
             start,
@@ -1096,7 +1142,7 @@ mod tests {
     #[test]
     fn jitter_and_a_missed_poll_do_not_bias_constant_rates() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(120));
+        let mut window = Window::new(Duration::from_secs(120), STALE);
         // Polls meant every 5 s, arriving up to 1.3 s late or early, and the one at 25 s lost.
         let times: [f64; 9] = [0.0, 5.9, 9.2, 15.4, 20.1, 31.3, 34.8, 40.0, 46.1];
         let points: Vec<(f64, i64, Option<i64>)> = times
@@ -1118,7 +1164,7 @@ mod tests {
     fn a_burst_is_spread_as_least_squares_says() {
         // 0 records for 20 s, then 100 at once, then nothing: points at 0,5,...,40.
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(120));
+        let mut window = Window::new(Duration::from_secs(120), STALE);
         let points: Vec<(f64, i64, Option<i64>)> = (0..9)
             .map(|i| {
                 let t = i as f64 * 5.0;
@@ -1136,7 +1182,7 @@ mod tests {
     fn old_samples_leave_the_window() {
         // 10/s for a minute, then 2/s; a 30 s window sees only the new rate.
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(30));
+        let mut window = Window::new(Duration::from_secs(30), STALE);
         let mut points = Vec::new();
         for i in 0..=24 {
             let t = i as f64 * 5.0;
@@ -1155,7 +1201,7 @@ mod tests {
     #[test]
     fn offsets_going_back_reset_that_partition_only() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(120));
+        let mut window = Window::new(Duration::from_secs(120), STALE);
         let rule = LATEST;
         let mut estimate = None;
         for i in 0..6 {
@@ -1188,7 +1234,7 @@ mod tests {
     #[test]
     fn a_partition_reset_just_now_counts_no_rate_yet() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(120));
+        let mut window = Window::new(Duration::from_secs(120), STALE);
         feed(
             &mut window,
             start,
@@ -1209,7 +1255,7 @@ mod tests {
     #[test]
     fn stalled_consumer_is_not_draining() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let points: Vec<_> = (0..5)
             .map(|i| (i as f64 * 5.0, 100 + 10 * i, Some(40)))
             .collect();
@@ -1221,7 +1267,7 @@ mod tests {
     #[test]
     fn no_consumer_is_not_draining_and_wakes_one_replica() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let points: Vec<_> = (0..4).map(|i| (i as f64 * 5.0, 10 * i, None)).collect();
         let estimate = feed(&mut window, start, &points, Some(0));
         assert_eq!(
@@ -1231,7 +1277,7 @@ mod tests {
         assert_eq!(estimate.eta(), Eta::NotDraining(NotDraining::NoConsumer));
         assert_eq!(replica_target(&estimate, Duration::from_secs(60)), Ok(1));
         // Even before rates are known.
-        let mut fresh = Window::new(Duration::from_secs(60));
+        let mut fresh = Window::new(Duration::from_secs(60), STALE);
         let first = feed(&mut fresh, start, &[(0.0, 500, Some(0))], Some(0));
         assert_eq!(replica_target(&first, Duration::from_secs(60)), Ok(1));
     }
@@ -1239,7 +1285,7 @@ mod tests {
     #[test]
     fn producer_faster_is_not_draining_and_reported_large_and_finite() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let estimate = feed(&mut window, start, &steady(50.0, 20.0, 10, 5.0, 6), Some(1));
         assert_eq!(
             estimate.eta(),
@@ -1263,7 +1309,7 @@ mod tests {
         // Polled every second; the group keeps pace at 10/s but commits every 5 s, so just
         // before a commit up to 50 records are consumed and not yet committed.
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let points: Vec<(f64, i64, Option<i64>)> = (0..=29)
             .map(|i| {
                 let high = 10 * i;
@@ -1321,7 +1367,7 @@ mod tests {
     fn replica_target_matches_the_closed_form() {
         // 30/s in, 45/s out by 3 members (15/s each), target 60 s.
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let estimate = feed(
             &mut window,
             start,
@@ -1340,7 +1386,7 @@ mod tests {
     #[test]
     fn replica_target_is_capped_at_partitions_unless_idle_consumers_are_allowed() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let mut estimate = None;
         for i in 0..5i64 {
             let at = start + Duration::from_secs(5 * i as u64);
@@ -1374,7 +1420,7 @@ mod tests {
     #[test]
     fn replica_target_holds_when_members_consume_nothing() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let points: Vec<_> = (0..4).map(|i| (i as f64 * 5.0, 100, Some(10))).collect();
         let estimate = feed(&mut window, start, &points, Some(3));
         assert_eq!(replica_target(&estimate, Duration::from_secs(30)), Ok(3));
@@ -1386,7 +1432,7 @@ mod tests {
     #[test]
     fn replica_target_needs_rates_and_members() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let first = feed(&mut window, start, &[(0.0, 100, Some(0))], Some(2));
         assert!(replica_target(&first, Duration::from_secs(60)).is_err());
         let second = feed(&mut window, start, &[(5.0, 200, Some(50))], None);
@@ -1395,8 +1441,10 @@ mod tests {
     }
 
     fn keda_estimate(lags: &[(i64, bool)]) -> Estimate {
+        let now = Instant::now();
         Estimate {
-            taken_at: Instant::now(),
+            taken_at: now,
+            oldest_read: now,
             partitions: lags
                 .iter()
                 .enumerate()
@@ -1477,7 +1525,7 @@ mod tests {
     #[test]
     fn persistent_memory_survives_failed_polls() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         feed(&mut window, start, &[(0.0, 100, Some(10))], Some(1));
         window.record_failure(start + Duration::from_secs(5));
         window.record_failure(start + Duration::from_secs(10));
@@ -1553,7 +1601,7 @@ mod tests {
     #[test]
     fn idle_window_ignores_flapping_and_missing_data() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let rules = Rules {
             activation_lag_threshold: 5,
             idle_window: Duration::from_secs(120),
@@ -1597,10 +1645,13 @@ mod tests {
         let up_at = quiet_from + Duration::from_secs(125);
         let up = window.record(up_at, vec![offsets(0, 1000, Some(990))], Some(1), LATEST);
         assert!(rules.decide(&up, up_at).active);
-        // A failed poll inside the window keeps it active until the window passes it.
-        let failed_at = quiet_from + Duration::from_secs(130);
-        window.record_failure(failed_at);
-        for s in [135u64, 200, 249, 251] {
+        // Failed polls for longer than the bridged gap (from +130 s to the sample at
+        // +155 s, 30 s after the one at +125 s): active until the window passes the first
+        // failure.
+        for failed in [130u64, 135, 140, 145, 150] {
+            window.record_failure(quiet_from + Duration::from_secs(failed));
+        }
+        for s in [155u64, 200, 249, 251] {
             let at = quiet_from + Duration::from_secs(s);
             let estimate = window.record(at, vec![offsets(0, 1000, Some(1000))], Some(1), LATEST);
             let active = rules.decide(&estimate, at).active;
@@ -1609,9 +1660,57 @@ mod tests {
     }
 
     #[test]
+    fn failed_polls_shorter_than_the_stale_bound_do_not_restart_the_idle_window() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let rules = Rules {
+            idle_window: Duration::from_secs(60),
+            ..Rules::default()
+        };
+        let at = |s: u64| start + Duration::from_secs(s);
+        let idle = vec![offsets(0, 1000, Some(1000))];
+        // Idle for 60 s: inactive.
+        for s in (0..=60).step_by(5) {
+            window.record(at(s), idle.clone(), Some(1), LATEST);
+        }
+        // A leader election: polls fail from 65 s to 80 s, then the next sample at 85 s,
+        // 20 s after the one at 65 s. Idle on both sides: still inactive, every sample on.
+        let before = window.record(at(65), idle.clone(), Some(1), LATEST);
+        assert!(!rules.decide(&before, at(65)).active);
+        for s in [70, 75, 80] {
+            window.record_failure(at(s));
+        }
+        for s in (85..=150).step_by(5) {
+            let estimate = window.record(at(s), idle.clone(), Some(1), LATEST);
+            assert!(!rules.decide(&estimate, at(s)).active, "active at {s} s");
+        }
+        // Lag seen on either side of a bridged gap counts as usual.
+        let busy = window.record(at(155), vec![offsets(0, 1000, Some(990))], Some(1), LATEST);
+        assert!(rules.decide(&busy, at(155)).active);
+        window.record_failure(at(160));
+        let after = window.record(at(170), idle.clone(), Some(1), LATEST);
+        assert!(rules.decide(&after, at(170)).active);
+        let later = window.record(at(215), idle.clone(), Some(1), LATEST);
+        assert!(rules.decide(&later, at(215)).active, "155 s is within 60 s");
+        let idle_again = window.record(at(216), idle.clone(), Some(1), LATEST);
+        assert!(!rules.decide(&idle_again, at(216)).active);
+        // A gap longer than the stale bound counts as activity from its first failure.
+        window.record_failure(at(220));
+        let back = window.record(at(240), idle.clone(), Some(1), LATEST);
+        assert!(rules.decide(&back, at(240)).active);
+        let still = window.record(at(279), idle.clone(), Some(1), LATEST);
+        assert!(
+            rules.decide(&still, at(279)).active,
+            "the gap began at 220 s"
+        );
+        let done = window.record(at(281), idle, Some(1), LATEST);
+        assert!(!rules.decide(&done, at(281)).active);
+    }
+
+    #[test]
     fn a_new_watch_is_not_idle_before_its_window_is_covered() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let rules = Rules {
             idle_window: Duration::from_secs(30),
             ..Rules::default()
@@ -1703,7 +1802,7 @@ mod tests {
     #[test]
     fn values_past_what_keda_holds_are_reported_at_its_maximum() {
         let start = Instant::now();
-        let mut window = Window::new(Duration::from_secs(60));
+        let mut window = Window::new(Duration::from_secs(60), STALE);
         let offsets = |high: i64| {
             vec![PartitionOffsets {
                 group: "g".to_owned(),
@@ -1714,6 +1813,7 @@ mod tests {
                 high_watermark: high,
                 committed: Some(0),
                 nothing_to_read: false,
+                unread: None,
             }]
         };
         let rule = LagRule::DEFAULT;
@@ -1788,7 +1888,7 @@ mod tests {
                 };
                 let start = Instant::now();
                 let mut at = start;
-                let mut window = Window::new(Duration::from_secs(60));
+                let mut window = Window::new(Duration::from_secs(60), STALE);
                 for (step, partitions, members, failed) in polls {
                     at += Duration::from_millis(step);
                     if failed {
@@ -1807,6 +1907,7 @@ mod tests {
                             high_watermark: *high,
                             committed: *committed,
                             nothing_to_read: false,
+                            unread: None,
                         })
                         .collect();
                     let estimate = window.record(at, offsets, members, rule);

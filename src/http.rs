@@ -210,7 +210,7 @@ pub fn render_metrics(observed: &Observed) -> String {
         (
             "lagscaler_watch_sample_age_seconds",
             "gauge",
-            "Age of the latest good sample.",
+            "Age of the latest good sample (of its oldest offsets, where an earlier read stood in for a partition whose leader could not be reached).",
             vec![],
         ),
         (
@@ -284,7 +284,7 @@ pub fn render_metrics(observed: &Observed) -> String {
             if let Some(members) = estimate.members {
                 put(4, members as f64);
             }
-            put(5, estimate.taken_at.elapsed().as_secs_f64());
+            put(5, estimate.oldest_read.elapsed().as_secs_f64());
         }
         match view.reading {
             Reading::Pending => {}
@@ -296,18 +296,18 @@ pub fn render_metrics(observed: &Observed) -> String {
         put(8, took.as_secs_f64());
 
         // Each trigger's answers, as gRPC computes them: from a sample that is not stale,
-        // and active while polls fail.
+        // as it stood when taken while polls fail.
         let Some(estimate) = view
             .last_good
             .as_ref()
-            .filter(|estimate| estimate.taken_at.elapsed() <= observed.stale_after)
+            .filter(|estimate| estimate.oldest_read.elapsed() <= observed.stale_after)
         else {
             continue;
         };
-        let failing = view.reading.failure().is_some();
+        let decided_at = estimate.decision_time(view.reading.failure().is_some(), now);
         for seen in slot.triggers(observed.watch_ttl) {
             let rules = &seen.rules;
-            let decision = rules.decide(estimate, now);
+            let decision = rules.decide(estimate, decided_at);
             let labels = format!(
                 "{labels},scaled_object=\"{}\",metric=\"{}\"",
                 escape(&seen.scaled_object),
@@ -322,7 +322,7 @@ pub fn render_metrics(observed: &Observed) -> String {
             if let Ok(value) = decision.metric_value(rules.metric) {
                 put(0, value);
             }
-            put(1, if decision.active || failing { 1.0 } else { 0.0 });
+            put(1, if decision.active { 1.0 } else { 0.0 });
             if let Some(Ok(replicas)) = decision.replicas {
                 put(2, replicas as f64);
             }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a partition with no committed offset counts, as KEDA's `offsetResetPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +97,20 @@ pub struct PartitionOffsets {
     /// the watch's isolation level reads: only transaction markers (or, read committed,
     /// aborted records). Found out by reading them (module `kafka::markers`).
     pub nothing_to_read: bool,
+    /// Set when the log start and end come from an earlier read, because the latest one could
+    /// not reach the partition's leader (see `KafkaClient::snapshot`).
+    pub unread: Option<Unread>,
+}
+
+/// Why a partition's log start and end come from an earlier read: the latest read of its
+/// topic reached the other partitions' leaders but not this one's (a leader election in
+/// progress, its broker down).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unread {
+    /// When the offsets given were read.
+    pub read_at: Instant,
+    /// Why the latest read missed them.
+    pub cause: Arc<str>,
 }
 
 impl PartitionOffsets {
@@ -145,6 +160,7 @@ mod tests {
             high_watermark: high,
             committed,
             nothing_to_read: false,
+            unread: None,
         }
     }
 

@@ -53,9 +53,10 @@ const NO_WAIT: Duration = Duration::ZERO;
 /// streams; `updates` carries the ids of watches with a new reading. `cluster` is the
 /// configured Kafka cluster, the only one triggers may name.
 ///
-/// While polls fail, the last good sample is served until it is `stale_after` old (IsActive
-/// then answers true: missing data never reads as idle). An older sample is not served:
-/// KEDA must fall back rather than scale on old data.
+/// While polls fail, the last good sample is served until it is `stale_after` old, as it
+/// stood when taken (IsActive included: missing data neither completes an idle window nor
+/// wakes an idle workload). An older sample is not served: KEDA must fall back rather than
+/// scale on old data.
 pub fn external_scaler(
     registry: Arc<Registry>,
     clusters: ClusterSet,
@@ -200,8 +201,7 @@ impl Scaler {
     }
 
     /// The trigger's activity and its watch's id, waiting up to `wait` for a new watch's
-    /// first poll. While polls fail the workload is kept up: missing data never reads as
-    /// idle.
+    /// first poll. While polls fail, the activity of the last good sample as it stood.
     fn activity(
         &self,
         trigger: &Trigger,
@@ -209,12 +209,10 @@ impl Scaler {
         wait: Duration,
     ) -> Result<(bool, u64), RpcStatus> {
         let served = self.current_estimate(trigger, caller, wait)?;
-        let active = trigger.rules.active(&served.estimate, Instant::now());
-        if !active && served.failing.is_some() {
-            debug!("IsActive {}: true while polls fail", trigger.watch);
-            return Ok((true, served.watch_id));
-        }
-        Ok((active, served.watch_id))
+        let at = served
+            .estimate
+            .decision_time(served.failing.is_some(), Instant::now());
+        Ok((trigger.rules.active(&served.estimate, at), served.watch_id))
     }
 
     fn metric_spec(
@@ -287,7 +285,10 @@ impl Scaler {
     /// The trigger's decision from its watch's latest good estimate.
     fn decide(&self, trigger: &Trigger, caller: &str) -> Result<Decision, RpcStatus> {
         let served = self.current_estimate(trigger, caller, FIRST_SAMPLE_WAIT)?;
-        Ok(trigger.rules.decide(&served.estimate, Instant::now()))
+        let at = served
+            .estimate
+            .decision_time(served.failing.is_some(), Instant::now());
+        Ok(trigger.rules.decide(&served.estimate, at))
     }
 
     /// The watch's latest good estimate while it is not stale (even if the polls since
@@ -322,7 +323,7 @@ impl Scaler {
                 format!("polling {} failed: {cause}", trigger.watch),
             ));
         };
-        let age = estimate.taken_at.elapsed();
+        let age = estimate.oldest_read.elapsed();
         if age <= self.stale_after {
             return Ok(Served {
                 estimate,

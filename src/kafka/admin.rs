@@ -319,13 +319,15 @@ pub fn describe_topic<C: ClientContext>(
 
 /// The `end` offset of each of `partitions` (ListOffsets, one request per partition
 /// leader): for `Latest`, the high watermark, or the last stable offset under
-/// `read_committed`. Fails unless every partition has one; answers in no particular order.
+/// `read_committed`. Each partition answers on its own (an offset, or why there is none:
+/// its leader could not be reached, or is not its leader any more); the call fails only
+/// as a whole. Answers in no particular order.
 pub fn list_offsets<C: ClientContext>(
     call: &Call<'_, C>,
     partitions: &[(&str, i32)],
     end: End,
     isolation: Isolation,
-) -> Result<Vec<(String, i32, i64)>, String> {
+) -> Result<Vec<PartitionAnswer>, String> {
     let isolation = match isolation {
         Isolation::ReadUncommitted => {
             rd::rd_kafka_IsolationLevel_t::RD_KAFKA_ISOLATION_LEVEL_READ_UNCOMMITTED
@@ -381,22 +383,39 @@ pub fn list_offsets<C: ClientContext>(
         let elem = unsafe { &*rd::rd_kafka_ListOffsetsResultInfo_topic_partition(info) };
         // SAFETY: every element of a result names its topic as a C string.
         let topic = unsafe { c_text(elem.topic) };
-        if elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            return Err(format!(
+        let offset = if elem.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(format!(
                 "{topic}[{}]: {}",
                 elem.partition,
                 err_text(elem.err)
-            ));
-        }
-        if elem.offset < 0 {
-            return Err(format!(
-                "{topic}[{}]: the broker answered offset {}",
+            ))
+        } else if elem.offset < 0 {
+            // librdkafka leaves a partition whose leader's request failed (its broker down,
+            // a timeout) at offset -1 with no error.
+            Err(format!(
+                "{topic}[{}]: no offset (offset {}): its leader did not answer",
                 elem.partition, elem.offset
-            ));
-        }
-        offsets.push((topic, elem.partition, elem.offset));
+            ))
+        } else {
+            Ok(elem.offset)
+        };
+        offsets.push(PartitionAnswer {
+            topic,
+            partition: elem.partition,
+            offset,
+        });
     }
     Ok(offsets)
+}
+
+/// One partition's answer to [`list_offsets`].
+pub struct PartitionAnswer {
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+    /// Its offset, or why the broker gave none.
+    pub offset: Result<i64, String>,
 }
 
 impl<C: ClientContext> Call<'_, C> {

@@ -4,7 +4,8 @@
 //! asks for data "fetched at or after my scheduled time". The first poll of a cycle to ask
 //! for a key fetches it; the others of that cycle wait for that fetch and share its answer,
 //! error included, so a topic's high watermarks are read once per cycle however many watches
-//! read the topic, and a failing broker is not asked once per watch.
+//! read the topic, and a failing broker is not asked once per watch. A fetch is shown the
+//! key's latest good answer, which it may carry parts of (see `KafkaClient::snapshot`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use super::KafkaError;
 /// An entry nobody asked for in this long is dropped when a new key arrives.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// One fetch's answer and when the fetch started.
+/// One fetch's answer and when the fetch started, with the latest good answer.
 struct Fetched<V> {
     at: Instant,
     value: Result<Arc<V>, KafkaError>,
+    /// The latest answer that was not an error, this one or an earlier one.
+    good: Option<Arc<V>>,
 }
 
 type Entry<V> = Arc<Mutex<Option<Fetched<V>>>>;
@@ -40,13 +43,13 @@ impl<V> Default for Cycled<V> {
 
 impl<V> Cycled<V> {
     /// The answer for `key` fetched at or after `since`: the one already there, the one being
-    /// fetched (waiting for it), or a new `fetch()`. Nothing is locked across `fetch` but
-    /// this key's entry.
+    /// fetched (waiting for it), or a new `fetch(latest good answer)`. Nothing is locked
+    /// across `fetch` but this key's entry.
     pub(super) fn get(
         &self,
         key: &str,
         since: Instant,
-        fetch: impl FnOnce() -> Result<V, KafkaError>,
+        fetch: impl FnOnce(Option<&V>) -> Result<V, KafkaError>,
     ) -> Result<Arc<V>, KafkaError> {
         let entry = {
             let mut entries = self.entries.lock();
@@ -67,10 +70,13 @@ impl<V> Cycled<V> {
             }
         }
         let at = Instant::now();
-        let value = fetch().map(Arc::new);
+        let previous = slot.take().and_then(|fetched| fetched.good);
+        let value = fetch(previous.as_deref()).map(Arc::new);
+        let good = value.as_ref().ok().cloned().or(previous);
         *slot = Some(Fetched {
             at,
             value: value.clone(),
+            good,
         });
         value
     }
@@ -132,7 +138,7 @@ mod tests {
         thread::scope(|scope| {
             for _ in 0..16 {
                 scope.spawn(|| {
-                    let value = cycled.get("orders", cycle, || {
+                    let value = cycled.get("orders", cycle, |_| {
                         fetches.fetch_add(1, Ordering::SeqCst);
                         thread::sleep(Duration::from_millis(20));
                         Ok(7)
@@ -144,8 +150,8 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // The next cycle fetches again; another key is its own entry.
         let next = Instant::now();
-        assert_eq!(*cycled.get("orders", next, || Ok(8)).unwrap(), 8);
-        assert_eq!(*cycled.get("payments", next, || Ok(9)).unwrap(), 9);
+        assert_eq!(*cycled.get("orders", next, |_| Ok(8)).unwrap(), 8);
+        assert_eq!(*cycled.get("payments", next, |_| Ok(9)).unwrap(), 9);
         assert_eq!(cycled.len(), 2);
     }
 
@@ -153,21 +159,48 @@ mod tests {
     fn an_error_is_shared_within_the_cycle_and_retried_in_the_next() {
         let cycled = Cycled::<u32>::default();
         let cycle = Instant::now();
-        let failed = || {
+        let failed = |_: Option<&u32>| {
             Err(KafkaError::UnknownTopic {
                 topic: "orders".to_owned(),
             })
         };
         assert!(cycled.get("orders", cycle, failed).is_err());
-        let again = cycled.get("orders", cycle, || panic!("fetched twice in one cycle"));
+        let again = cycled.get("orders", cycle, |_| panic!("fetched twice in one cycle"));
         assert!(matches!(again, Err(KafkaError::UnknownTopic { .. })));
-        assert_eq!(*cycled.get("orders", Instant::now(), || Ok(1)).unwrap(), 1);
+        assert_eq!(*cycled.get("orders", Instant::now(), |_| Ok(1)).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_fetch_is_shown_the_latest_good_answer_through_failures() {
+        let cycled = Cycled::<u32>::default();
+        let failed = |_: Option<&u32>| {
+            Err(KafkaError::ListGroups {
+                cause: "down".to_owned(),
+            })
+        };
+        let first = cycled.get("orders", Instant::now(), |previous| {
+            assert_eq!(previous, None);
+            Ok(1)
+        });
+        assert_eq!(*first.unwrap(), 1);
+        assert!(cycled.get("orders", Instant::now(), failed).is_err());
+        assert!(cycled.get("orders", Instant::now(), failed).is_err());
+        let next = cycled.get("orders", Instant::now(), |previous| {
+            assert_eq!(previous, Some(&1));
+            Ok(2)
+        });
+        assert_eq!(*next.unwrap(), 2);
+        let after = cycled.get("orders", Instant::now(), |previous| {
+            assert_eq!(previous, Some(&2));
+            Ok(3)
+        });
+        assert_eq!(*after.unwrap(), 3);
     }
 
     #[test]
     fn unused_entries_are_forgotten_after_an_hour() {
         let cycled = Cycled::<u32>::default();
-        let _ = cycled.get("old", Instant::now(), || Ok(1));
+        let _ = cycled.get("old", Instant::now(), |_| Ok(1));
         let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
         forget_old(&mut cycled.entries.lock(), later);
         assert_eq!(cycled.len(), 0);

@@ -150,7 +150,8 @@ impl MarkerProbe {
                 match unchanged {
                     Some(Verdict::NothingToRead) => offsets.nothing_to_read = true,
                     Some(Verdict::Readable) => {}
-                    Some(Verdict::Seen(seen)) if seen < tick => to_read
+                    // A partition whose leader the cycle could not reach is not read either.
+                    Some(Verdict::Seen(seen)) if seen < tick && offsets.unread.is_none() => to_read
                         .entry(offsets.topic.clone())
                         .or_default()
                         .push((index, offsets.partition, committed, end)),

@@ -14,6 +14,7 @@ mod admin;
 mod clients;
 mod cycle;
 mod markers;
+mod topic_read;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,6 +39,7 @@ pub use clients::Clients;
 pub use cycle::{current_tick, next_tick};
 
 use cycle::Cycled;
+use topic_read::TopicRead;
 
 /// Why a read from Kafka failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -75,7 +77,7 @@ pub enum KafkaError {
     /// Reading high watermarks or log start offsets failed.
     #[error("reading {which} offsets: {cause}")]
     Watermarks {
-        /// `latest` or `earliest`.
+        /// `latest`, `earliest`, or both.
         which: &'static str,
         /// librdkafka's reason.
         cause: String,
@@ -153,22 +155,6 @@ pub struct ListedGroup {
     pub state: String,
     /// Its members as the classic DescribeGroups answers.
     pub members: usize,
-}
-
-/// A topic as read in a cycle.
-struct TopicRead {
-    /// The topic id, which a topic deleted and created again does not keep.
-    id: Arc<str>,
-    /// Its partitions, sorted by number.
-    partitions: Vec<TopicPartitionOffsets>,
-}
-
-/// One partition of a topic as read in a cycle.
-#[derive(Clone, Copy, Debug)]
-struct TopicPartitionOffsets {
-    partition: i32,
-    log_start: i64,
-    high_watermark: i64,
 }
 
 /// Requests sent to the brokers since the client started, by Kafka API name (`Metadata`,
@@ -340,10 +326,9 @@ impl KafkaClient {
                 Isolation::ReadUncommitted => Cow::Borrowed(topic),
                 Isolation::ReadCommitted => Cow::Owned(format!("{topic} read_committed")),
             };
-            let read = match self
-                .topics
-                .get(&key, since, || self.topic_offsets(topic, isolation))
-            {
+            let read = match self.topics.get(&key, since, |previous| {
+                self.topic_offsets(topic, isolation, previous)
+            }) {
                 Ok(read) => read,
                 // The group committed on a topic deleted since: nothing there to consume.
                 // A watch of that one topic fails, naming it; one of every topic the group
@@ -363,6 +348,7 @@ impl KafkaClient {
                 topic_id: Arc::clone(&read.id),
                 partition: partition.partition,
                 nothing_to_read: false,
+                unread: partition.unread.clone(),
             }));
         }
         if snapshot.is_empty() && !deleted.is_empty() {
@@ -383,27 +369,60 @@ impl KafkaClient {
     }
 
     /// A topic's partitions, sorted, with their high watermarks and log start offsets:
-    /// Metadata, then one ListOffsets per partition leader for each end.
-    fn topic_offsets(&self, topic: &str, isolation: Isolation) -> Result<TopicRead, KafkaError> {
-        let layout = self.describe_topic(topic)?;
-        let partitions: Vec<(&str, i32)> = layout
-            .partitions
-            .iter()
-            .map(|partition| (topic, *partition))
-            .collect();
+    /// DescribeTopics, then one ListOffsets per partition leader for each end.
+    ///
+    /// A leader that cannot be reached (dead and not replaced yet, or just replaced) must not
+    /// fail the read of every watch of the topic: when the read reaches some partitions but
+    /// not others, those others keep the offsets of `previous`, the latest good read of the
+    /// same topic (same id), marked [`Unread`] with the time they were read, and a failed
+    /// DescribeTopics keeps `previous`'s partitions. Nothing is carried when no partition
+    /// was read now: then the cluster is not answering and the read fails. (A partition with
+    /// no leader takes no records and serves no consumer, so its end stays where it was
+    /// last read; how long an earlier read may stand in is the watcher's to judge.)
+    fn topic_offsets(
+        &self,
+        topic: &str,
+        isolation: Isolation,
+        previous: Option<&TopicRead>,
+    ) -> Result<TopicRead, KafkaError> {
+        let read_at = Instant::now();
+        let (id, numbers): (Arc<str>, Vec<i32>) = match (self.describe_topic(topic), previous) {
+            (Ok(layout), _) => (layout.id.into(), layout.partitions),
+            (Err(KafkaError::Metadata { cause, .. }), Some(previous)) if cause != STOPPING => {
+                debug!("topic {topic}: the partitions of the previous read are read again");
+                let numbers = previous.partitions.iter().map(|p| p.partition).collect();
+                (Arc::clone(&previous.id), numbers)
+            }
+            (Err(err), _) => return Err(err),
+        };
+        let partitions: Vec<(&str, i32)> = numbers.iter().map(|number| (topic, *number)).collect();
         let latest = self.list_offsets(&partitions, admin::End::Latest, isolation)?;
-        let earliest = self.list_offsets(&partitions, admin::End::Earliest, isolation)?;
-        // `list_offsets` answered for every partition or failed, so the lookups hit.
-        Ok(TopicRead {
-            id: layout.id.into(),
-            partitions: partitions
-                .iter()
-                .map(|(_, partition)| TopicPartitionOffsets {
-                    partition: *partition,
-                    log_start: earliest.get(partition).copied().unwrap_or(0),
-                    high_watermark: latest.get(partition).copied().unwrap_or(0),
-                })
-                .collect(),
+        // The log starts of the partitions whose leader answered: a leader that did not is
+        // not waited for twice.
+        let answered: Vec<(&str, i32)> = partitions
+            .iter()
+            .filter(|(_, number)| latest.get(number).is_some_and(Result::is_ok))
+            .copied()
+            .collect();
+        let earliest = if answered.is_empty() {
+            HashMap::new()
+        } else {
+            self.list_offsets(&answered, admin::End::Earliest, isolation)?
+        };
+        topic_read::merge(
+            topic_read::Answers {
+                topic,
+                id,
+                numbers: &numbers,
+                latest: &latest,
+                earliest: &earliest,
+                read_at,
+            },
+            previous,
+        )
+        .map_err(|cause| KafkaError::Watermarks {
+            which: "latest and earliest",
+            cause,
         })
     }
 
@@ -449,7 +468,7 @@ impl KafkaClient {
         if CLASSIC_STATES.contains(&listed.state.as_str()) {
             return Ok(listed.members);
         }
-        let described = self.described.get(group, since, || {
+        let described = self.described.get(group, since, |_| {
             let described = admin::describe_group(&self.call(), group).map_err(|cause| {
                 KafkaError::DescribeGroup {
                     group: group.to_owned(),
@@ -470,7 +489,7 @@ impl KafkaClient {
     /// broker, shared with every watch of the cycle). A group on the new rebalance protocol
     /// is listed `Dead` with no members: ask [`KafkaClient::group_members`] for members.
     pub fn list_groups(&self, since: Instant) -> Result<Arc<Vec<ListedGroup>>, KafkaError> {
-        self.groups.get("", since, || {
+        self.groups.get("", since, |_| {
             let list = self.fetch_group_list()?;
             let mut groups: Vec<ListedGroup> = list
                 .groups()
@@ -546,39 +565,33 @@ impl KafkaClient {
     }
 
     /// Latest or earliest offsets of one topic's `partitions` (sorted by number), by
-    /// partition: one ListOffsets request per leader.
+    /// partition, each its own answer (see [`admin::list_offsets`]): one ListOffsets request
+    /// per leader. A partition the broker did not answer for is missing.
     fn list_offsets(
         &self,
         partitions: &[(&str, i32)],
         end: admin::End,
         isolation: Isolation,
-    ) -> Result<HashMap<i32, i64>, KafkaError> {
+    ) -> Result<HashMap<i32, Result<i64, String>>, KafkaError> {
         let which = match end {
             admin::End::Earliest => "earliest",
             admin::End::Latest => "latest",
         };
-        let failed = |cause: String| KafkaError::Watermarks { which, cause };
-        let answer =
-            admin::list_offsets(&self.call(), partitions, end, isolation).map_err(failed)?;
-        let offsets: HashMap<i32, i64> = answer
+        let answer = admin::list_offsets(&self.call(), partitions, end, isolation)
+            .map_err(|cause| KafkaError::Watermarks { which, cause })?;
+        Ok(answer
             .into_iter()
             // `partitions` are one topic's, sorted by number.
-            .filter(|(topic, partition, _)| {
-                partitions.first().is_some_and(|(asked, _)| asked == topic)
+            .filter(|answer| {
+                partitions
+                    .first()
+                    .is_some_and(|(asked, _)| *asked == answer.topic)
                     && partitions
-                        .binary_search_by_key(partition, |(_, number)| *number)
+                        .binary_search_by_key(&answer.partition, |(_, number)| *number)
                         .is_ok()
             })
-            .map(|(_, partition, offset)| (partition, offset))
-            .collect();
-        if offsets.len() != partitions.len() {
-            return Err(failed(format!(
-                "the broker answered for {} of {} partitions",
-                offsets.len(),
-                partitions.len()
-            )));
-        }
-        Ok(offsets)
+            .map(|answer| (answer.partition, answer.offset))
+            .collect())
     }
 
     /// Stops and joins the `kafka-events` thread. Idempotent.

@@ -50,6 +50,10 @@ pub struct WatchSettings {
     pub ttl: Duration,
     /// Rates are estimated over this much of the latest samples.
     pub rate_window: Duration,
+    /// How old a sample may be and still be served (`SCALER_STALE_AFTER`): failed polls
+    /// spanning less than this do not count as activity, and offsets of a partition whose
+    /// leader cannot be reached stand in for at most this long.
+    pub stale_after: Duration,
     /// Most watches at once; asking for another is refused.
     pub max_watches: usize,
 }
@@ -319,11 +323,12 @@ impl Supervisor {
             slot.id,
             slot.key.clone(),
             (Arc::clone(&self.clients), Arc::clone(&self.directory)),
-            (
-                self.settings.poll_interval,
-                self.origin,
-                self.settings.rate_window,
-            ),
+            watcher::Schedule {
+                interval: self.settings.poll_interval,
+                origin: self.origin,
+                rate_window: self.settings.rate_window,
+                stale_after: self.settings.stale_after,
+            },
             self.results_tx.clone(),
             stop_rx,
         );

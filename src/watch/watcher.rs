@@ -39,15 +39,29 @@ pub struct PollResult {
 /// Never sent: a watcher stops when its stop channel disconnects.
 pub enum Never {}
 
+/// When a watcher polls and how long its samples count.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// Time between the starts of two polls.
+    pub interval: Duration,
+    /// The start of the schedule every watcher shares.
+    pub origin: Instant,
+    /// Rates are estimated over this much of the latest samples.
+    pub rate_window: Duration,
+    /// How old a sample may be and still be served: failed polls spanning less than this
+    /// are bridged by the idle window, and offsets carried from an earlier read (a leader
+    /// that cannot be reached) stand in for at most this long.
+    pub stale_after: Duration,
+}
+
 /// Starts the watcher thread for `key`. It polls at once, then on the ticks
 /// `origin + k × interval` every watcher shares (so that they share the cycle's reads),
-/// until the sender of `stop` is dropped or the supervisor's channel closes. Rates are
-/// estimated over `rate_window`.
+/// until the sender of `stop` is dropped or the supervisor's channel closes.
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
     (clients, directory): (Arc<Clients>, Arc<Directory>),
-    (interval, origin, rate_window): (Duration, Instant, Duration),
+    schedule: Schedule,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -56,14 +70,16 @@ pub fn spawn(
         key,
         clients,
         directory,
-        interval,
-        origin,
+        interval: schedule.interval,
+        origin: schedule.origin,
+        stale_after: schedule.stale_after,
         results,
         stop,
-        window: Window::new(rate_window),
+        window: Window::new(schedule.rate_window, schedule.stale_after),
         failing: false,
         members_failing: false,
         commits_gone_back_since: None,
+        standing_in: false,
         not_draining: None,
         plugin_state: None,
     };
@@ -118,6 +134,8 @@ struct Watcher {
     interval: Duration,
     /// The start of the shared poll schedule.
     origin: Instant,
+    /// How long offsets carried from an earlier read may stand in ([`Schedule`]).
+    stale_after: Duration,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
     /// The estimator's memory of this watch's samples.
@@ -129,6 +147,9 @@ struct Watcher {
     /// Since when the group's committed offsets read as gone back or vanished (see
     /// [`COMMITS_GONE_BACK_BELIEVED_AFTER`]).
     commits_gone_back_since: Option<Instant>,
+    /// Whether the previous sample had partitions whose offsets an earlier read stood in
+    /// for, so that the start and end of that are each logged once.
+    standing_in: bool,
     /// Why the lag was not draining at the previous sample, to log changes only.
     not_draining: Option<NotDraining>,
     /// A plugin watch's last state, to log changes only.
@@ -180,11 +201,13 @@ impl Watcher {
         match self
             .read(scheduled)
             .and_then(|read| self.check_commits(read, started))
+            .and_then(|read| Ok((self.check_unread(&read.0, started)?, read)))
         {
-            Ok((offsets, members)) => {
-                let estimate = self
+            Ok((oldest_read, (offsets, members))) => {
+                let mut estimate = self
                     .window
                     .record(started, offsets, members, self.key.lag_rule);
+                estimate.oldest_read = estimate.oldest_read.min(oldest_read);
                 debug!(
                     "poll {}: lag {} over {} partitions, rates {:?}, members {:?}, in {:?}",
                     self.key,
@@ -254,6 +277,69 @@ impl Watcher {
              moment); believed if they still read so after {}",
             humantime::format_duration(COMMITS_GONE_BACK_BELIEVED_AFTER)
         )))
+    }
+
+    /// When the oldest offsets of `offsets` were read: `now`, or earlier when the poll could
+    /// not reach some partitions' leaders and an earlier read's offsets stand in for theirs
+    /// (see `KafkaClient::snapshot`). That is believed for [`Schedule::stale_after`], as a
+    /// served sample is, and fails the poll after that.
+    fn check_unread(
+        &mut self,
+        offsets: &[PartitionOffsets],
+        now: Instant,
+    ) -> Result<Instant, PollFailure> {
+        let unread: Vec<&PartitionOffsets> = offsets
+            .iter()
+            .filter(|offsets| offsets.unread.is_some())
+            .collect();
+        let oldest = unread
+            .iter()
+            .filter_map(|offsets| offsets.unread.as_ref())
+            .min_by_key(|unread| unread.read_at);
+        let Some(oldest) = oldest else {
+            if self.standing_in {
+                info!("{}: every partition is read again", self.key);
+                self.standing_in = false;
+            }
+            return Ok(now);
+        };
+        let names: Vec<String> = unread
+            .iter()
+            .take(8)
+            .map(|offsets| format!("{}[{}]", offsets.topic, offsets.partition))
+            .collect();
+        let more = if unread.len() > names.len() {
+            ", ..."
+        } else {
+            ""
+        };
+        let age = now.saturating_duration_since(oldest.read_at);
+        let age_text = humantime::format_duration(Duration::from_millis(
+            u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+        ));
+        if age > self.stale_after {
+            return Err(PollFailure::Failed(format!(
+                "{} partitions ({}{more}) could not be read for {age_text} (stale after {}): \
+                 {}",
+                unread.len(),
+                names.join(", "),
+                humantime::format_duration(self.stale_after),
+                oldest.cause
+            )));
+        }
+        if !self.standing_in {
+            info!(
+                "{}: {} partitions ({}{more}) could not be read now; their offsets read \
+                 {age_text} ago stand in, for at most {}: {}",
+                self.key,
+                unread.len(),
+                names.join(", "),
+                humantime::format_duration(self.stale_after),
+                oldest.cause
+            );
+            self.standing_in = true;
+        }
+        Ok(oldest.read_at)
     }
 
     /// One sample's offsets (only the partitions the watch covers) and the group's active

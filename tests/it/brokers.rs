@@ -192,6 +192,47 @@ fn check_lag(
     })
 }
 
+/// Asks whether a quiet watch is active every 100 ms on a thread of its own, and keeps every
+/// answer but "inactive". Finishing it gives the number of answers and the wrong ones.
+fn check_quiet(
+    process: &Process,
+    metadata: &[(&'static str, &'static str)],
+) -> Background<(usize, Vec<String>)> {
+    let client = process.client();
+    let metadata = metadata.to_vec();
+    Background::spawn("test-idle-checker", move |stop| {
+        let (mut asked, mut wrong) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            match client.is_active(&metadata) {
+                Ok(false) => {}
+                answer => wrong.push(format!("{answer:?} after {asked} answers")),
+            }
+            asked += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (asked, wrong)
+    })
+}
+
+/// The node id of the broker that coordinates `group`: the leader of the partition of
+/// `__consumer_offsets` Kafka assigns it (the Java hash of its name, modulo the partitions).
+fn coordinator_of(cluster: &Kafka, group: &str) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(unit as i32)
+    });
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    let client: BaseConsumer = cluster.client_config().create().expect("metadata client");
+    let metadata = client
+        .fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(10))
+        .expect("metadata of __consumer_offsets");
+    let partitions = metadata.topics()[0].partitions();
+    assert!(
+        !partitions.is_empty(),
+        "__consumer_offsets has no partitions"
+    );
+    partitions[abs as usize % partitions.len()].leader()
+}
+
 /// Three nodes, replication factor 3: first one ListOffsets per leader broker and end
 /// per cycle, then a node killed and restarted, every node restarted in turn, then every
 /// node moved to another port. lagscaler polls every 300 ms but serves
@@ -199,7 +240,10 @@ fn check_lag(
 /// gives), as in production: a leader's death (fenced after Kafka's 9 s broker session
 /// timeout, then re-elected) must stay within it. Throughout, a KEDA-like client asking
 /// every 100 ms never gets an error or a number that is not a true lag, and an open
-/// StreamIsActive never says inactive.
+/// StreamIsActive never says inactive. A second, idle watch (lag 0, idle window 3 s) on a
+/// topic whose partitions the killed node also leads, of a group another node coordinates,
+/// is never answered active nor an error through all of it, and while the node is down its
+/// polls do not fail: the offsets read before stand in for the partitions without a leader.
 #[test]
 fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_restart() {
     const TOPIC: &str = "replicated";
@@ -213,6 +257,37 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
         committed.push((TOPIC, partition, 40));
     }
     cluster.commit(GROUP, &committed);
+    // The idle watch: every record consumed, of a group whose coordinator survives the kill.
+    const QUIET_TOPIC: &str = "replicated-quiet";
+    cluster.create_topic(QUIET_TOPIC, 6);
+    let mut quiet_commits = Vec::new();
+    for partition in 0..6 {
+        cluster.produce(QUIET_TOPIC, partition, 10);
+        quiet_commits.push((QUIET_TOPIC, partition, 10));
+    }
+    let killed_id = 1; // node 0's id
+    let quiet_group = [
+        "quiet-a", "quiet-b", "quiet-c", "quiet-d", "quiet-e", "quiet-f",
+    ]
+    .into_iter()
+    .find(|group| coordinator_of(&cluster, group) != killed_id)
+    .expect("a group another node coordinates");
+    cluster.commit(quiet_group, &quiet_commits);
+    let quiet_leaders = {
+        let client: BaseConsumer = cluster.client_config().create().expect("metadata client");
+        let metadata = client
+            .fetch_metadata(Some(QUIET_TOPIC), Duration::from_secs(10))
+            .expect("metadata");
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .filter(|partition| partition.leader() == killed_id)
+            .count()
+    };
+    assert!(
+        quiet_leaders > 0,
+        "node 0 leads no partition of {QUIET_TOPIC}"
+    );
     expect_one_list_offsets_per_leader(&cluster, TOPIC, GROUP, 6 * 60);
     // The real binary: if librdkafka fails in the daemon, the child's exit says so.
     let mut process = Process::start(
@@ -240,6 +315,16 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
         ),
         "the stream's first message is not active"
     );
+    let quiet = [
+        ("consumerGroup", quiet_group),
+        ("topic", QUIET_TOPIC),
+        ("idleWindow", "3s"),
+    ];
+    let idle = wait_for(Duration::from_secs(30), || {
+        (!scaler.is_active(&quiet).ok()?).then_some(())
+    });
+    assert!(idle.is_some(), "the quiet watch never went idle");
+    let quiet_checker = check_quiet(&process, &quiet);
     let produced = Arc::new(AtomicI64::new(6 * 60));
     let checker = check_lag(&process, &metadata, Arc::clone(&produced));
     let mut expected = 6 * 60;
@@ -271,6 +356,7 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     // A node crashes. Kafka fences it after its 9 s broker session timeout and elects new
     // leaders for its partitions; a record produced then, with the node still down, is
     // counted (fresh answers, not only the last good one).
+    let log_before_kill = process.log().len();
     cluster.kill_node(0);
     let killed = Instant::now();
     let observer: BaseConsumer = cluster.client_config().create().expect("metadata client");
@@ -293,6 +379,26 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     println!(
         "node 1 killed: new leaders after {elected_after:?}, a new record counted {counted:?} \
          later"
+    );
+    // The idle watch's polls went on through the kill: the partitions node 1 led stood in
+    // with their earlier offsets, and no poll failed.
+    let log = process.log();
+    let during_kill: Vec<&str> = log[log_before_kill..]
+        .lines()
+        .filter(|line| line.contains(quiet_group))
+        .collect();
+    for line in &during_kill {
+        println!("  {line}");
+    }
+    assert!(
+        during_kill.iter().any(|line| line.contains("stand in")),
+        "no stand-in logged for {quiet_group} while node 1 was down: {during_kill:#?}"
+    );
+    assert!(
+        !during_kill
+            .iter()
+            .any(|line| line.contains("watch failing")),
+        "{quiet_group}'s polls failed while node 1 was down: {during_kill:#?}"
     );
     // Fresh again within two poll intervals at the defaults (2 x 5 s) of the record's
     // acknowledgement; the test polls every 300 ms, but librdkafka's own recovery (a new
@@ -324,6 +430,17 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     }
     println!("every node moved: the new record counted after {took:?}");
 
+    let (quiet_asked, quiet_wrong) = quiet_checker.finish();
+    println!(
+        "{quiet_asked} activity answers for the idle watch through the incidents, {} wrong",
+        quiet_wrong.len()
+    );
+    assert!(
+        quiet_wrong.is_empty(),
+        "{} of {quiet_asked} answers for the idle watch were not \"inactive\": {quiet_wrong:?}\n{}",
+        quiet_wrong.len(),
+        process.log()
+    );
     let (asked, wrong) = checker.finish();
     println!(
         "{asked} answers through the incidents, {} wrong",

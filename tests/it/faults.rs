@@ -13,7 +13,8 @@ use lagscaler::hooks;
 use crate::support::{wait_for, Kafka, Process, Scaler};
 
 const GROUP: [(&str, &str); 2] = [("consumerGroup", "ops"), ("topic", "events")];
-/// Lag 8 is never above 100: false while data is fresh, true while polls fail.
+/// Lag 8 is never above 100: false while data is fresh, and while polls fail and the last
+/// good sample is served as it stood.
 const ACTIVE_ABOVE_100: [(&str, &str); 3] = [
     ("consumerGroup", "ops"),
     ("topic", "events"),
@@ -52,10 +53,10 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
 
     broker.kill_node(0);
     let killed = Instant::now();
-    // Stale but served: the polls fail, the last good lag is still answered, and activity
-    // is kept up because missing data never reads as idle.
+    // Stale but served: the polls fail, and the last good sample is answered as it stood,
+    // activity included (missing data neither makes an idle workload active nor idle).
     let failing = wait_for(Duration::from_secs(2), || {
-        client.is_active(&ACTIVE_ABOVE_100).ok()?.then_some(())
+        scaler.log().contains("watch failing").then_some(())
     });
     assert!(
         failing.is_some(),
@@ -63,6 +64,12 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
         scaler.log()
     );
     assert_eq!(client.lag(&GROUP).expect("stale but served"), 8);
+    assert!(!client
+        .is_active(&ACTIVE_ABOVE_100)
+        .expect("served as it stood"));
+    assert!(client
+        .is_active(&GROUP)
+        .expect("lag 8 above the default threshold 0, as it stood"));
     assert!(killed.elapsed() < Duration::from_millis(2500));
 
     // Stale: UNAVAILABLE with the cause, for both questions.
@@ -148,16 +155,20 @@ fn frozen_broker_does_not_slow_serving() {
         scaler.log()
     );
 
+    assert!(!client
+        .is_active(&ACTIVE_ABOVE_100)
+        .expect("served as it stood while frozen"));
+
     drop(frozen_broker);
     let fresh = wait_for(Duration::from_secs(5), || {
-        (!client.is_active(&ACTIVE_ABOVE_100).ok()?).then_some(())
+        scaler.log().contains("watch recovered").then_some(())
     });
     assert!(
         fresh.is_some(),
         "no recovery after SIGCONT; log:\n{}",
         scaler.log()
     );
-    assert!(scaler.log().contains("watch recovered"));
+    assert_eq!(client.lag(&GROUP).expect("fresh lag"), 8);
 }
 
 #[test]
@@ -171,8 +182,8 @@ fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
         Duration::from_secs(600),
     );
     let victim = [("consumerGroup", "victim"), ("topic", "events")];
-    // Lag 6 is never above 100: false while fresh, true while the watch is failed.
-    let victim_fresh = [
+    // Lag 6 is never above 100: inactive, fresh or served as it stood.
+    let victim_quiet = [
         ("consumerGroup", "victim"),
         ("topic", "events"),
         ("activationLagThreshold", "100"),
@@ -187,16 +198,28 @@ fn a_panicking_watcher_is_restarted_with_backoff_and_others_carry_on() {
             (scaler.daemon().watcher_panics() == death).then(Instant::now)
         });
         let died = died.expect("the injected panic was not noticed");
-        // While the watcher is down: the last good lag is served, the bystander is fresh.
-        assert_eq!(scaler.lag(&victim).expect("served while down"), 6);
-        assert!(scaler
-            .is_active(&victim_fresh)
+        // While the watcher is down: the last good sample is served as it stood, the
+        // bystander is fresh.
+        let position = 2 + death as i64;
+        assert_eq!(
+            scaler.lag(&victim).expect("served while down"),
+            10 - 2 * (position - 1)
+        );
+        assert!(!scaler
+            .is_active(&victim_quiet)
             .expect("activity while down"));
         assert!(!scaler
             .is_active(&ACTIVE_ABOVE_100)
             .expect("bystander fresh"));
+        // The victim consumes one record per partition: only a watcher that polls again
+        // sees the new lag.
+        broker.commit(
+            "victim",
+            &[("events", 0, position), ("events", 1, position)],
+        );
+        let lag_now = 10 - 2 * position;
         let restarted = wait_for(Duration::from_secs(6), || {
-            (!scaler.is_active(&victim_fresh).ok()?).then(|| died.elapsed())
+            (scaler.lag(&victim).ok()? == lag_now).then(|| died.elapsed())
         });
         restart_times.push(restarted.expect("the watcher was not restarted"));
     }
@@ -363,7 +386,6 @@ fn a_restarted_watcher_starts_with_an_empty_window_so_eta_waits_for_two_samples(
         ("metric", "eta"),
         ("targetEtaSeconds", "60"),
     ];
-    // Lag 6 never reaches 100: false while fresh, true while the watch is failed.
     let fresh_probe = [
         ("consumerGroup", "window-group"),
         ("topic", "window-events"),
@@ -377,14 +399,16 @@ fn a_restarted_watcher_starts_with_an_empty_window_so_eta_waits_for_two_samples(
         (scaler.daemon().watcher_panics() == 1).then_some(())
     });
     assert!(died.is_some(), "the injected panic was not noticed");
-    // The new watcher's first sample: fresh lag, but no rates yet.
+    // While the watcher is down its last good sample, with rates, is served as it stood;
+    // the new watcher's first sample has fresh lag, but no rates yet.
     let restarted = wait_for(Duration::from_secs(8), || {
-        (!scaler.is_active(&fresh_probe).ok()?).then_some(())
+        scaler
+            .get_metrics(&eta)
+            .err()
+            .filter(|status| status.message().contains("two samples"))
     });
-    assert!(restarted.is_some(), "the watcher was not restarted");
-    let status = scaler.get_metrics(&eta).expect_err("one sample: no rates");
+    let status = restarted.expect("the watcher was not restarted");
     assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE, "{status:?}");
-    assert!(status.message().contains("two samples"), "{status:?}");
     assert_eq!(scaler.lag(&fresh_probe).expect("lag is known at once"), 6);
     // Known again from the second sample on.
     let again = wait_for(Duration::from_secs(5), || scaler.get_metrics(&eta).ok());
