@@ -397,6 +397,18 @@ impl KafkaClient {
         };
         let partitions: Vec<(&str, i32)> = numbers.iter().map(|number| (topic, *number)).collect();
         let latest = self.list_offsets(&partitions, admin::End::Latest, isolation)?;
+        if latest.len() < partitions.len() || latest.values().any(Result::is_err) {
+            // librdkafka forgets a topic's leaders after a ListOffsets error, but not when a
+            // leader's request timed out (those partitions come back with no error and no
+            // offset), so it would keep asking a broker that is gone or moved until its
+            // periodic refresh: the topic's metadata is asked of any broker now, and its
+            // answer updates the leaders for the next cycle (waited for at most 100 ms).
+            let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
+            debug!(
+                "topic {topic}: some leaders did not answer; metadata asked of any broker: {}",
+                refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
+            );
+        }
         // The log starts of the partitions whose leader answered: a leader that did not is
         // not waited for twice.
         let answered: Vec<(&str, i32)> = partitions

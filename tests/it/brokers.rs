@@ -430,6 +430,14 @@ fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_res
     }
     println!("every node moved: the new record counted after {took:?}");
 
+    // What the watches went through, for the record: stand-ins and failed polls.
+    for line in process.log().lines().filter(|line| {
+        ["stand in", "read again", "watch failing", "watch recovered"]
+            .iter()
+            .any(|event| line.contains(event))
+    }) {
+        println!("  {}", line.get(..160).unwrap_or(line));
+    }
     let (quiet_asked, quiet_wrong) = quiet_checker.finish();
     println!(
         "{quiet_asked} activity answers for the idle watch through the incidents, {} wrong",
