@@ -138,7 +138,8 @@ impl Daemon {
             Arc::clone(&registry),
             config.cluster_set(),
             config.stale_after,
-            (updates_rx, Arc::clone(&rpc_stats)),
+            updates_rx,
+            Arc::clone(&rpc_stats),
         )?;
         let mut server = ServerBuilder::new(Arc::clone(&env))
             .register_service(scaler)

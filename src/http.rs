@@ -18,6 +18,7 @@ use log::{debug, warn};
 use parking_lot::Mutex;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::answer;
 use crate::estimate::Eta;
 use crate::grpc::stats::BUCKETS;
 use crate::grpc::{Health, Pusher, RpcStats};
@@ -176,82 +177,8 @@ pub fn render_metrics(observed: &Observed) -> String {
     );
     let _ = writeln!(out, "lagscaler_threads {}", thread_count());
 
-    let mut lines: [(&str, &str, &str, Vec<String>); 9] = [
-        (
-            "lagscaler_watch_lag",
-            "gauge",
-            "Records the watch's groups have not consumed yet.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_produce_rate",
-            "gauge",
-            "Records produced per second over the rate window.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_consume_rate",
-            "gauge",
-            "Records consumed (committed) per second over the rate window.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_eta_seconds",
-            "gauge",
-            "Time to drain the lag at the current rates, while it drains.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_members",
-            "gauge",
-            "Active members of the group (the largest of a plugin's groups).",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_sample_age_seconds",
-            "gauge",
-            "Age of the latest good sample (of its oldest offsets, where an earlier read stood in for a partition whose leader could not be reached).",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_up",
-            "gauge",
-            "1 when the watch's latest poll succeeded, else 0.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_poll_errors_total",
-            "counter",
-            "Polls of the watch that failed.",
-            vec![],
-        ),
-        (
-            "lagscaler_watch_poll_duration_seconds",
-            "gauge",
-            "How long the watch's latest poll took.",
-            vec![],
-        ),
-    ];
-    let mut trigger_lines: [(&str, &str, &str, Vec<String>); 3] = [
-        (
-            "lagscaler_trigger_value",
-            "gauge",
-            "The metric value KEDA gets for the trigger (GetMetrics), by metric name.",
-            vec![],
-        ),
-        (
-            "lagscaler_trigger_active",
-            "gauge",
-            "1 when IsActive answers true for the trigger, else 0.",
-            vec![],
-        ),
-        (
-            "lagscaler_trigger_replicas",
-            "gauge",
-            "Consumers needed to drain within the trigger's targetEtaSeconds.",
-            vec![],
-        ),
-    ];
+    let mut watches = WatchFamilies::new();
+    let mut triggers = TriggerFamilies::new();
     let now = Instant::now();
     for slot in &slots {
         let (kind, name) = match &slot.key.source {
@@ -265,75 +192,61 @@ pub fn render_metrics(observed: &Observed) -> String {
             escape(slot.key.topic.as_deref().unwrap_or(""))
         );
         let view = slot.view();
-        let mut put = |index: usize, value: f64| {
-            lines[index]
-                .3
-                .push(format!("{}{{{labels}}} {value}", lines[index].0));
-        };
         if let Some(estimate) = &view.last_good {
-            put(0, estimate.total_lag as f64);
+            watches.lag.put(&labels, estimate.total_lag as f64);
             if let Some(rates) = estimate.rates {
-                put(1, rates.produce);
-                put(2, rates.consume);
+                watches.produce_rate.put(&labels, rates.produce);
+                watches.consume_rate.put(&labels, rates.consume);
             }
             match estimate.eta() {
-                Eta::Zero => put(3, 0.0),
-                Eta::InFlight(seconds) | Eta::Draining(seconds) => put(3, seconds),
+                Eta::Zero => watches.eta_seconds.put(&labels, 0.0),
+                Eta::InFlight(seconds) | Eta::Draining(seconds) => {
+                    watches.eta_seconds.put(&labels, seconds)
+                }
                 Eta::Unknown | Eta::NotDraining(_) => {}
             }
             if let Some(members) = estimate.members {
-                put(4, members as f64);
+                watches.members.put(&labels, members as f64);
             }
-            put(5, estimate.oldest_read.elapsed().as_secs_f64());
+            let age = estimate.oldest_read.elapsed().as_secs_f64();
+            watches.sample_age_seconds.put(&labels, age);
         }
         match view.reading {
             Reading::Pending => {}
-            Reading::Fresh(_) => put(6, 1.0),
-            Reading::Failed(_) | Reading::Gone(_) => put(6, 0.0),
+            Reading::Fresh(_) => watches.up.put(&labels, 1.0),
+            Reading::Failed(_) | Reading::Gone(_) => watches.up.put(&labels, 0.0),
         }
         let (errors, took) = slot.poll_stats();
-        put(7, errors as f64);
-        put(8, took.as_secs_f64());
+        watches.poll_errors_total.put(&labels, errors as f64);
+        watches
+            .poll_duration_seconds
+            .put(&labels, took.as_secs_f64());
 
-        // Each trigger's answers, as gRPC computes them: from a sample that is not stale,
-        // as it stood when taken while polls fail.
-        let Some(estimate) = view
-            .last_good
-            .as_ref()
-            .filter(|estimate| estimate.oldest_read.elapsed() <= observed.stale_after)
-        else {
+        // Each trigger's answers, as gRPC gives them (module `answer`): none while the
+        // watch has nothing to serve.
+        let Ok(served) = answer::serve(view, observed.stale_after, now) else {
             continue;
         };
-        let decided_at = estimate.decision_time(view.reading.failure().is_some(), now);
         for seen in slot.triggers(observed.watch_ttl) {
             let rules = &seen.rules;
-            let decision = rules.decide(estimate, decided_at);
+            let decision = served.decide(rules);
             let labels = format!(
                 "{labels},scaled_object=\"{}\",metric=\"{}\"",
                 escape(&seen.scaled_object),
                 escape(&metric_name(&slot.key, rules.metric))
             );
-            let mut put = |index: usize, value: f64| {
-                let name = trigger_lines[index].0;
-                trigger_lines[index]
-                    .3
-                    .push(format!("{name}{{{labels}}} {value}"));
-            };
             if let Ok(value) = decision.metric_value(rules.metric) {
-                put(0, value);
+                triggers.value.put(&labels, value);
             }
-            put(1, if decision.active { 1.0 } else { 0.0 });
+            let active = if decision.active { 1.0 } else { 0.0 };
+            triggers.active.put(&labels, active);
             if let Some(Ok(replicas)) = decision.replicas {
-                put(2, replicas as f64);
+                triggers.replicas.put(&labels, replicas as f64);
             }
         }
     }
-    for (name, kind, help, samples) in lines.iter().chain(&trigger_lines) {
-        family(&mut out, name, kind, help);
-        for sample in samples {
-            out.push_str(sample);
-            out.push('\n');
-        }
+    for family in watches.all().into_iter().chain(triggers.all()) {
+        family.write(&mut out);
     }
 
     let calls = observed.rpc.snapshot();
@@ -381,6 +294,152 @@ pub fn render_metrics(observed: &Observed) -> String {
         );
     }
     out
+}
+
+/// A metric family of per-watch or per-trigger samples, written once all are in.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<String>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Adds the sample `value` with `labels` (already escaped, comma-separated).
+    fn put(&mut self, labels: &str, value: f64) {
+        self.samples
+            .push(format!("{}{{{labels}}} {value}", self.name));
+    }
+
+    fn write(&self, out: &mut String) {
+        family(out, self.name, self.kind, self.help);
+        for sample in &self.samples {
+            out.push_str(sample);
+            out.push('\n');
+        }
+    }
+}
+
+/// The per-watch families, in the order they are written.
+struct WatchFamilies {
+    lag: Family,
+    produce_rate: Family,
+    consume_rate: Family,
+    eta_seconds: Family,
+    members: Family,
+    sample_age_seconds: Family,
+    up: Family,
+    poll_errors_total: Family,
+    poll_duration_seconds: Family,
+}
+
+impl WatchFamilies {
+    fn new() -> WatchFamilies {
+        WatchFamilies {
+            lag: Family::new(
+                "lagscaler_watch_lag",
+                "gauge",
+                "Records the watch's groups have not consumed yet.",
+            ),
+            produce_rate: Family::new(
+                "lagscaler_watch_produce_rate",
+                "gauge",
+                "Records produced per second over the rate window.",
+            ),
+            consume_rate: Family::new(
+                "lagscaler_watch_consume_rate",
+                "gauge",
+                "Records consumed (committed) per second over the rate window.",
+            ),
+            eta_seconds: Family::new(
+                "lagscaler_watch_eta_seconds",
+                "gauge",
+                "Time to drain the lag at the current rates, while it drains.",
+            ),
+            members: Family::new(
+                "lagscaler_watch_members",
+                "gauge",
+                "Active members of the group (the largest of a plugin's groups).",
+            ),
+            sample_age_seconds: Family::new(
+                "lagscaler_watch_sample_age_seconds",
+                "gauge",
+                "Age of the latest good sample (of its oldest offsets, where an earlier read \
+                 stood in for a partition whose leader could not be reached).",
+            ),
+            up: Family::new(
+                "lagscaler_watch_up",
+                "gauge",
+                "1 when the watch's latest poll succeeded, else 0.",
+            ),
+            poll_errors_total: Family::new(
+                "lagscaler_watch_poll_errors_total",
+                "counter",
+                "Polls of the watch that failed.",
+            ),
+            poll_duration_seconds: Family::new(
+                "lagscaler_watch_poll_duration_seconds",
+                "gauge",
+                "How long the watch's latest poll took.",
+            ),
+        }
+    }
+
+    fn all(&self) -> [&Family; 9] {
+        [
+            &self.lag,
+            &self.produce_rate,
+            &self.consume_rate,
+            &self.eta_seconds,
+            &self.members,
+            &self.sample_age_seconds,
+            &self.up,
+            &self.poll_errors_total,
+            &self.poll_duration_seconds,
+        ]
+    }
+}
+
+/// The per-trigger families: what KEDA gets, in the order they are written.
+struct TriggerFamilies {
+    value: Family,
+    active: Family,
+    replicas: Family,
+}
+
+impl TriggerFamilies {
+    fn new() -> TriggerFamilies {
+        TriggerFamilies {
+            value: Family::new(
+                "lagscaler_trigger_value",
+                "gauge",
+                "The metric value KEDA gets for the trigger (GetMetrics), by metric name.",
+            ),
+            active: Family::new(
+                "lagscaler_trigger_active",
+                "gauge",
+                "1 when IsActive answers true for the trigger, else 0.",
+            ),
+            replicas: Family::new(
+                "lagscaler_trigger_replicas",
+                "gauge",
+                "Consumers needed to drain within the trigger's targetEtaSeconds.",
+            ),
+        }
+    }
+
+    fn all(&self) -> [&Family; 3] {
+        [&self.value, &self.active, &self.replicas]
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -1,6 +1,7 @@
 //! lagscaler: a KEDA external scaler that watches Kafka consumer-group lag with plain OS
 //! threads, a blocking Kafka client and grpcio. See ARCHITECTURE.md for the map.
 
+pub mod answer;
 pub mod check;
 pub mod config;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod kafka;
 pub mod lag;
 pub mod plugin;
 pub mod sd_notify;
+pub mod spelling;
 pub mod store;
 pub mod trigger;
 pub mod watch;

@@ -1,5 +1,6 @@
 //! The KEDA external-scaler gRPC service. The only module that sees protobuf types: it turns
-//! requests into [`Trigger`]s, asks the watch registry, and turns readings into answers.
+//! requests into [`Trigger`]s, asks the watch registry, and turns what module `answer`
+//! decides into protobuf messages and status codes.
 //!
 //! Handlers run on grpcio's completion-queue threads and never touch Kafka: they read the
 //! store, and only for a watch's very first reading wait (briefly, well inside KEDA's 3 s
@@ -13,9 +14,9 @@ use crossbeam_channel::Receiver;
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
 use log::{debug, warn};
 
+use crate::answer::{self, Served};
 use crate::config::ClusterSet;
-use crate::estimate::{Decision, Estimate};
-use crate::store::Reading;
+use crate::estimate::Decision;
 use crate::trigger::Trigger;
 use crate::watch::{Registry, WatchLimit};
 
@@ -61,7 +62,8 @@ pub fn external_scaler(
     registry: Arc<Registry>,
     clusters: ClusterSet,
     stale_after: Duration,
-    (updates, stats): (Receiver<u64>, Arc<RpcStats>),
+    updates: Receiver<u64>,
+    stats: Arc<RpcStats>,
 ) -> std::io::Result<(Service, Arc<Pusher>)> {
     let scaler = Scaler {
         registry,
@@ -208,11 +210,8 @@ impl Scaler {
         caller: &str,
         wait: Duration,
     ) -> Result<(bool, u64), RpcStatus> {
-        let served = self.current_estimate(trigger, caller, wait)?;
-        let at = served
-            .estimate
-            .decision_time(served.failing.is_some(), Instant::now());
-        Ok((trigger.rules.active(&served.estimate, at), served.watch_id))
+        let (served, watch_id) = self.current_estimate(trigger, caller, wait)?;
+        Ok((served.active(&trigger.rules), watch_id))
     }
 
     fn metric_spec(
@@ -284,83 +283,35 @@ impl Scaler {
 
     /// The trigger's decision from its watch's latest good estimate.
     fn decide(&self, trigger: &Trigger, caller: &str) -> Result<Decision, RpcStatus> {
-        let served = self.current_estimate(trigger, caller, FIRST_SAMPLE_WAIT)?;
-        let at = served
-            .estimate
-            .decision_time(served.failing.is_some(), Instant::now());
-        Ok(trigger.rules.decide(&served.estimate, at))
+        let (served, _) = self.current_estimate(trigger, caller, FIRST_SAMPLE_WAIT)?;
+        Ok(served.decide(&trigger.rules))
     }
 
-    /// The watch's latest good estimate while it is not stale (even if the polls since
-    /// failed), or UNAVAILABLE saying why there is none. Waits up to `wait` for a new
-    /// watch's first poll. `caller`'s trigger is noted on the watch, for `/metrics`.
+    /// What the trigger's watch may serve (see [`answer::serve`]) and the watch's id, or
+    /// UNAVAILABLE saying why there is nothing. Waits up to `wait` for a new watch's first
+    /// poll. `caller`'s trigger is noted on the watch, for `/metrics`.
     fn current_estimate(
         &self,
         trigger: &Trigger,
         caller: &str,
         wait: Duration,
-    ) -> Result<Served, RpcStatus> {
+    ) -> Result<(Served, u64), RpcStatus> {
         let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
         slot.note_trigger(caller, &trigger.rules);
-        let view = slot.first_view(wait);
-        let failing = match view.reading {
-            Reading::Pending => {
-                return Err(RpcStatus::with_message(
+        let served = answer::serve(slot.first_view(wait), self.stale_after, Instant::now())
+            .map_err(|unavailable| {
+                RpcStatus::with_message(
                     RpcStatusCode::UNAVAILABLE,
-                    format!(
-                        "no sample yet for {}: the first poll of this watch has not finished",
-                        trigger.watch
-                    ),
-                ))
-            }
-            Reading::Fresh(_) => None,
-            Reading::Failed(cause) | Reading::Gone(cause) => Some(cause),
-        };
-        let Some(estimate) = view.last_good else {
-            let cause = failing.as_deref().unwrap_or("no poll succeeded");
-            return Err(RpcStatus::with_message(
-                RpcStatusCode::UNAVAILABLE,
-                format!("polling {} failed: {cause}", trigger.watch),
-            ));
-        };
-        let age = estimate.oldest_read.elapsed();
-        if age <= self.stale_after {
-            return Ok(Served {
-                estimate,
-                failing,
-                watch_id: slot.id,
-            });
-        }
-        let why = match &failing {
-            Some(cause) => format!("polls fail since: {cause}"),
-            None => "the watcher has not delivered since".to_owned(),
-        };
-        Err(RpcStatus::with_message(
-            RpcStatusCode::UNAVAILABLE,
-            format!(
-                "the latest good sample of {} is {} old (stale after {}); {why}",
-                trigger.watch,
-                humantime::format_duration(round_to_ms(age)),
-                humantime::format_duration(self.stale_after)
-            ),
-        ))
+                    unavailable.message(&trigger.watch),
+                )
+            })?;
+        Ok((served, slot.id))
     }
 }
 
 /// The answer to a trigger that would need a watch beyond `SCALER_MAX_WATCHES`.
 fn exhausted(limit: WatchLimit) -> RpcStatus {
     RpcStatus::with_message(RpcStatusCode::RESOURCE_EXHAUSTED, limit.to_string())
-}
-
-/// An estimate fit to serve, and why the polls since it failed, if they did.
-struct Served {
-    estimate: Arc<Estimate>,
-    failing: Option<Arc<str>>,
-    watch_id: u64,
-}
-
-fn round_to_ms(duration: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `namespace/name` of the ScaledObject asking, for logs and `/metrics` labels, once both

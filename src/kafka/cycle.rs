@@ -28,20 +28,22 @@ struct Fetched<V> {
 
 type Entry<V> = Arc<Mutex<Option<Fetched<V>>>>;
 
-/// Answers by key, each fetched at most once per cycle (single flight).
-pub(super) struct Cycled<V> {
+/// A cache of reads by key for one poll cycle at a time: a key is fetched at most once per
+/// cycle however many polls ask for it (single flight: the first asker fetches, the others
+/// wait for that fetch and share its answer).
+pub(super) struct CycleCache<V> {
     entries: Mutex<HashMap<String, Entry<V>>>,
 }
 
-impl<V> Default for Cycled<V> {
+impl<V> Default for CycleCache<V> {
     fn default() -> Self {
-        Cycled {
+        CycleCache {
             entries: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl<V> Cycled<V> {
+impl<V> CycleCache<V> {
     /// The answer for `key` fetched at or after `since`: the one already there, the one being
     /// fetched (waiting for it), or a new `fetch(latest good answer)`. Nothing is locked
     /// across `fetch` but this key's entry.
@@ -132,7 +134,7 @@ mod tests {
 
     #[test]
     fn one_fetch_per_cycle_however_many_ask() {
-        let cycled = Cycled::<u32>::default();
+        let cycled = CycleCache::<u32>::default();
         let fetches = AtomicUsize::new(0);
         let cycle = Instant::now();
         thread::scope(|scope| {
@@ -157,7 +159,7 @@ mod tests {
 
     #[test]
     fn an_error_is_shared_within_the_cycle_and_retried_in_the_next() {
-        let cycled = Cycled::<u32>::default();
+        let cycled = CycleCache::<u32>::default();
         let cycle = Instant::now();
         let failed = |_: Option<&u32>| {
             Err(KafkaError::UnknownTopic {
@@ -172,7 +174,7 @@ mod tests {
 
     #[test]
     fn a_fetch_is_shown_the_latest_good_answer_through_failures() {
-        let cycled = Cycled::<u32>::default();
+        let cycled = CycleCache::<u32>::default();
         let failed = |_: Option<&u32>| {
             Err(KafkaError::ListGroups {
                 cause: "down".to_owned(),
@@ -199,7 +201,7 @@ mod tests {
 
     #[test]
     fn unused_entries_are_forgotten_after_an_hour() {
-        let cycled = Cycled::<u32>::default();
+        let cycled = CycleCache::<u32>::default();
         let _ = cycled.get("old", Instant::now(), |_| Ok(1));
         let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
         forget_old(&mut cycled.entries.lock(), later);

@@ -38,7 +38,7 @@ pub use admin::{CommittedOffset, STOPPING};
 pub use clients::Clients;
 pub use cycle::{current_tick, next_tick};
 
-use cycle::Cycled;
+use cycle::CycleCache;
 use topic_read::TopicRead;
 
 /// Why a read from Kafka failed.
@@ -124,11 +124,11 @@ pub struct KafkaClient {
     timeout: Duration,
     /// A topic's id and partitions with their log start and high watermark, by topic, read
     /// once per cycle.
-    topics: Cycled<TopicRead>,
+    topics: CycleCache<TopicRead>,
     /// The cluster's groups as the classic group list shows them, read once per cycle.
-    groups: Cycled<Vec<ListedGroup>>,
+    groups: CycleCache<Vec<ListedGroup>>,
     /// Groups the classic list cannot describe, by name, each described once per cycle.
-    described: Cycled<admin::GroupDescription>,
+    described: CycleCache<admin::GroupDescription>,
     /// Finds lag that is only transaction markers.
     markers: markers::MarkerProbe,
     /// Set when the daemon stops: waits on Kafka give up.
@@ -263,9 +263,9 @@ impl KafkaClient {
         Ok(KafkaClient {
             consumer,
             timeout: config.request_timeout,
-            topics: Cycled::default(),
-            groups: Cycled::default(),
-            described: Cycled::default(),
+            topics: CycleCache::default(),
+            groups: CycleCache::default(),
+            described: CycleCache::default(),
             markers,
             stopping: AtomicBool::new(false),
             stop_events,

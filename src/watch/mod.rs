@@ -322,7 +322,10 @@ impl Supervisor {
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
-            (Arc::clone(&self.clients), Arc::clone(&self.directory)),
+            watcher::Sources {
+                clients: Arc::clone(&self.clients),
+                directory: Arc::clone(&self.directory),
+            },
             watcher::Schedule {
                 interval: self.settings.poll_interval,
                 origin: self.origin,

@@ -39,6 +39,14 @@ pub struct PollResult {
 /// Never sent: a watcher stops when its stop channel disconnects.
 pub enum Never {}
 
+/// Where a watcher reads from.
+pub struct Sources {
+    /// Every cluster's client; a poll takes its cluster's current one.
+    pub clients: Arc<Clients>,
+    /// The dispatcher's plugin directory, for plugin watches.
+    pub directory: Arc<Directory>,
+}
+
 /// When a watcher polls and how long its samples count.
 #[derive(Clone, Copy, Debug)]
 pub struct Schedule {
@@ -60,7 +68,7 @@ pub struct Schedule {
 pub fn spawn(
     watch_id: u64,
     key: WatchKey,
-    (clients, directory): (Arc<Clients>, Arc<Directory>),
+    sources: Sources,
     schedule: Schedule,
     results: Sender<PollResult>,
     stop: Receiver<Never>,
@@ -68,8 +76,8 @@ pub fn spawn(
     let watcher = Watcher {
         watch_id,
         key,
-        clients,
-        directory,
+        clients: sources.clients,
+        directory: sources.directory,
         interval: schedule.interval,
         origin: schedule.origin,
         stale_after: schedule.stale_after,

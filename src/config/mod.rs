@@ -6,198 +6,28 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// One environment variable the daemon reads.
-pub struct Setting {
-    /// The variable's name, upper case.
-    pub name: &'static str,
-    /// The default, as the user would write it; empty when there is none.
-    pub default: &'static str,
-    /// What the variable means, one line.
-    pub help: &'static str,
-}
+use crate::spelling::{self, BoolSpelling};
 
-/// Every variable the daemon reads, in `--help` order.
-pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "SCALER_PORT",
-        default: "8090",
-        help: "gRPC port KEDA connects to (1-65535)",
-    },
-    Setting {
-        name: "SCALER_LISTEN_ADDR",
-        default: "::",
-        help: "IP address to listen on; :: is every interface, IPv4 and IPv6",
-    },
-    Setting {
-        name: "SCALER_HTTP_PORT",
-        default: "",
-        help: "port of the HTTP listener for /metrics, /healthz and /readyz, e.g. 9100 \
-               (on SCALER_LISTEN_ADDR); unset: no HTTP listener",
-    },
-    Setting {
-        name: "SCALER_TLS_CERT_FILE",
-        default: "",
-        help: "PEM certificate chain for gRPC over TLS (with SCALER_TLS_KEY_FILE); unset: \
-               plaintext, as the Azul scaler",
-    },
-    Setting {
-        name: "SCALER_TLS_KEY_FILE",
-        default: "",
-        help: "PEM private key of SCALER_TLS_CERT_FILE",
-    },
-    Setting {
-        name: "SCALER_TLS_CLIENT_CA_FILE",
-        default: "",
-        help: "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS; \
-               needs SCALER_TLS_CERT_FILE)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_BOOTSTRAP_SERVERS",
-        default: "localhost:9092",
-        help: "the default Kafka cluster: comma-separated host:port list",
-    },
-    Setting {
-        name: "SCALER_KAFKA_CLUSTERS_FILE",
-        default: "",
-        help: "a TOML file of more Kafka clusters, one table each ([name] with \
-               bootstrap_servers and sasl/username/password(_file)/tls/tls_*_file as the \
-               SCALER_KAFKA_* settings); triggers pick one with cluster=<name>",
-    },
-    Setting {
-        name: "SCALER_KAFKA_SASL",
-        default: "none",
-        help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256 \
-               or scram_sha512 (needs SCALER_KAFKA_USERNAME and a password)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_USERNAME",
-        default: "",
-        help: "SASL user name",
-    },
-    Setting {
-        name: "SCALER_KAFKA_PASSWORD",
-        default: "",
-        help: "SASL password (never logged)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_PASSWORD_FILE",
-        default: "",
-        help: "a file holding the SASL password instead (one trailing newline is dropped)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",
-        default: "false",
-        help: "allow SASL PLAIN without TLS, which sends the password readable to anyone on \
-               the network (true/false); refused at start unless true",
-    },
-    Setting {
-        name: "SCALER_KAFKA_TLS",
-        default: "false",
-        help: "TLS to the brokers (true/false), as KEDA's tls: enable",
-    },
-    Setting {
-        name: "SCALER_KAFKA_TLS_CA_FILE",
-        default: "",
-        help: "PEM CA bundle the brokers' certificates are checked against (default: the \
-               system's); needs SCALER_KAFKA_TLS=true",
-    },
-    Setting {
-        name: "SCALER_KAFKA_TLS_CERT_FILE",
-        default: "",
-        help: "PEM client certificate for mutual TLS with the brokers (with \
-               SCALER_KAFKA_TLS_KEY_FILE; needs SCALER_KAFKA_TLS=true)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_TLS_KEY_FILE",
-        default: "",
-        help: "PEM private key of SCALER_KAFKA_TLS_CERT_FILE",
-    },
-    Setting {
-        name: "SCALER_POLL_INTERVAL",
-        default: "5s",
-        help: "how often each watch reads Kafka offsets (100ms to 1h)",
-    },
-    Setting {
-        name: "SCALER_RATE_WINDOW",
-        default: "5m",
-        help: "produce and consume rates are estimated over this much history \
-               (at least 2 poll intervals, at most 1h)",
-    },
-    Setting {
-        name: "SCALER_STALE_AFTER",
-        default: "3 poll intervals + SCALER_KAFKA_TIMEOUT",
-        help: "while polls fail, the last good sample is served until it is this old; then \
-               UNAVAILABLE. Failed polls spanning less do not restart an idle window, and the \
-               offsets of a partition whose leader cannot be reached stand in for at most \
-               this long (at least SCALER_POLL_INTERVAL, at most 1h)",
-    },
-    Setting {
-        name: "SCALER_WATCH_TTL",
-        default: "10m",
-        help: "a watch no RPC asked about for this long is stopped (1s to 7d)",
-    },
-    Setting {
-        name: "SCALER_MAX_WATCHES",
-        default: "10000",
-        help: "most consumer group/topic watches at once; triggers needing more get \
-               RESOURCE_EXHAUSTED (1 to 1000000)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_TIMEOUT",
-        default: "5s",
-        help: "timeout of each Kafka request a watch makes (100ms to 60s)",
-    },
-    Setting {
-        name: "SCALER_KAFKA_STATS_INTERVAL",
-        default: "0s",
-        help: "every this often, log how many requests of each kind lagscaler has sent to \
-               Kafka (librdkafka statistics); 0s is off (1s to 1h otherwise)",
-    },
-    Setting {
-        name: "SCALER_REDIS_URL",
-        default: "localhost:6379",
-        help: "the Azul dispatcher's Redis, for plugin triggers: [redis:// or rediss://]\
-               [user:password@]host:port[/db]; database 2 unless the URL names one",
-    },
-    Setting {
-        name: "SCALER_REDIS_USERNAME",
-        default: "",
-        help: "Redis ACL user name (overrides one in the URL)",
-    },
-    Setting {
-        name: "SCALER_REDIS_PASSWORD",
-        default: "",
-        help: "Redis password, with or without a user name (overrides one in the URL; \
-               never logged)",
-    },
-    Setting {
-        name: "SCALER_REDIS_PASSWORD_FILE",
-        default: "",
-        help: "a file holding the Redis password instead (a mounted secret or a systemd \
-               credential; one trailing newline is dropped)",
-    },
-    Setting {
-        name: "SCALER_TOPIC_PREFIX",
-        default: "",
-        help: "the dispatcher's topic prefix: a plugin's consumer groups are named \
-               <prefix>-azul-<kafka_prefix>[-...]",
-    },
-    Setting {
-        name: "SCALER_DEBUG",
-        default: "false",
-        help: "debug logging for lagscaler (true/false); RUST_LOG overrides it",
-    },
-    Setting {
-        name: "RUST_LOG",
-        default: "",
-        help: "env_logger filter, e.g. info,lagscaler=debug,librdkafka=warn",
-    },
-];
+mod clusters;
+mod dispatcher;
+mod kafka;
+mod settings;
+mod tls;
+
+pub use clusters::ClusterSet;
+pub use dispatcher::{redact_url, redis_connection, RedisConfig, AZUL_REDIS_DB};
+pub(crate) use kafka::parse_bootstrap;
+pub use kafka::{KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret};
+pub use settings::{help_text, Setting, SETTINGS};
+pub use tls::TlsConfig;
+
+use clusters::read_clusters;
+use dispatcher::parse_redis_url;
+use kafka::{check_plain_password, parse_kafka_sasl, parse_kafka_tls, secret};
+use tls::parse_tls;
 
 /// The validated settings of one daemon.
 #[derive(Clone, Debug)]
@@ -228,173 +58,6 @@ pub struct Config {
     pub debug: bool,
     /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
     pub unknown_vars: Vec<String>,
-}
-
-/// The gRPC server's TLS files, read at start.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// `SCALER_TLS_CERT_FILE`: the server's PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// `SCALER_TLS_KEY_FILE`: its PEM private key.
-    pub key_file: PathBuf,
-    /// `SCALER_TLS_CLIENT_CA_FILE`: when set, clients must present a certificate this CA
-    /// signed.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// `plaintext`, `tls` or `mutual-tls`, for the start-up log.
-    pub fn describe(tls: Option<&TlsConfig>) -> &'static str {
-        match tls {
-            None => "plaintext",
-            Some(TlsConfig {
-                client_ca_file: None,
-                ..
-            }) => "tls",
-            Some(_) => "mutual-tls",
-        }
-    }
-}
-
-/// How to reach one Kafka cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaConfig {
-    /// Seed brokers, `host:port` each, in the order given.
-    pub bootstrap_servers: Vec<String>,
-    /// Timeout of each request made to the cluster.
-    pub request_timeout: Duration,
-    /// How often librdkafka reports statistics, whose request counts are logged; `None` is
-    /// off.
-    pub stats_interval: Option<Duration>,
-    /// SASL authentication, if any.
-    pub sasl: Option<KafkaSasl>,
-    /// TLS to the brokers, if on.
-    pub tls: Option<KafkaTls>,
-}
-
-/// A secret value: its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(secret)")
-    }
-}
-
-/// SASL mechanisms lagscaler can use with Kafka.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaslMechanism {
-    /// `PLAIN` (KEDA: `plaintext`).
-    Plain,
-    /// `SCRAM-SHA-256`.
-    ScramSha256,
-    /// `SCRAM-SHA-512`.
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// librdkafka's name of it.
-    pub fn name(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
-
-/// SASL credentials for Kafka.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KafkaSasl {
-    /// The mechanism.
-    pub mechanism: SaslMechanism,
-    /// The user name.
-    pub username: String,
-    /// The password.
-    pub password: Secret,
-}
-
-/// TLS to the brokers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KafkaTls {
-    /// CA bundle to check the brokers against; the system's when `None`.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
-    pub client: Option<(PathBuf, PathBuf)>,
-}
-
-/// How to reach the Azul dispatcher's Redis, and how its plugins' groups are named. Its
-/// `Debug` leaves the password out.
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// Address, database (2 unless the URL names one) and credentials.
-    pub connection: redis::ConnectionInfo,
-    /// `SCALER_TOPIC_PREFIX`: a plugin's groups are named `<prefix>-azul-<kafka_prefix>...`.
-    pub topic_prefix: String,
-}
-
-impl RedisConfig {
-    /// The Redis to use, without secrets: scheme, host, port, database and whether a user
-    /// and a password are set.
-    pub fn describe(&self) -> String {
-        let settings = self.connection.redis_settings();
-        let (scheme, host, port) = match self.connection.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => ("redis", host.as_str(), *port),
-            redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
-            redis::ConnectionAddr::Unix(path) => {
-                return format!("unix:{}?db={}", path.display(), settings.db())
-            }
-            other => return format!("{other}/{}", settings.db()),
-        };
-        let mut text = format!("{scheme}://{host}:{port}/{}", settings.db());
-        if let Some(user) = settings.username() {
-            text.push_str(&format!(" user={user}"));
-        }
-        if settings.password().is_some() {
-            text.push_str(" password=(set)");
-        }
-        text
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("redis", &self.describe())
-            .field("topic_prefix", &self.topic_prefix)
-            .finish()
-    }
-}
-
-impl Default for RedisConfig {
-    /// Azul's default: `localhost:6379`, database 2, no credentials, no topic prefix.
-    fn default() -> Self {
-        RedisConfig {
-            connection: redis_connection("localhost", 6379),
-            topic_prefix: String::new(),
-        }
-    }
-}
-
-/// The database the Azul dispatcher keeps its plugin keys in.
-pub const AZUL_REDIS_DB: i64 = 2;
-
-/// Plain Redis at `host:port`, database [`AZUL_REDIS_DB`], no credentials.
-pub fn redis_connection(host: &str, port: u16) -> redis::ConnectionInfo {
-    use redis::IntoConnectionInfo;
-    let info = redis::ConnectionAddr::Tcp(host.to_owned(), port)
-        .into_connection_info()
-        .expect("an address is always connection info");
-    let settings = info.redis_settings().clone().set_db(AZUL_REDIS_DB);
-    info.set_redis_settings(settings)
-}
-
-impl KafkaConfig {
-    /// The bootstrap list as librdkafka takes it.
-    pub fn bootstrap_string(&self) -> String {
-        self.bootstrap_servers.join(",")
-    }
 }
 
 /// A setting that cannot be used, named with what it accepts.
@@ -450,6 +113,18 @@ pub enum ConfigError {
     },
 }
 
+/// `SCALER_POLL_INTERVAL` when unset.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `SCALER_KAFKA_TIMEOUT` when unset.
+const DEFAULT_KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `SCALER_STALE_AFTER` when unset: three missed polls, plus the time the last poll may
+/// legitimately take.
+fn default_stale_after(poll_interval: Duration, kafka_timeout: Duration) -> Duration {
+    3 * poll_interval + kafka_timeout
+}
+
 impl Default for Config {
     /// The documented defaults, with no variable set.
     fn default() -> Self {
@@ -460,15 +135,14 @@ impl Default for Config {
             clusters: BTreeMap::new(),
             kafka: KafkaConfig {
                 bootstrap_servers: vec!["localhost:9092".to_owned()],
-                request_timeout: Duration::from_secs(5),
+                request_timeout: DEFAULT_KAFKA_TIMEOUT,
                 stats_interval: None,
                 sasl: None,
                 tls: None,
             },
-            poll_interval: Duration::from_secs(5),
+            poll_interval: DEFAULT_POLL_INTERVAL,
             rate_window: Duration::from_secs(300),
-            // 3 × poll interval + Kafka timeout, as computed when the variable is unset.
-            stale_after: Duration::from_secs(20),
+            stale_after: default_stale_after(DEFAULT_POLL_INTERVAL, DEFAULT_KAFKA_TIMEOUT),
             watch_ttl: Duration::from_secs(600),
             max_watches: 10_000,
             redis: RedisConfig::default(),
@@ -603,8 +277,7 @@ impl Config {
             config.clusters = read_clusters(path, &config.kafka)?;
         }
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
-            // Three missed polls, plus the time the last poll may legitimately take.
-            None => 3 * config.poll_interval + config.kafka.request_timeout,
+            None => default_stale_after(config.poll_interval, config.kafka.request_timeout),
             Some(value) => parse_duration(
                 "SCALER_STALE_AFTER",
                 value,
@@ -677,30 +350,6 @@ impl Config {
             self.debug,
         )
     }
-}
-
-/// The `--help` text: usage and every variable with its default.
-pub fn help_text() -> String {
-    let mut text = format!(
-        "lagscaler {}\nKEDA external scaler that watches Kafka consumer-group lag.\n\n\
-         Usage: lagscaler [--help | --version]\n       \
-         lagscaler check key=value ... (one trigger's answers from two polls; check --help)\n\n\
-         Settings come from the environment (names are case-insensitive):\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
-    for setting in SETTINGS {
-        let default = if setting.default.is_empty() {
-            "unset".to_owned()
-        } else {
-            setting.default.to_owned()
-        };
-        text.push_str(&format!(
-            "  {:width$}  {} (default: {})\n",
-            setting.name, setting.help, default
-        ));
-    }
-    text
 }
 
 const STALE_AFTER_RULE: &str =
@@ -777,435 +426,9 @@ fn parse_duration(
         .ok_or_else(|| invalid(name, value, accepted))
 }
 
-/// The clusters file's keys and the settings they stand for.
-const CLUSTER_KEYS: &[(&str, &str)] = &[
-    ("bootstrap_servers", "SCALER_KAFKA_BOOTSTRAP_SERVERS"),
-    ("sasl", "SCALER_KAFKA_SASL"),
-    ("username", "SCALER_KAFKA_USERNAME"),
-    ("password", "SCALER_KAFKA_PASSWORD"),
-    ("password_file", "SCALER_KAFKA_PASSWORD_FILE"),
-    (
-        "allow_plaintext_password",
-        "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",
-    ),
-    ("tls", "SCALER_KAFKA_TLS"),
-    ("tls_ca_file", "SCALER_KAFKA_TLS_CA_FILE"),
-    ("tls_cert_file", "SCALER_KAFKA_TLS_CERT_FILE"),
-    ("tls_key_file", "SCALER_KAFKA_TLS_KEY_FILE"),
-];
-
-/// Reads the named clusters: one TOML table per cluster, its keys read exactly as the
-/// `SCALER_KAFKA_*` settings they stand for. Timeouts and statistics follow the default
-/// cluster's.
-fn read_clusters(
-    path: &str,
-    default: &KafkaConfig,
-) -> Result<BTreeMap<String, KafkaConfig>, ConfigError> {
-    let failed = |cause: String| ConfigError::ClustersFile {
-        path: path.to_owned(),
-        cause,
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| failed(format!("cannot read the clusters file: {err}")))?;
-    parse_clusters(&text, default).map_err(failed)
-}
-
-fn parse_clusters(
-    text: &str,
-    default: &KafkaConfig,
-) -> Result<BTreeMap<String, KafkaConfig>, String> {
-    // The parser's message can quote the offending line, which may hold a password.
-    let table: toml::Table = text
-        .parse()
-        .map_err(|err: toml::de::Error| match err.span() {
-            Some(span) => format!("not valid TOML (at byte {})", span.start),
-            None => "not valid TOML".to_owned(),
-        })?;
-    let mut clusters = BTreeMap::new();
-    for (name, value) in table {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name || name == "default" {
-            return Err(format!(
-                "cluster name {name:?}: expected letters, digits, '-', '_' or '.', and not \
-                 \"default\" (the SCALER_KAFKA_* cluster)"
-            ));
-        }
-        let toml::Value::Table(settings) = value else {
-            return Err(format!("{name}: expected a table ([{name}])"));
-        };
-        let mut known = BTreeMap::new();
-        for (key, value) in settings {
-            let Some((_, setting)) = CLUSTER_KEYS.iter().find(|(k, _)| *k == key) else {
-                let keys: Vec<&str> = CLUSTER_KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(format!(
-                    "[{name}] {key}: unknown key; expected one of {}",
-                    keys.join(", ")
-                ));
-            };
-            let value = match value {
-                toml::Value::String(text) => text,
-                toml::Value::Boolean(flag) => flag.to_string(),
-                _ => return Err(format!("[{name}] {key}: expected a string or a boolean")),
-            };
-            known.insert(*setting, value);
-        }
-        let vars = Vars {
-            known,
-            unknown: Vec::new(),
-        };
-        // Errors name the settings; say the file's keys instead.
-        let rename = |err: ConfigError| {
-            let mut text = err.to_string();
-            for (key, setting) in CLUSTER_KEYS.iter().rev() {
-                text = text.replace(setting, key);
-            }
-            format!("[{name}] {text}")
-        };
-        let Some(servers) = vars.get("SCALER_KAFKA_BOOTSTRAP_SERVERS") else {
-            return Err(format!(
-                "[{name}] bootstrap_servers: missing; expected {BOOTSTRAP_RULE}"
-            ));
-        };
-        let bootstrap_servers = parse_bootstrap(servers).ok_or_else(|| {
-            format!("[{name}] bootstrap_servers={servers:?}: expected {BOOTSTRAP_RULE}")
-        })?;
-        let cluster = KafkaConfig {
-            bootstrap_servers,
-            sasl: parse_kafka_sasl(&vars).map_err(rename)?,
-            tls: parse_kafka_tls(&vars).map_err(rename)?,
-            ..default.clone()
-        };
-        check_plain_password(&vars, &cluster).map_err(rename)?;
-        clusters.insert(name, cluster);
-    }
-    Ok(clusters)
-}
-
-/// A secret given directly (`name`) or as a file (`file_name`): the file's content without
-/// one trailing newline. Empty is unset.
-fn secret(
-    vars: &Vars,
-    name: &'static str,
-    file_name: &'static str,
-) -> Result<Option<String>, ConfigError> {
-    let direct = vars.get(name).filter(|value| !value.is_empty());
-    let file = vars
-        .get(file_name)
-        .map(str::trim)
-        .filter(|path| !path.is_empty());
-    match (direct, file) {
-        (Some(_), Some(_)) => Err(ConfigError::SecretTwice { name, file_name }),
-        (Some(value), None) => Ok(Some(value.to_owned())),
-        (None, None) => Ok(None),
-        (None, Some(path)) => {
-            let content = std::fs::read_to_string(path).map_err(|err| ConfigError::SecretFile {
-                file_name,
-                path: path.to_owned(),
-                cause: err.to_string(),
-            })?;
-            let value = content
-                .strip_suffix("\r\n")
-                .or_else(|| content.strip_suffix('\n'))
-                .unwrap_or(&content);
-            Ok((!value.is_empty()).then(|| value.to_owned()))
-        }
-    }
-}
-
-/// SASL for Kafka: a mechanism with a user name and a password, or none.
-fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigError> {
-    let mechanism = match vars.get("SCALER_KAFKA_SASL") {
-        None => None,
-        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
-            "" | "none" => None,
-            "plaintext" | "plain" => Some(SaslMechanism::Plain),
-            "scram_sha256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
-            "scram_sha512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
-            _ => {
-                return Err(invalid(
-                    "SCALER_KAFKA_SASL",
-                    value,
-                    "none, plaintext, scram_sha256 or scram_sha512 (oauthbearer and gssapi \
-                     are not supported)",
-                ))
-            }
-        },
-    };
-    let username = vars
-        .get("SCALER_KAFKA_USERNAME")
-        .map(str::trim)
-        .filter(|user| !user.is_empty());
-    let password = secret(vars, "SCALER_KAFKA_PASSWORD", "SCALER_KAFKA_PASSWORD_FILE")?;
-    let Some(mechanism) = mechanism else {
-        if let Some(user) = username {
-            return Err(invalid(
-                "SCALER_KAFKA_USERNAME",
-                user,
-                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
-            ));
-        }
-        if password.is_some() {
-            return Err(invalid(
-                "SCALER_KAFKA_PASSWORD",
-                "(hidden)",
-                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
-            ));
-        }
-        return Ok(None);
-    };
-    let Some(username) = username else {
-        return Err(invalid(
-            "SCALER_KAFKA_USERNAME",
-            "",
-            "a user name: SCALER_KAFKA_SASL needs one",
-        ));
-    };
-    let Some(password) = password else {
-        return Err(invalid(
-            "SCALER_KAFKA_PASSWORD",
-            "",
-            "a password (or SCALER_KAFKA_PASSWORD_FILE): SCALER_KAFKA_SASL needs one",
-        ));
-    };
-    Ok(Some(KafkaSasl {
-        mechanism,
-        username: username.to_owned(),
-        password: Secret(password),
-    }))
-}
-
-/// SASL PLAIN sends the password as it is: without TLS anyone on the path reads it, so that
-/// takes an explicit `SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true`.
-fn check_plain_password(vars: &Vars, kafka: &KafkaConfig) -> Result<(), ConfigError> {
-    const NAME: &str = "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD";
-    let allowed = match vars.get(NAME) {
-        None => false,
-        Some(value) => parse_bool(value).ok_or_else(|| invalid(NAME, value, "true or false"))?,
-    };
-    let plain = kafka
-        .sasl
-        .as_ref()
-        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::Plain);
-    if plain && kafka.tls.is_none() && !allowed {
-        return Err(invalid(
-            "SCALER_KAFKA_SASL",
-            "plaintext",
-            "TLS as well (SCALER_KAFKA_TLS=true): SASL PLAIN without TLS sends the password \
-             readable to anyone on the network; set SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true \
-             to accept that, or use scram_sha256/scram_sha512",
-        ));
-    }
-    Ok(())
-}
-
-/// TLS to Kafka: on or off, with an optional CA and client certificate.
-fn parse_kafka_tls(vars: &Vars) -> Result<Option<KafkaTls>, ConfigError> {
-    let on = match vars.get("SCALER_KAFKA_TLS") {
-        None => false,
-        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
-            "enable" => true,
-            "disable" => false,
-            _ => parse_bool(value).ok_or_else(|| {
-                invalid(
-                    "SCALER_KAFKA_TLS",
-                    value,
-                    "true or false (also enable/disable)",
-                )
-            })?,
-        },
-    };
-    let path = |name: &str| {
-        vars.get(name)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    let ca_file = path("SCALER_KAFKA_TLS_CA_FILE");
-    let cert = path("SCALER_KAFKA_TLS_CERT_FILE");
-    let key = path("SCALER_KAFKA_TLS_KEY_FILE");
-    if !on {
-        for (name, value) in [
-            ("SCALER_KAFKA_TLS_CA_FILE", &ca_file),
-            ("SCALER_KAFKA_TLS_CERT_FILE", &cert),
-            ("SCALER_KAFKA_TLS_KEY_FILE", &key),
-        ] {
-            if let Some(value) = value {
-                return Err(invalid(
-                    name,
-                    &value.display().to_string(),
-                    "to be set only with SCALER_KAFKA_TLS=true",
-                ));
-            }
-        }
-        return Ok(None);
-    }
-    let client = match (cert, key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        (Some(cert), None) => {
-            return Err(invalid(
-                "SCALER_KAFKA_TLS_CERT_FILE",
-                &cert.display().to_string(),
-                "to be set together with SCALER_KAFKA_TLS_KEY_FILE",
-            ))
-        }
-        (None, Some(key)) => {
-            return Err(invalid(
-                "SCALER_KAFKA_TLS_KEY_FILE",
-                &key.display().to_string(),
-                "to be set together with SCALER_KAFKA_TLS_CERT_FILE",
-            ))
-        }
-    };
-    Ok(Some(KafkaTls { ca_file, client }))
-}
-
-/// The TLS settings: certificate and key together or neither; a client CA only with them.
-/// The files are read at start, not here.
-fn parse_tls(vars: &Vars) -> Result<Option<TlsConfig>, ConfigError> {
-    let path = |name: &str| {
-        vars.get(name)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    let cert = path("SCALER_TLS_CERT_FILE");
-    let key = path("SCALER_TLS_KEY_FILE");
-    let client_ca = path("SCALER_TLS_CLIENT_CA_FILE");
-    match (cert, key) {
-        (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig {
-            cert_file,
-            key_file,
-            client_ca_file: client_ca,
-        })),
-        (None, None) => match client_ca {
-            None => Ok(None),
-            Some(ca) => Err(invalid(
-                "SCALER_TLS_CLIENT_CA_FILE",
-                &ca.display().to_string(),
-                "to be set only with SCALER_TLS_CERT_FILE and SCALER_TLS_KEY_FILE (mutual TLS \
-                 needs the server's own certificate)",
-            )),
-        },
-        (Some(cert), None) => Err(invalid(
-            "SCALER_TLS_CERT_FILE",
-            &cert.display().to_string(),
-            "to be set together with SCALER_TLS_KEY_FILE",
-        )),
-        (None, Some(key)) => Err(invalid(
-            "SCALER_TLS_KEY_FILE",
-            &key.display().to_string(),
-            "to be set together with SCALER_TLS_CERT_FILE",
-        )),
-    }
-}
-
-/// Parses a boolean the way operators write one; `None` for anything else.
-pub(crate) fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-const REDIS_URL_RULE: &str = "a Redis URL such as localhost:6379, redis://host:6379/2 or \
-     rediss://user:password@host:6380 (the scheme is optional; database 2 unless one is named)";
-
-/// Parses `SCALER_REDIS_URL` as the Azul scaler does (`redis://` added when there is no
-/// scheme) and picks database 2 unless the URL names one. Errors quote the URL without its
-/// password.
-fn parse_redis_url(value: &str) -> Result<redis::ConnectionInfo, ConfigError> {
-    let trimmed = value.trim();
-    let url = if trimmed.contains("://") {
-        trimmed.to_owned()
-    } else {
-        format!("redis://{trimmed}")
-    };
-    let refuse = || ConfigError::Invalid {
-        name: "SCALER_REDIS_URL",
-        value: redact_url(value),
-        accepted: REDIS_URL_RULE,
-    };
-    let parsed = redis::parse_redis_url(&url).ok_or_else(refuse)?;
-    if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none_or(str::is_empty)
-    {
-        return Err(refuse());
-    }
-    let names_db = !parsed.path().trim_matches('/').is_empty();
-    let info: redis::ConnectionInfo = url.parse().map_err(|_| refuse())?;
-    if names_db {
-        return Ok(info);
-    }
-    let settings = info.redis_settings().clone().set_db(AZUL_REDIS_DB);
-    Ok(info.set_redis_settings(settings))
-}
-
-/// `url` with the password of its user-info part replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return match url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => url.to_owned(),
-        };
-    };
-    match rest.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info
-                .split_once(':')
-                .map_or(user_info, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// Parses `host:port[,host:port...]`; `None` when any entry is malformed.
-pub(crate) fn parse_bootstrap(value: &str) -> Option<Vec<String>> {
-    let servers: Vec<String> = value
-        .split(',')
-        .map(|server| server.trim().to_owned())
-        .collect();
-    let valid = servers.iter().all(|server| {
-        let Some((host, port)) = server.rsplit_once(':') else {
-            return false;
-        };
-        let host_ok = !host.is_empty()
-            && host
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-._[]:".contains(ch));
-        host_ok && port.parse::<u16>().is_ok_and(|port| port > 0)
-    });
-    valid.then_some(servers)
-}
-
-/// The clusters triggers may use: the default one and the named ones.
-#[derive(Clone, Debug)]
-pub struct ClusterSet {
-    /// The `SCALER_KAFKA_*` cluster.
-    pub default: KafkaConfig,
-    /// The clusters of `SCALER_KAFKA_CLUSTERS_FILE`, by name.
-    pub named: BTreeMap<String, KafkaConfig>,
-}
-
-impl ClusterSet {
-    /// The cluster called `name` (`None` is the default one).
-    pub fn get(&self, name: Option<&str>) -> Option<&KafkaConfig> {
-        match name {
-            None => Some(&self.default),
-            Some(name) => self.named.get(name),
-        }
-    }
-
-    /// Every cluster's name, the default first.
-    pub fn names(&self) -> Vec<&str> {
-        std::iter::once("default")
-            .chain(self.named.keys().map(String::as_str))
-            .collect()
-    }
+/// A boolean setting (see [`BoolSpelling::Setting`]); `None` for anything else.
+fn parse_bool(value: &str) -> Option<bool> {
+    spelling::parse_bool(value, BoolSpelling::Setting)
 }
 
 impl Config {
@@ -1218,47 +441,9 @@ impl Config {
     }
 }
 
-impl KafkaConfig {
-    /// librdkafka's `security.protocol` for these settings.
-    pub fn security_protocol(&self) -> &'static str {
-        match (&self.sasl, &self.tls) {
-            (None, None) => "plaintext",
-            (None, Some(_)) => "ssl",
-            (Some(_), None) => "sasl_plaintext",
-            (Some(_), Some(_)) => "sasl_ssl",
-        }
-    }
-
-    /// How lagscaler authenticates to the cluster, without secrets, for the start-up log.
-    pub fn describe_security(&self) -> String {
-        let mut text = self.security_protocol().to_owned();
-        if let Some(sasl) = &self.sasl {
-            text.push_str(&format!(
-                " {} user={}",
-                sasl.mechanism.name(),
-                sasl.username
-            ));
-        }
-        if let Some(tls) = &self.tls {
-            if let Some(ca) = &tls.ca_file {
-                text.push_str(&format!(" ca={}", ca.display()));
-            }
-            if tls.client.is_some() {
-                text.push_str(" client-certificate");
-            }
-        }
-        text
-    }
-}
-
-impl fmt::Display for KafkaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.bootstrap_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::clusters::parse_clusters;
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {

@@ -1,0 +1,549 @@
+//! A watch's memory of its recent samples: per partition the high watermarks and committed
+//! offsets within the rate window, the member counts, and the lag history; each sample it
+//! records yields an [`Estimate`]. Pure: no IO, no clock of its own.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Estimate, LagHistory, PartitionEstimate, Rates};
+use crate::lag::{LagRule, PartitionOffsets};
+
+/// Most points a partition's series keeps, whatever the window: with a poll interval shorter
+/// than `rate window / MAX_POINTS`, the effective window shrinks to `MAX_POINTS` polls.
+pub const MAX_POINTS: usize = 360;
+
+/// A watch's memory of recent samples.
+#[derive(Debug)]
+pub struct Window {
+    rate_window: Duration,
+    /// Failed polls between two samples closer than this are bridged: the idle window reads
+    /// the samples on either side, as between any two polls. A longer gap counts as activity.
+    bridged_gap: Duration,
+    /// The time of the latest sample.
+    last_sample: Option<Instant>,
+    /// When the polls since the latest sample started failing, if they did.
+    failing_since: Option<Instant>,
+    /// Times of the successful samples within the rate window.
+    samples: VecDeque<Instant>,
+    /// Per partition, sorted by group, topic and number (see [`key`]).
+    partitions: Vec<PartitionHistory>,
+    /// Active members of the group at each sample in the window, where known.
+    members: VecDeque<(Instant, usize)>,
+    history: LagHistory,
+}
+
+#[derive(Debug)]
+struct PartitionHistory {
+    /// The group whose committed offsets these are.
+    group: String,
+    /// The topic.
+    topic: String,
+    /// The partition number.
+    partition: i32,
+    /// The topic id the points belong to: a topic created again under the same name starts
+    /// its partitions' history afresh.
+    topic_id: Arc<str>,
+    /// High watermarks.
+    produced: Series,
+    /// Committed offsets.
+    consumed: Series,
+    /// The committed offset at the previous sample, for `excludePersistentLag`.
+    previous_committed: Option<i64>,
+}
+
+impl PartitionHistory {
+    /// An empty history of the partition of `offsets`.
+    fn new(offsets: &PartitionOffsets) -> PartitionHistory {
+        PartitionHistory {
+            group: offsets.group.clone(),
+            topic: offsets.topic.clone(),
+            partition: offsets.partition,
+            topic_id: Arc::clone(&offsets.topic_id),
+            produced: Series::default(),
+            consumed: Series::default(),
+            previous_committed: None,
+        }
+    }
+
+    fn key(&self) -> (&str, &str, i32) {
+        (&self.group, &self.topic, self.partition)
+    }
+}
+
+/// What orders partitions in a window: group, topic, number. Borrowed, so that a poll
+/// allocates nothing for a partition it already knows.
+fn key(offsets: &PartitionOffsets) -> (&str, &str, i32) {
+    (&offsets.group, &offsets.topic, offsets.partition)
+}
+
+/// Points `(time, offset)` of one partition, oldest first, never decreasing: an offset that
+/// goes back (topic recreated, group reset) starts the series afresh.
+#[derive(Debug, Default)]
+struct Series {
+    points: VecDeque<(Instant, i64)>,
+}
+
+impl Series {
+    fn push(&mut self, at: Instant, value: i64) {
+        if self.points.back().is_some_and(|(_, last)| value < *last) {
+            self.points.clear();
+        }
+        self.points.push_back((at, value));
+        if self.points.len() > MAX_POINTS {
+            self.points.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.points.clear();
+    }
+
+    /// Mean seconds between changes of the value (commits, for committed offsets), `None`
+    /// when it never changed in the series.
+    fn change_interval(&self) -> Option<f64> {
+        let (first_at, _) = self.points.front()?;
+        let (last_at, _) = self.points.back()?;
+        let changes = self
+            .points
+            .iter()
+            .zip(self.points.iter().skip(1))
+            .filter(|((_, a), (_, b))| a != b)
+            .count();
+        (changes > 0).then(|| last_at.duration_since(*first_at).as_secs_f64() / changes as f64)
+    }
+
+    fn prune(&mut self, oldest: Instant) {
+        while self.points.front().is_some_and(|(at, _)| *at < oldest) {
+            self.points.pop_front();
+        }
+    }
+
+    /// Records per second: the least-squares slope of the points, `None` with fewer than
+    /// two distinct times. Using every point, not the two ends, keeps one late or missed
+    /// poll from skewing the rate.
+    fn rate(&self) -> Option<f64> {
+        let (first_at, first_value) = *self.points.front()?;
+        let points: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .map(|(at, value)| {
+                (
+                    at.duration_since(first_at).as_secs_f64(),
+                    // Relative to the first point, so that large offsets keep their precision.
+                    value.saturating_sub(first_value) as f64,
+                )
+            })
+            .collect();
+        least_squares_slope(&points)
+    }
+}
+
+/// The slope of the least-squares line through `points`, `None` with fewer than two
+/// distinct x values.
+pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|(x, _)| x).sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in points {
+        sxy += (x - mean_x) * (y - mean_y);
+        sxx += (x - mean_x) * (x - mean_x);
+    }
+    if sxx <= f64::EPSILON {
+        return None;
+    }
+    Some(sxy / sxx)
+}
+
+impl Window {
+    /// An empty window keeping samples for `rate_window`, bridging gaps of failed polls up to
+    /// `bridged_gap` long (the time a sample is served: `SCALER_STALE_AFTER`).
+    pub fn new(rate_window: Duration, bridged_gap: Duration) -> Window {
+        Window {
+            rate_window,
+            bridged_gap,
+            last_sample: None,
+            failing_since: None,
+            samples: VecDeque::new(),
+            partitions: Vec::new(),
+            members: VecDeque::new(),
+            history: LagHistory::default(),
+        }
+    }
+
+    /// Adds a successful sample taken `at` (not before the previous one) and estimates.
+    /// `members` is `None` when the group could not be described.
+    pub fn record(
+        &mut self,
+        at: Instant,
+        mut offsets: Vec<PartitionOffsets>,
+        members: Option<usize>,
+        rule: LagRule,
+    ) -> Estimate {
+        let oldest = at.checked_sub(self.rate_window).unwrap_or(at);
+        self.samples.push_back(at);
+        while self.samples.front().is_some_and(|t| *t < oldest) || self.samples.len() > MAX_POINTS {
+            self.samples.pop_front();
+        }
+        if let Some(count) = members {
+            self.members.push_back((at, count));
+        }
+        while self.members.front().is_some_and(|(t, _)| *t < oldest)
+            || self.members.len() > MAX_POINTS
+        {
+            self.members.pop_front();
+        }
+
+        // The histories are matched to the sample's partitions in one ordered pass (both
+        // sorted by key); partitions gone from the sample (topic deleted, group left a topic)
+        // are forgotten, and only a partition seen for the first time allocates.
+        offsets.sort_by(|a, b| key(a).cmp(&key(b)));
+        let mut known = std::mem::take(&mut self.partitions).into_iter().peekable();
+        let mut partitions = Vec::with_capacity(offsets.len());
+        let mut total_lag = 0i64;
+        let (mut produce, mut consume) = (0.0, 0.0);
+        for offsets in offsets {
+            while known
+                .next_if(|history| history.key().cmp(&key(&offsets)) == Ordering::Less)
+                .is_some()
+            {}
+            let mut history = known
+                .next_if(|history| history.key() == key(&offsets))
+                .filter(|history| history.topic_id == offsets.topic_id)
+                .unwrap_or_else(|| PartitionHistory::new(&offsets));
+            history.produced.push(at, offsets.high_watermark);
+            history.produced.prune(oldest);
+            let previous = history.previous_committed;
+            match offsets.committed {
+                Some(committed) => history.consumed.push(at, committed),
+                None => history.consumed.clear(),
+            }
+            history.consumed.prune(oldest);
+            history.previous_committed = offsets.committed;
+
+            let lag = offsets.lag(rule);
+            let persistent =
+                lag > 0 && offsets.committed.is_some() && previous == offsets.committed;
+            let produce_rate = history.produced.rate();
+            let consume_rate = history.consumed.rate();
+            self.partitions.push(history);
+            produce += produce_rate.unwrap_or(0.0);
+            consume += consume_rate.unwrap_or(0.0);
+            total_lag = total_lag.saturating_add(lag);
+            partitions.push(PartitionEstimate {
+                offsets,
+                lag,
+                persistent,
+                produce_rate,
+                consume_rate,
+            });
+        }
+        if let Some(failed_at) = self.failing_since.take() {
+            let bridged = self
+                .last_sample
+                .is_some_and(|last| at.saturating_duration_since(last) <= self.bridged_gap);
+            if !bridged {
+                self.history.record(failed_at, i64::MAX);
+            }
+        }
+        self.last_sample = Some(at);
+        self.history.record(at, total_lag);
+        let rates = (self.samples.len() >= 2).then_some(Rates { produce, consume });
+        let mean_members = (!self.members.is_empty()).then(|| {
+            self.members.iter().map(|(_, n)| *n as f64).sum::<f64>() / self.members.len() as f64
+        });
+        let poll_spacing = match (self.samples.front(), self.samples.len()) {
+            (Some(first), n) if n >= 2 => {
+                Some(at.duration_since(*first).as_secs_f64() / (n - 1) as f64)
+            }
+            _ => None,
+        };
+        let commit_interval = self
+            .partitions
+            .iter()
+            .filter_map(|history| history.consumed.change_interval())
+            .fold(None, |longest: Option<f64>, interval| {
+                Some(longest.map_or(interval, |l| l.max(interval)))
+            });
+        let in_flight_seconds = match (poll_spacing, commit_interval) {
+            (Some(spacing), Some(commits)) => Some(spacing.max(commits)),
+            (spacing, _) => spacing,
+        };
+        Estimate {
+            taken_at: at,
+            oldest_read: at,
+            partitions,
+            total_lag,
+            rates,
+            members,
+            mean_members,
+            samples_in_window: self.samples.len(),
+            in_flight_seconds,
+            history: Arc::new(self.history.clone()),
+        }
+    }
+
+    /// How many partitions of `offsets` have a committed offset that went back or vanished
+    /// since this window's previous sample of them (same topic id). Groups do that only when
+    /// an operator resets or deletes their offsets; a group coordinator that has just taken
+    /// over from a dead broker can answer so for a moment, for a group whose commits it has
+    /// not caught up with.
+    pub fn commits_gone_back(&self, offsets: &[PartitionOffsets]) -> usize {
+        offsets
+            .iter()
+            .filter(|now| {
+                self.partitions
+                    .binary_search_by(|history| history.key().cmp(&key(now)))
+                    .ok()
+                    .map(|found| &self.partitions[found])
+                    .filter(|history| history.topic_id == now.topic_id)
+                    .and_then(|history| history.previous_committed)
+                    .is_some_and(|before| now.committed.is_none_or(|committed| committed < before))
+            })
+            .count()
+    }
+
+    /// Records a failed poll at `at`: the window keeps its samples (so rates and persistent
+    /// lag survive a transient error). Missing data never reads as idle, but a gap no longer
+    /// than the one bridged (a leader election, a coordinator moving) does not restart the
+    /// idle window either: while it lasts the previous sample is served as it stood, and
+    /// once a sample arrives within the bridged gap of the previous one, the idle window
+    /// reads the two as neighbours. A longer gap counts as activity from its first failure.
+    pub fn record_failure(&mut self, at: Instant) {
+        self.failing_since.get_or_insert(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estimate::testing::*;
+    use crate::estimate::*;
+    use crate::lag::PartitionOffsets;
+
+    #[test]
+    fn slope_of_a_line_is_exact_and_needs_two_times() {
+        assert_eq!(least_squares_slope(&[]), None);
+        assert_eq!(least_squares_slope(&[(1.0, 5.0)]), None);
+        assert_eq!(least_squares_slope(&[(1.0, 5.0), (1.0, 7.0)]), None);
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (i as f64 * 0.7, 3.0 + 2.5 * i as f64 * 0.7))
+            .collect();
+        assert!(close(least_squares_slope(&line).unwrap(), 2.5));
+    }
+
+    #[test]
+    fn total_lag_saturates() {
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let estimate = window.record(
+            Instant::now(),
+            vec![offsets(0, i64::MAX, Some(0)), offsets(1, 5, Some(0))],
+            None,
+            LATEST,
+        );
+        assert_eq!(estimate.total_lag, i64::MAX);
+    }
+
+    #[test]
+    fn a_topic_created_again_starts_its_partitions_history_afresh() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let sample = |id: &str, high: i64, committed: i64| PartitionOffsets {
+            topic_id: id.into(),
+            ..offsets(0, high, Some(committed))
+        };
+        window.record(at(0), vec![sample("old", 100, 100)], Some(1), LATEST);
+        let old = window.record(at(5), vec![sample("old", 150, 150)], Some(1), LATEST);
+        assert!(close(old.partitions[0].produce_rate.unwrap(), 10.0));
+        // Deleted and created again: 160 records produced and 120 consumed in the new topic
+        // by the next sample. Continuing the old topic's points would read 6/s in, a slope
+        // through both topics' offsets.
+        let new = window.record(at(10), vec![sample("new", 160, 120)], Some(1), LATEST);
+        let partition = &new.partitions[0];
+        assert_eq!(partition.produce_rate, None);
+        assert_eq!(partition.consume_rate, None);
+        assert!(!partition.persistent);
+        assert_eq!(new.total_lag, 40);
+        let next = window.record(at(15), vec![sample("new", 210, 170)], Some(1), LATEST);
+        assert!(close(next.partitions[0].produce_rate.unwrap(), 10.0));
+        assert!(close(next.partitions[0].consume_rate.unwrap(), 10.0));
+    }
+
+    #[test]
+    fn commits_that_go_back_or_vanish_are_counted_per_partition_of_the_same_topic() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let sample = |id: &str, committed: [Option<i64>; 3]| -> Vec<PartitionOffsets> {
+            (0..3)
+                .map(|partition| PartitionOffsets {
+                    topic_id: id.into(),
+                    ..offsets(partition, 100, committed[partition as usize])
+                })
+                .collect()
+        };
+        window.record(start, sample("a", [Some(50), Some(60), None]), None, LATEST);
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [Some(50), Some(61), Some(1)])),
+            0
+        );
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [None, None, None])),
+            2
+        );
+        assert_eq!(
+            window.commits_gone_back(&sample("a", [Some(49), Some(60), None])),
+            1
+        );
+        // A topic created again starts from nothing: not a commit gone back.
+        assert_eq!(
+            window.commits_gone_back(&sample("b", [Some(0), None, None])),
+            0
+        );
+    }
+
+    #[test]
+    fn rates_are_unknown_until_two_samples() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let first = feed(&mut window, start, &[(0.0, 100, Some(40))], Some(1));
+        assert_eq!(first.rates, None);
+        assert_eq!(first.total_lag, 60);
+        assert_eq!(first.eta(), Eta::Unknown);
+        let second = feed(&mut window, start, &[(5.0, 150, Some(140))], Some(1));
+        let rates = second.rates.unwrap();
+        assert!(close(rates.produce, 10.0));
+        assert!(close(rates.consume, 20.0));
+    }
+
+    #[test]
+    fn jitter_and_a_missed_poll_do_not_bias_constant_rates() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120), STALE);
+        // Polls meant every 5 s, arriving up to 1.3 s late or early, and the one at 25 s lost.
+        let times: [f64; 9] = [0.0, 5.9, 9.2, 15.4, 20.1, 31.3, 34.8, 40.0, 46.1];
+        let points: Vec<(f64, i64, Option<i64>)> = times
+            .iter()
+            .map(|t| {
+                (
+                    *t,
+                    1000 + (12.0 * *t).round() as i64,
+                    Some((30.0 * *t).round() as i64),
+                )
+            })
+            .collect();
+        let rates = feed(&mut window, start, &points, Some(3)).rates.unwrap();
+        assert!((rates.produce - 12.0).abs() < 0.05, "{rates:?}");
+        assert!((rates.consume - 30.0).abs() < 0.05, "{rates:?}");
+    }
+
+    #[test]
+    fn a_burst_is_spread_as_least_squares_says() {
+        // 0 records for 20 s, then 100 at once, then nothing: points at 0,5,...,40.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120), STALE);
+        let points: Vec<(f64, i64, Option<i64>)> = (0..9)
+            .map(|i| {
+                let t = i as f64 * 5.0;
+                (t, if t > 20.0 { 100 } else { 0 }, Some(0))
+            })
+            .collect();
+        let rates = feed(&mut window, start, &points, Some(1)).rates.unwrap();
+        // Closed form: x = 0..40 step 5 (mean 20, Sxx = 25·60 = 1500); y = 100 for the last 4
+        // (mean 400/9); Sxy = Σ (x-20)·y = 100·(5+10+15+20) = 5000 → slope 10/3.
+        assert!(close(rates.produce, 10.0 / 3.0), "{rates:?}");
+        assert!(close(rates.consume, 0.0), "{rates:?}");
+    }
+
+    #[test]
+    fn old_samples_leave_the_window() {
+        // 10/s for a minute, then 2/s; a 30 s window sees only the new rate.
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(30), STALE);
+        let mut points = Vec::new();
+        for i in 0..=24 {
+            let t = i as f64 * 5.0;
+            let high = if t <= 60.0 {
+                (10.0 * t) as i64
+            } else {
+                600 + (2.0 * (t - 60.0)) as i64
+            };
+            points.push((t, high, Some(0)));
+        }
+        let estimate = feed(&mut window, start, &points, Some(1));
+        assert!(close(estimate.rates.unwrap().produce, 2.0));
+        assert_eq!(estimate.samples_in_window, 7);
+    }
+
+    #[test]
+    fn offsets_going_back_reset_that_partition_only() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120), STALE);
+        let rule = LATEST;
+        let mut estimate = None;
+        for i in 0..6 {
+            let t = start + Duration::from_secs(5 * i);
+            let i = i as i64;
+            // Partition 0: steady. Partition 1: topic recreated at sample 3 (watermark back
+            // to 0), group reset at sample 4 (commit back to 0).
+            let p1_high = if i < 3 { 500 + 50 * i } else { 10 * (i - 3) };
+            let p1_commit = if i < 4 { 400 + 40 * i } else { 5 * (i - 4) };
+            estimate = Some(window.record(
+                t,
+                vec![
+                    offsets(0, 100 * i, Some(80 * i)),
+                    offsets(1, p1_high, Some(p1_commit)),
+                ],
+                Some(2),
+                rule,
+            ));
+        }
+        let estimate = estimate.unwrap();
+        let p1 = &estimate.partitions[1];
+        assert!(close(p1.produce_rate.unwrap(), 2.0), "{p1:?}");
+        assert!(close(p1.consume_rate.unwrap(), 1.0), "{p1:?}");
+        let rates = estimate.rates.unwrap();
+        assert!(close(rates.produce, 20.0 + 2.0), "{rates:?}");
+        assert!(close(rates.consume, 16.0 + 1.0), "{rates:?}");
+        assert!(rates.produce >= 0.0 && rates.consume >= 0.0);
+    }
+
+    #[test]
+    fn a_partition_reset_just_now_counts_no_rate_yet() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(120), STALE);
+        feed(
+            &mut window,
+            start,
+            &[(0.0, 100, Some(50)), (5.0, 150, Some(100))],
+            Some(1),
+        );
+        let estimate = feed(&mut window, start, &[(10.0, 3, Some(2))], Some(1));
+        assert_eq!(estimate.partitions[0].produce_rate, None);
+        assert_eq!(
+            estimate.rates,
+            Some(Rates {
+                produce: 0.0,
+                consume: 0.0
+            })
+        );
+    }
+
+    #[test]
+    fn persistent_memory_survives_failed_polls() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        feed(&mut window, start, &[(0.0, 100, Some(10))], Some(1));
+        window.record_failure(start + Duration::from_secs(5));
+        window.record_failure(start + Duration::from_secs(10));
+        let estimate = feed(&mut window, start, &[(15.0, 120, Some(10))], Some(1));
+        assert!(estimate.partitions[0].persistent);
+        let moved = feed(&mut window, start, &[(20.0, 120, Some(30))], Some(1));
+        assert!(!moved.partitions[0].persistent);
+    }
+}
