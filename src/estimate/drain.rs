@@ -89,9 +89,8 @@ pub fn eta(
         return Eta::Unknown;
     };
     let lag_f = lag as f64;
-    if rates.consume > MIN_NET_RATE
-        && in_flight_seconds.is_some_and(|seconds| lag_f <= rates.consume * seconds)
-    {
+    let in_flight = in_flight_time(rates, in_flight_seconds);
+    if rates.consume > MIN_NET_RATE && in_flight > 0.0 && lag_f <= rates.consume * in_flight {
         return Eta::InFlight(lag_f / rates.consume);
     }
     let net = rates.consume - rates.produce;
@@ -106,6 +105,39 @@ pub fn eta(
         NotDraining::Stalled
     };
     Eta::NotDraining(why)
+}
+
+/// How far the producers may lead the consumers, relative to the consume rate, with lag
+/// still believed in flight: rates read from commits sampled between polls are a few percent
+/// off for a group that keeps pace (2.7 % for one polled every second that commits every
+/// 5 s).
+const KEEPING_PACE: f64 = 0.1;
+
+/// From this lead on (relative to the consume rate) the group is clearly losing ground, and
+/// none of its lag is in flight.
+const LOSING_GROUND: f64 = 0.25;
+
+/// How long a consumed record may stay uncommitted at `rates`: all of `in_flight_seconds`
+/// while the consumers keep pace (the producers at most [`KEEPING_PACE`] ahead), fading
+/// linearly to none as they pull ahead to [`LOSING_GROUND`]. Lag of a group that is clearly
+/// losing ground is a backlog however small, never records in flight: with 100/s consumed
+/// and 150/s produced, any lag up to what 100/s consumes in the commit interval would
+/// otherwise read as draining. The fade keeps the `backlog` metric continuous in the rates.
+fn in_flight_time(rates: Rates, in_flight_seconds: Option<f64>) -> f64 {
+    let seconds = in_flight_seconds
+        .filter(|seconds| seconds.is_finite())
+        .unwrap_or(0.0)
+        .max(0.0);
+    let (produce, consume) = (rates.produce, rates.consume);
+    if !(produce.is_finite() && consume.is_finite()) || produce <= consume {
+        return seconds;
+    }
+    if consume <= 0.0 {
+        return 0.0;
+    }
+    let lead = (produce - consume) / consume;
+    let losing = (lead - KEEPING_PACE) / (LOSING_GROUND - KEEPING_PACE);
+    seconds * (1.0 - losing).clamp(0.0, 1.0)
 }
 
 /// The `backlog` metric: minutes to drain `lag` at `rates`, one formula whatever the rates,
@@ -144,10 +176,7 @@ pub fn backlog_minutes(
     } else {
         0.0
     };
-    let tau = in_flight_seconds
-        .filter(|seconds| seconds.is_finite())
-        .unwrap_or(0.0)
-        .max(0.0);
+    let tau = in_flight_time(rates, in_flight_seconds);
     let in_flight = lag.min(consume * tau);
     let flight = if consume > 0.0 {
         (lag / consume).min(tau)
@@ -301,8 +330,9 @@ mod tests {
             .collect();
         let estimate = feed(&mut window, start, &points, Some(1));
         assert_eq!(estimate.total_lag, 40);
+        // Commits seen at 5, 10, 15, 20 and 25 s: the median gap between them.
         let seconds = estimate.in_flight_seconds.unwrap();
-        assert!((seconds - 29.0 / 5.0).abs() < 1e-9, "{seconds}");
+        assert!((seconds - 5.0).abs() < 1e-9, "{seconds}");
         assert!(
             matches!(estimate.eta(), Eta::InFlight(_)),
             "{:?}",
@@ -460,6 +490,132 @@ mod tests {
                 "jump at lag {lag}: {previous} -> {value}"
             );
             previous = value;
+        }
+    }
+
+    /// A group of `n` partitions polled every 5 s for `samples` polls: partition `i`
+    /// receives `produce[i]`/s after a backlog of `backlog` and its group consumes
+    /// `consume[i]`/s,
+    /// committing what it consumed every `every[i]` polls (0: once, at the second poll,
+    /// then never again, as a quiet partition does). The estimate after the last poll.
+    fn group(
+        backlog: i64,
+        produce: &[f64],
+        consume: &[f64],
+        every: &[usize],
+        samples: usize,
+    ) -> Estimate {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(300), STALE);
+        let mut last = None;
+        for poll in 0..samples {
+            let t = poll as f64 * 5.0;
+            let offsets = (0..produce.len())
+                .map(|i| {
+                    let high = backlog + (produce[i] * t).round() as i64;
+                    let committed_at = match every[i] {
+                        0 => t.min(5.0),
+                        every => (poll / every * every) as f64 * 5.0,
+                    };
+                    let committed = ((consume[i] * committed_at).round() as i64).min(high);
+                    offsets(i as i32, high, Some(committed))
+                })
+                .collect();
+            let at = start + Duration::from_secs_f64(t);
+            last = Some(window.record(at, offsets, Some(produce.len()), LATEST));
+        }
+        last.expect("at least one poll")
+    }
+
+    #[test]
+    fn a_quiet_partition_does_not_stretch_the_commit_interval() {
+        // Nine partitions commit every poll; the tenth committed once, five minutes ago.
+        // (The mean time between its changes, the longest, was taken before: ~295 s.)
+        let mut every = vec![1; 10];
+        every[9] = 0;
+        let estimate = group(200, &[10.0; 10], &[10.0; 10], &every, 60);
+        let seconds = estimate.in_flight_seconds.expect("known");
+        assert!(close(seconds, 5.0), "{seconds}");
+        // Commits every 3 polls on most partitions: the median gap, 15 s.
+        let mut every = vec![3; 10];
+        every[0] = 1;
+        let estimate = group(200, &[10.0; 10], &[10.0; 10], &every, 60);
+        let seconds = estimate.in_flight_seconds.expect("known");
+        assert!(close(seconds, 15.0), "{seconds}");
+        // A group committing every 10 polls: bounded by 6 poll intervals.
+        let estimate = group(200, &[10.0; 10], &[10.0; 10], &[10; 10], 60);
+        let seconds = estimate.in_flight_seconds.expect("known");
+        assert!(close(seconds, 30.0), "{seconds}");
+    }
+
+    #[test]
+    fn a_group_falling_behind_is_never_in_flight_nor_a_small_backlog() {
+        // 150/s produced, 100/s consumed over ten partitions, one of them quiet: the lag
+        // grows by 50/s, and it is far below what 100/s consumes in the old in-flight time.
+        let mut every = vec![1; 10];
+        every[9] = 0;
+        let consume = vec![100.0 / 9.0; 10];
+        let estimate = group(200, &[15.0; 10], &consume, &every, 24);
+        assert!(estimate.total_lag < 10_000, "lag {}", estimate.total_lag);
+        let rates = estimate.rates.expect("rates");
+        assert!(rates.produce > 1.4 * rates.consume, "{rates:?}");
+        assert_eq!(
+            estimate.eta(),
+            Eta::NotDraining(NotDraining::ProducerFaster),
+            "{estimate:?}"
+        );
+        let backlog = backlog_minutes(
+            estimate.total_lag,
+            estimate.rates,
+            estimate.in_flight_seconds,
+        )
+        .expect("known");
+        assert_eq!(backlog, MAX_BACKLOG_MINUTES);
+        // Keeping pace, committing every other poll: the lag is in flight, as before.
+        let estimate = group(0, &[10.0; 10], &[10.0; 10], &[2; 10], 24);
+        assert!(
+            matches!(estimate.eta(), Eta::InFlight(_)),
+            "{:?}",
+            estimate.eta()
+        );
+    }
+
+    #[test]
+    fn in_flight_time_fades_as_the_producers_pull_ahead() {
+        let seconds = Some(10.0);
+        let at = |produce, consume| Rates { produce, consume };
+        assert_eq!(in_flight_time(at(100.0, 100.0), seconds), 10.0);
+        assert_eq!(in_flight_time(at(90.0, 100.0), seconds), 10.0);
+        assert!(close(in_flight_time(at(110.0, 100.0), seconds), 10.0));
+        assert!(close(in_flight_time(at(117.5, 100.0), seconds), 5.0));
+        assert_eq!(in_flight_time(at(125.0, 100.0), seconds), 0.0);
+        assert_eq!(in_flight_time(at(150.0, 100.0), seconds), 0.0);
+        assert_eq!(in_flight_time(at(1.0, 0.0), seconds), 0.0);
+        assert_eq!(in_flight_time(at(1.0, 1.0), None), 0.0);
+    }
+
+    proptest::proptest! {
+        /// Producers clearly ahead (at least 30 % more than is consumed) over any number of
+        /// partitions, any commit pattern, and a partition that committed once: with lag,
+        /// the ETA is "not draining", never in flight or draining.
+        #[test]
+        fn a_group_losing_ground_is_not_draining(
+            partitions in proptest::collection::vec(
+                (1.0f64..50.0, 1.3f64..4.0, 0usize..4),
+                1..12,
+            ),
+            samples in 8usize..40,
+        ) {
+            // And one partition that committed once, early, and takes few records.
+            let consume: Vec<f64> =
+                partitions.iter().map(|(c, _, _)| *c).chain([1.0]).collect();
+            let produce: Vec<f64> =
+                partitions.iter().map(|(c, k, _)| c * k).chain([0.1]).collect();
+            let every: Vec<usize> = partitions.iter().map(|(_, _, e)| *e).chain([0]).collect();
+            let estimate = group(200, &produce, &consume, &every, samples);
+            proptest::prop_assume!(estimate.total_lag > 0);
+            let eta = estimate.eta();
+            proptest::prop_assert!(matches!(eta, Eta::NotDraining(_)), "{eta:?} for {estimate:?}");
         }
     }
 }

@@ -54,8 +54,10 @@ pub struct Estimate {
     /// Samples within the rate window, this one included.
     pub samples_in_window: usize,
     /// How long a consumed record may stay uncommitted, seconds: the longer of the mean time
-    /// between samples and the mean time between commits seen in the window; `None` with one
-    /// sample. Lag the group consumes within this is in flight (see [`eta`]).
+    /// between samples and the group's commit interval (the median gap between commits seen
+    /// on any partition in the window, at most 6 mean times between samples); `None` with
+    /// one sample. Lag the group consumes within this is in flight (see [`eta`]), unless the
+    /// producers are clearly ahead.
     pub in_flight_seconds: Option<f64>,
     /// The lag history, for the idle window.
     pub history: Arc<LagHistory>,

@@ -14,6 +14,26 @@ use crate::lag::{LagRule, PartitionOffsets};
 /// than `rate window / MAX_POINTS`, the effective window shrinks to `MAX_POINTS` polls.
 pub const MAX_POINTS: usize = 360;
 
+/// The longest in-flight time, in poll intervals, whatever the commit interval: a group that
+/// commits less often than this has lag beyond it counted as a backlog.
+const MAX_IN_FLIGHT_POLLS: f64 = 6.0;
+
+/// The group's commit interval: the median of the gaps between commits seen on any partition
+/// (so that a partition that changed once in the window, or a quiet one, does not stretch
+/// it), `None` without at least two gaps.
+fn commit_interval(mut gaps: Vec<f64>) -> Option<f64> {
+    if gaps.len() < 2 {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    let middle = gaps.len() / 2;
+    Some(if gaps.len().is_multiple_of(2) {
+        (gaps[middle - 1] + gaps[middle]) / 2.0
+    } else {
+        gaps[middle]
+    })
+}
+
 /// A watch's memory of recent samples.
 #[derive(Debug)]
 pub struct Window {
@@ -100,18 +120,19 @@ impl Series {
         self.points.clear();
     }
 
-    /// Mean seconds between changes of the value (commits, for committed offsets), `None`
-    /// when it never changed in the series.
-    fn change_interval(&self) -> Option<f64> {
-        let (first_at, _) = self.points.front()?;
-        let (last_at, _) = self.points.back()?;
+    /// The seconds between consecutive changes of the value (commits, for committed
+    /// offsets): one gap fewer than the changes seen.
+    fn change_gaps(&self) -> impl Iterator<Item = f64> + '_ {
         let changes = self
             .points
             .iter()
             .zip(self.points.iter().skip(1))
             .filter(|((_, a), (_, b))| a != b)
-            .count();
-        (changes > 0).then(|| last_at.duration_since(*first_at).as_secs_f64() / changes as f64)
+            .map(|(_, (at, _))| *at);
+        changes
+            .clone()
+            .zip(changes.skip(1))
+            .map(|(earlier, later)| later.duration_since(earlier).as_secs_f64())
     }
 
     fn prune(&mut self, oldest: Instant) {
@@ -263,15 +284,15 @@ impl Window {
             }
             _ => None,
         };
-        let commit_interval = self
+        let gaps: Vec<f64> = self
             .partitions
             .iter()
-            .filter_map(|history| history.consumed.change_interval())
-            .fold(None, |longest: Option<f64>, interval| {
-                Some(longest.map_or(interval, |l| l.max(interval)))
-            });
-        let in_flight_seconds = match (poll_spacing, commit_interval) {
-            (Some(spacing), Some(commits)) => Some(spacing.max(commits)),
+            .flat_map(|history| history.consumed.change_gaps())
+            .collect();
+        let in_flight_seconds = match (poll_spacing, commit_interval(gaps)) {
+            (Some(spacing), Some(commits)) => {
+                Some(spacing.max(commits.min(MAX_IN_FLIGHT_POLLS * spacing)))
+            }
             (spacing, _) => spacing,
         };
         Estimate {
