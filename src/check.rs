@@ -169,6 +169,23 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
             rate(partition.consume_rate),
         )?;
     }
+    for partition in &estimate.partitions {
+        let offsets = &partition.offsets;
+        if let Some(unread) = &offsets.unread {
+            let earlier = estimate.taken_at.saturating_duration_since(unread.read_at);
+            writeln!(
+                out,
+                "note: {}[{}]: its leader did not answer this poll; the log start and end \
+                 read {} earlier stand in ({})",
+                offsets.topic,
+                offsets.partition,
+                humantime::format_duration(Duration::from_millis(
+                    u64::try_from(earlier.as_millis()).unwrap_or(u64::MAX)
+                )),
+                unread.cause
+            )?;
+        }
+    }
     let decision = trigger.rules.decide(estimate, Instant::now());
     writeln!(out, "estimate: {decision}")?;
     let mode = trigger.rules.metric;
@@ -209,6 +226,48 @@ mod tests {
             .unwrap_err()
             .contains("given twice"));
         assert!(parse_args(&[]).unwrap_err().contains("usage"));
+    }
+
+    #[test]
+    fn a_partition_whose_leader_did_not_answer_is_named_below_the_table() {
+        let clusters = Config::default().cluster_set();
+        let now = Instant::now();
+        let offsets = |partition, unread| crate::lag::PartitionOffsets {
+            group: "orders".to_owned(),
+            topic: "events".to_owned(),
+            topic_id: "id".into(),
+            partition,
+            log_start: 0,
+            high_watermark: 10,
+            committed: Some(5),
+            nothing_to_read: false,
+            unread,
+        };
+        let unread = crate::lag::Unread {
+            read_at: now - Duration::from_millis(4200),
+            cause: "events[1]: no offset (offset -1001): its leader did not answer".into(),
+        };
+        let estimate =
+            crate::estimate::Window::new(Duration::from_secs(60), Duration::from_secs(20)).record(
+                now,
+                vec![offsets(0, None), offsets(1, Some(unread))],
+                Some(1),
+                crate::lag::LagRule::DEFAULT,
+            );
+        let metadata = parse_args(&args(&["consumerGroup=orders", "topic=events"])).unwrap();
+        let trigger = Trigger::parse(&metadata, &clusters).unwrap();
+        let mut out = Vec::new();
+        report(&mut out, &trigger, &estimate).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let notes: Vec<&str> = text.lines().filter(|l| l.starts_with("note:")).collect();
+        assert_eq!(notes.len(), 1, "{text}");
+        assert!(
+            notes[0].starts_with(
+                "note: events[1]: its leader did not answer this poll; the log \
+                 start and end read 4s 200ms earlier stand in (events[1]: no offset"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
