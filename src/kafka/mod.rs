@@ -265,8 +265,9 @@ impl KafkaClient {
         self.consumer.context().by_broker.lock().clone()
     }
 
-    /// Reads what lag is computed from: for `group` and either one topic or every topic the
-    /// group has committed on, each partition's log start, end (high watermark, or last
+    /// Reads what lag is computed from: for `group` and either the topics `topic` names (one,
+    /// or several comma-separated; one that does not exist fails the read, naming it) or every
+    /// topic the group has committed on, each partition's log start, end (high watermark, or last
     /// stable offset under `read_committed`) and committed offset. Partitions come sorted by
     /// topic and number. The group's committed offsets are read now; each topic's offsets
     /// come from a read made at or after `since` (this poll's scheduled time), shared with
@@ -281,7 +282,8 @@ impl KafkaClient {
         let requested = topic;
         let committed = self.group_offsets(group)?;
         let topics: BTreeSet<&str> = match topic {
-            Some(topic) => BTreeSet::from([topic]),
+            // One topic, or several comma-separated (a topic name never holds a comma).
+            Some(topics) => topics.split(',').collect(),
             None => committed
                 .iter()
                 .filter(|offset| offset.offset >= 0)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::keys::pick_cluster;
 use super::rules::{check_target_eta, parse_common, CommonRules};
 use super::values::{
-    invalid, is_kafka_version, parse_go_bool, parse_group, parse_target, parse_topic, BOOL_RULE,
+    invalid, is_kafka_version, parse_go_bool, parse_group, parse_target, parse_topics, BOOL_RULE,
 };
 use super::{Entity, PartitionSet, Source, Trigger, TriggerError, WatchKey};
 use crate::config::ClusterSet;
@@ -40,7 +40,7 @@ pub(super) fn parse(
     };
     let topic = match get("topic") {
         None | Some("") => None,
-        Some(topic) => Some(parse_topic(topic)?),
+        Some(topic) => Some(parse_topics(topic)?),
     };
     let offset_reset = match get("offsetResetPolicy") {
         None | Some("latest") => OffsetResetPolicy::Latest,
@@ -148,6 +148,17 @@ pub(super) fn parse(
                 "a topic to apply to: set topic as well",
             ));
         }
+    }
+    // Partition numbers name the partitions of one topic: with several, which is meant is
+    // unknown. The partition cap and even distribution count every partition of every topic
+    // listed (a consumer can own one partition of each).
+    if topic.as_deref().is_some_and(|topics| topics.contains(',')) && partitions.is_some() {
+        return Err(invalid(
+            "partitionLimitation",
+            get("partitionLimitation").unwrap_or_default(),
+            "nothing while topic lists several topics: partition numbers name the partitions \
+             of one topic (use one trigger per topic to limit partitions)",
+        ));
     }
     check_target_eta(metric, target_eta)?;
     Ok(Trigger {

@@ -42,7 +42,8 @@ pub struct WatchKey {
     pub cluster: Option<String>,
     /// Whose lag: one consumer group, or an Azul plugin's groups.
     pub source: Source,
-    /// One topic, or `None` for every topic the group has committed offsets for.
+    /// One topic, or several as a sorted comma-separated list (`topic: a,b`), or `None` for
+    /// every topic the group has committed offsets for.
     pub topic: Option<String>,
     /// Only these partitions of the topic count (`partitionLimitation`); `None` for all.
     pub partitions: Option<PartitionSet>,
@@ -248,6 +249,40 @@ mod tests {
         assert_eq!(trigger.rules.lag_threshold, 10);
         assert_eq!(trigger.rules.activation_lag_threshold, 0);
         assert_eq!(trigger.target(), 10.0);
+    }
+
+    #[test]
+    fn topic_lists_several_topics_comma_separated_as_keda_does() {
+        let g = ("consumerGroup", "orders");
+        let trigger = parse(&[g, ("topic", " payments, orders ,payments")]).unwrap();
+        assert_eq!(trigger.watch.topic.as_deref(), Some("orders,payments"));
+        // The same list in any order and spacing is the same watch.
+        let same = parse(&[g, ("topic", "payments,orders")]).unwrap();
+        assert_eq!(same.watch, trigger.watch);
+        assert_eq!(trigger.metric_name(), "kafka-lag-orders-orders-payments");
+        // Keys that count partitions count those of every topic listed; partition numbers
+        // name one topic's, so they are refused with several.
+        for key in [
+            "limitToPartitionsWithLag",
+            "ensureEvenDistributionOfPartitions",
+        ] {
+            assert!(
+                parse(&[g, ("topic", "a,b"), (key, "true")]).is_ok(),
+                "{key}"
+            );
+        }
+        let err = parse(&[g, ("topic", "a,b"), ("partitionLimitation", "1,2")]).unwrap_err();
+        assert!(
+            err.to_string().contains("partitionLimitation")
+                && err
+                    .to_string()
+                    .contains("partition numbers name the partitions of one"),
+            "{err}"
+        );
+        assert!(parse(&[g, ("topic", "a"), ("partitionLimitation", "1,2")]).is_ok());
+        let many: Vec<String> = (0..=MAX_TOPICS).map(|n| format!("t{n}")).collect();
+        let err = parse(&[g, ("topic", &many.join(","))]).unwrap_err();
+        assert!(err.to_string().contains("at most 100"), "{err}");
     }
 
     fn plugin(pairs: &[(&str, &str)]) -> Result<Trigger, TriggerError> {
@@ -730,7 +765,9 @@ mod tests {
             (&[g, ("offsetResetPolicy", "sideways")], "offsetResetPolicy"),
             (&[g, ("isolationLevel", "READ_COMMITTED")], "isolationLevel"),
             (&[g, ("offsetResetPolicy", "Latest")], "offsetResetPolicy"),
-            (&[g, ("topic", "a,b")], "topic"),
+            (&[g, ("topic", "a,,b")], "topic"),
+            (&[g, ("topic", "a,")], "topic"),
+            (&[g, ("topic", "a,b c")], "topic"),
             (&[g, ("topic", "..")], "topic"),
             (&[g, ("entityType", "plugin")], "consumerGroup"),
             (&[g, ("pluginName", "p")], "pluginName"),

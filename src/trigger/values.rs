@@ -136,23 +136,39 @@ pub(super) fn parse_group(value: &str) -> Result<String, TriggerError> {
     Ok(value.to_owned())
 }
 
-pub(super) fn parse_topic(value: &str) -> Result<String, TriggerError> {
-    // Kafka's own rule for topic names.
-    let valid = value.len() <= 249
-        && value != "."
-        && value != ".."
-        && value
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '_' || ch == '-');
-    if !valid {
-        return Err(invalid(
+/// Most topics one trigger's `topic` may list.
+pub(super) const MAX_TOPICS: usize = 100;
+
+/// `topic`: one Kafka topic name or a comma-separated list of them (spaces around names
+/// allowed, as KEDA's `apache-kafka` trigger reads it), as the sorted list without
+/// duplicates, comma-joined (a topic name never holds a comma).
+pub(super) fn parse_topics(value: &str) -> Result<String, TriggerError> {
+    let refuse = || {
+        invalid(
             "topic",
             value,
-            "one Kafka topic name (letters, digits, '.', '_', '-'; at most 249) or empty for \
-             every topic the group committed on",
-        ));
+            "one Kafka topic name or a comma-separated list of at most 100 (letters, digits, \
+             '.', '_', '-'; at most 249 each), or empty for every topic the group committed on",
+        )
+    };
+    let mut topics = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        // Kafka's own rule for topic names.
+        let valid = !name.is_empty()
+            && name.len() <= 249
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '_' || ch == '-');
+        if !valid || topics.len() == MAX_TOPICS {
+            return Err(refuse());
+        }
+        topics.push(name);
     }
-    Ok(value.to_owned())
+    topics.sort_unstable();
+    topics.dedup();
+    Ok(topics.join(","))
 }
 
 pub(super) fn parse_integer(

@@ -136,6 +136,55 @@ fn kafka_errors_are_unavailable_with_the_cause() {
     scaler.stop();
 }
 
+/// `topic` with several topics, as KEDA's `apache-kafka` trigger takes it: the lag of every
+/// partition of every topic listed, in any order; a topic of the list that does not exist
+/// fails the watch, naming it.
+#[test]
+fn a_topic_list_counts_every_topic_and_names_a_missing_one() {
+    let broker = Kafka::shared();
+    broker.create_topic("list-a", 2);
+    broker.create_topic("list-b", 1);
+    broker.produce("list-a", 0, 5);
+    broker.produce("list-a", 1, 3);
+    broker.produce("list-b", 0, 4);
+    // Lag 4 + 2 on list-a and 4 on list-b; a topic of the group not listed does not count.
+    broker.create_topic("list-other", 1);
+    broker.produce("list-other", 0, 9);
+    broker.commit(
+        "list-readers",
+        &[
+            ("list-a", 0, 1),
+            ("list-a", 1, 1),
+            ("list-b", 0, 0),
+            ("list-other", 0, 0),
+        ],
+    );
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let group = ("consumerGroup", "list-readers");
+    assert_eq!(
+        scaler
+            .lag(&[group, ("topic", "list-b, list-a")])
+            .expect("lag"),
+        10
+    );
+    // limitToPartitionsWithLag counts the lagging partitions of every topic: 3 of them,
+    // so the metric is capped at 3 × lagThreshold.
+    let capped = [
+        group,
+        ("topic", "list-a,list-b"),
+        ("lagThreshold", "2"),
+        ("limitToPartitionsWithLag", "true"),
+    ];
+    assert_eq!(scaler.lag(&capped).expect("capped lag"), 6);
+    let missing = [group, ("topic", "list-a,list-missing")];
+    let status = scaler
+        .lag(&missing)
+        .expect_err("a topic that does not exist");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(status.message().contains("list-missing"), "{status:?}");
+    scaler.stop();
+}
+
 #[test]
 fn unreachable_kafka_answers_unavailable_well_within_kedas_deadline() {
     // Nothing listens on this port, so the first poll cannot finish quickly.
