@@ -36,6 +36,12 @@ struct Plan {
 }
 
 fn main() {
+    // lagscaler at its default log level, as deployed (the test harness's logger, which
+    // would otherwise be installed first, logs every call at debug level; the floor logs
+    // nothing).
+    let _ = env_logger::builder()
+        .parse_filters("info,librdkafka=warn")
+        .try_init();
     // `cargo bench` passes --bench; `cargo test --benches` does not: that is the smoke run.
     let full = std::env::args().any(|arg| arg == "--bench");
     let plan = if full {
