@@ -77,15 +77,19 @@ impl Unavailable {
                     Some(cause) => format!("polls fail since: {cause}"),
                     None => "the watcher has not delivered since".to_owned(),
                 };
-                let age = Duration::from_millis(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
                 format!(
                     "the latest good sample of {watch} is {} old (stale after {}); {why}",
-                    humantime::format_duration(age),
+                    humantime::format_duration(round_to_ms(*age)),
                     humantime::format_duration(*stale_after)
                 )
             }
         }
     }
+}
+
+/// `duration` to whole milliseconds, for messages and logs.
+pub fn round_to_ms(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a watch whose view is `view` may serve at `now`: its latest good estimate while that

@@ -179,9 +179,7 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
                  read {} earlier stand in ({})",
                 offsets.topic,
                 offsets.partition,
-                humantime::format_duration(Duration::from_millis(
-                    u64::try_from(earlier.as_millis()).unwrap_or(u64::MAX)
-                )),
+                humantime::format_duration(crate::answer::round_to_ms(earlier)),
                 unread.cause
             )?;
         }

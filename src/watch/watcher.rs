@@ -322,9 +322,7 @@ impl Watcher {
             ""
         };
         let age = now.saturating_duration_since(oldest.read_at);
-        let age_text = humantime::format_duration(Duration::from_millis(
-            u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-        ));
+        let age_text = humantime::format_duration(crate::answer::round_to_ms(age));
         if age > self.stale_after {
             return Err(PollFailure::Failed(format!(
                 "{} partitions ({}{more}) could not be read for {age_text} (stale after {}): \
