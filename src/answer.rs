@@ -143,6 +143,7 @@ mod tests {
             committed: Some(1000 - lag),
             nothing_to_read: false,
             unread: None,
+            waited: None,
         };
         Arc::new(window.record(at, vec![offsets], Some(1), LagRule::DEFAULT))
     }

@@ -3,8 +3,8 @@
 //! It takes the metadata a ScaledObject's trigger would carry, checks it exactly as the
 //! gRPC service does, runs the same watcher the daemon runs (same Kafka client, same plugin
 //! directory, same settings) for two polls one `SCALER_POLL_INTERVAL` apart, and prints each
-//! partition's offsets and lag, then what KEDA would get: the metric spec, GetMetrics'
-//! value and IsActive.
+//! partition's offsets, lag and time lag, then what KEDA would get: the metric spec,
+//! GetMetrics' value and IsActive.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -95,9 +95,10 @@ fn two_polls(
     trigger: &Trigger,
     config: &Config,
 ) -> Result<Arc<Estimate>, String> {
-    let slot = registry
-        .watch(&trigger.watch)
-        .map_err(|err| err.to_string())?;
+    let slot = registry.watch(trigger).map_err(|err| err.to_string())?;
+    // The report shows every partition's time lag, whatever the trigger's metric; the second
+    // poll, the one reported, reads what that needs.
+    slot.want_time_lag();
     // A poll makes a few requests, each bounded by the Kafka timeout.
     let poll_budget = 4 * config.kafka.request_timeout;
     let first = good(slot.first_view(poll_budget))?;
@@ -139,7 +140,7 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
     };
     writeln!(
         out,
-        "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
         "group",
         "topic",
         "partition",
@@ -147,15 +148,18 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
         "committed",
         end,
         "lag",
+        "time lag",
         "produce/s",
         "consume/s"
     )?;
     let rate = |rate: Option<f64>| rate.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+    let time_lag =
+        |seconds: Option<f64>| seconds.map_or_else(|| "unknown".to_owned(), |s| format!("{s:.1}s"));
     for partition in &estimate.partitions {
         let offsets = &partition.offsets;
         writeln!(
             out,
-            "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            "{:<32} {:<32} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
             offsets.group,
             offsets.topic,
             offsets.partition,
@@ -165,6 +169,7 @@ fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::i
                 .map_or_else(|| "none".to_owned(), |c| c.to_string()),
             offsets.high_watermark,
             partition.lag,
+            time_lag(partition.time_lag),
             rate(partition.produce_rate),
             rate(partition.consume_rate),
         )?;
@@ -240,6 +245,7 @@ mod tests {
             committed: Some(5),
             nothing_to_read: false,
             unread,
+            waited: None,
         };
         let unread = crate::lag::Unread {
             read_at: now - Duration::from_millis(4200),

@@ -205,6 +205,9 @@ pub fn render_metrics(observed: &Observed) -> String {
                 }
                 Eta::Unknown | Eta::NotDraining(_) => {}
             }
+            if let Some(seconds) = estimate.time_lag {
+                watches.time_lag_seconds.put(&labels, seconds);
+            }
             if let Some(members) = estimate.members {
                 watches.members.put(&labels, members as f64);
             }
@@ -335,6 +338,7 @@ struct WatchFamilies {
     produce_rate: Family,
     consume_rate: Family,
     eta_seconds: Family,
+    time_lag_seconds: Family,
     members: Family,
     sample_age_seconds: Family,
     up: Family,
@@ -365,6 +369,13 @@ impl WatchFamilies {
                 "gauge",
                 "Time to drain the lag at the current rates, while it drains.",
             ),
+            time_lag_seconds: Family::new(
+                "lagscaler_watch_time_lag_seconds",
+                "gauge",
+                "How long the oldest record not consumed had waited at the latest sample, \
+                 where known (record timestamps are read only for watches a time-lag trigger \
+                 reads).",
+            ),
             members: Family::new(
                 "lagscaler_watch_members",
                 "gauge",
@@ -394,12 +405,13 @@ impl WatchFamilies {
         }
     }
 
-    fn all(&self) -> [&Family; 9] {
+    fn all(&self) -> [&Family; 10] {
         [
             &self.lag,
             &self.produce_rate,
             &self.consume_rate,
             &self.eta_seconds,
+            &self.time_lag_seconds,
             &self.members,
             &self.sample_age_seconds,
             &self.up,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How a partition with no committed offset counts, as KEDA's `offsetResetPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +100,11 @@ pub struct PartitionOffsets {
     /// Set when the log start and end come from an earlier read, because the latest one could
     /// not reach the partition's leader (see `KafkaClient::snapshot`).
     pub unread: Option<Unread>,
+    /// How long the oldest record the group has not consumed here had waited when the
+    /// offsets were read, by its timestamp on the broker; read only where the watch's own
+    /// history of the end offset does not reach back to the group's position (see
+    /// `KafkaClient::first_records`).
+    pub waited: Option<Duration>,
 }
 
 /// Why a partition's log start and end come from an earlier read: the latest read of its
@@ -114,6 +119,26 @@ pub struct Unread {
 }
 
 impl PartitionOffsets {
+    /// The offset of the oldest record the group has not consumed, `None` when no record
+    /// waits for it under `rule`: no lag, or no committed offset with `offsetResetPolicy`
+    /// latest (the group would start at the end; KEDA's rule still counts that as lag 1).
+    pub fn first_unconsumed(&self, rule: LagRule) -> Option<i64> {
+        if self.lag(rule) == 0 {
+            return None;
+        }
+        match self.valid_committed() {
+            Some(committed) => Some(committed),
+            None if rule.offset_reset == OffsetResetPolicy::Earliest => Some(self.log_start),
+            None => None,
+        }
+    }
+
+    /// The committed offset, unless the group has none or its records are deleted.
+    fn valid_committed(&self) -> Option<i64> {
+        self.committed
+            .filter(|committed| *committed >= self.log_start)
+    }
+
     /// Records the group still has to consume on this partition, never negative.
     ///
     /// A committed offset past the high watermark (seen with some brokers) counts 0 rather
@@ -123,10 +148,7 @@ impl PartitionOffsets {
     /// as no committed offset (`offsetResetPolicy`), never the deleted records (KEDA counts
     /// them).
     pub fn lag(&self, rule: LagRule) -> i64 {
-        let valid = self
-            .committed
-            .filter(|committed| *committed >= self.log_start);
-        match (valid, rule.offset_reset) {
+        match (self.valid_committed(), rule.offset_reset) {
             (Some(_), _) if self.nothing_to_read => 0,
             (Some(committed), _) => self.high_watermark.saturating_sub(committed).max(0),
             (None, _) if rule.zero_on_invalid_offset => 0,
@@ -161,6 +183,7 @@ mod tests {
             committed,
             nothing_to_read: false,
             unread: None,
+            waited: None,
         }
     }
 

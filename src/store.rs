@@ -5,7 +5,7 @@
 //! across IO.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,9 @@ pub struct Slot {
     last_poll_us: AtomicU64,
     /// The triggers served from this watch, for `/metrics`.
     triggers: Mutex<Vec<TriggerSeen>>,
+    /// Set once a trigger on this watch needs its time lag: its watcher then reads the
+    /// broker's record timestamps where its own history does not reach back.
+    time_lag_wanted: Arc<AtomicBool>,
 }
 
 /// Most triggers one watch remembers for `/metrics`; beyond, the one asked about longest
@@ -181,6 +184,16 @@ impl Slot {
         seen
     }
 
+    /// Records that a trigger on this watch needs its time lag (kept for the watch's life).
+    pub fn want_time_lag(&self) {
+        self.time_lag_wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag [`Slot::want_time_lag`] sets, for the watch's watcher to read.
+    pub fn time_lag_wanted(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.time_lag_wanted)
+    }
+
     /// Records that an RPC asked about this watch now.
     pub fn touch(&self) {
         let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -247,6 +260,7 @@ impl Store {
             poll_errors: AtomicU64::new(0),
             last_poll_us: AtomicU64::new(0),
             triggers: Mutex::new(Vec::new()),
+            time_lag_wanted: Arc::new(AtomicBool::new(false)),
         });
         slot.touch();
         slots.insert(key.clone(), Arc::clone(&slot));

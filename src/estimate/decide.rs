@@ -20,6 +20,9 @@ pub enum MetricMode {
     /// Azul's `backlog`: minutes to drain, growing smoothly past "never" while the lag does
     /// not drain; target `targetSize` (HPA `AverageValue`). The default for plugins.
     Backlog,
+    /// Time lag: seconds the oldest record not consumed has waited, the most over partitions;
+    /// target `timeLagThreshold` (HPA `Value`).
+    TimeLag,
 }
 
 impl MetricMode {
@@ -30,6 +33,7 @@ impl MetricMode {
             MetricMode::Eta => "eta",
             MetricMode::Replicas => "replicas",
             MetricMode::Backlog => "backlog",
+            MetricMode::TimeLag => "timeLag",
         }
     }
 }
@@ -49,6 +53,10 @@ pub struct Rules {
     pub lag_threshold: i64,
     /// Active when the lag is above this (`activationLagThreshold`).
     pub activation_lag_threshold: i64,
+    /// Active only when the time lag is above this too (`activationTimeLagThreshold`).
+    pub activation_time_lag: Option<Duration>,
+    /// The time lag aimed at (`timeLagThreshold`); required by `timeLag`.
+    pub time_lag_threshold: Option<Duration>,
     /// Time to drain aimed at (`targetEtaSeconds`); required by `eta` and `replicas`.
     pub target_eta: Option<Duration>,
     /// Inactive only after the lag stayed at or below the activation threshold this long.
@@ -71,6 +79,8 @@ impl Default for Rules {
             metric: MetricMode::Lag,
             lag_threshold: 10,
             activation_lag_threshold: 0,
+            activation_time_lag: None,
+            time_lag_threshold: None,
             target_eta: None,
             idle_window: Duration::ZERO,
             allow_idle_consumers: false,
@@ -104,6 +114,10 @@ pub struct Decision {
     pub replicas: Option<Result<u64, String>>,
     /// The `backlog` metric, minutes; `None` while rates are unknown and there is lag.
     pub backlog: Option<f64>,
+    /// The `timeLag` metric, seconds; `None` while a partition's is unknown.
+    pub time_lag: Option<f64>,
+    /// Partitions whose time lag is unknown.
+    pub n_time_lag_unknown: usize,
     /// The IsActive answer.
     pub active: bool,
 }
@@ -125,7 +139,9 @@ impl Decision {
         let int = match mode {
             MetricMode::Lag => self.metric_lag,
             // Rounded up, so that older KEDA (integers only) errs towards scaling up.
-            MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog => value.ceil() as i64,
+            MetricMode::Eta | MetricMode::Replicas | MetricMode::Backlog | MetricMode::TimeLag => {
+                value.ceil() as i64
+            }
         };
         int.min(MAX_REPORTED_INT)
     }
@@ -164,6 +180,14 @@ impl Decision {
                     self.total_lag
                 )
             }),
+            MetricMode::TimeLag => self.time_lag.ok_or_else(|| {
+                format!(
+                    "the time lag is not known: on {} partitions the oldest record not consumed \
+                     was written before this watch's history began, and its timestamp could \
+                     not be read from the broker (lag {})",
+                    self.n_time_lag_unknown, self.total_lag
+                )
+            }),
         }
     }
 }
@@ -197,6 +221,10 @@ impl fmt::Display for Decision {
         match self.backlog {
             Some(minutes) => write!(f, " backlog={minutes:.3}min")?,
             None => f.write_str(" backlog=unknown")?,
+        }
+        match self.time_lag {
+            Some(seconds) => write!(f, " time_lag={seconds:.3}s")?,
+            None => f.write_str(" time_lag=unknown")?,
         }
         write!(f, " active={}", self.active)
     }
@@ -247,6 +275,12 @@ impl Rules {
                 estimate.rates,
                 estimate.in_flight_seconds,
             ),
+            time_lag: estimate.time_lag,
+            n_time_lag_unknown: estimate
+                .partitions
+                .iter()
+                .filter(|p| p.time_lag.is_none())
+                .count(),
             active: self.active(estimate, now),
         }
     }
@@ -301,11 +335,21 @@ impl Rules {
             .unwrap_or(replicas)
     }
 
-    /// IsActive: true on any sample above the activation threshold; false only once the lag
-    /// stayed at or below it for the whole idle window, with no gap in the data.
+    /// Whether these rules read the time lag (its metric or its activation threshold).
+    pub fn needs_time_lag(&self) -> bool {
+        self.metric == MetricMode::TimeLag || self.activation_time_lag.is_some()
+    }
+
+    /// IsActive: true on any sample above the activation thresholds (the lag above
+    /// `activationLagThreshold` and, where set, the time lag above
+    /// `activationTimeLagThreshold`; an unknown time lag counts as above); false only once
+    /// that stayed untrue for the whole idle window, with no gap in the data.
     pub fn active(&self, estimate: &Estimate, now: Instant) -> bool {
         let threshold = self.activation_lag_threshold;
-        if estimate.total_lag > threshold {
+        let age_threshold = self.activation_time_lag.map(duration_ms);
+        let aged = |age_ms: i64| age_threshold.is_none_or(|threshold| age_ms > threshold);
+        let age_now = estimate.time_lag.map_or(i64::MAX, seconds_ms);
+        if estimate.total_lag > threshold && aged(age_now) {
             return true;
         }
         if self.idle_window.is_zero() {
@@ -314,11 +358,27 @@ impl Rules {
         let Some(since) = now.checked_sub(self.idle_window) else {
             return true;
         };
-        match estimate.history.max_since(since) {
-            Some(max) => max > threshold,
-            None => true,
-        }
+        // The most lag and the oldest wait over the window, each on its own: a window where
+        // both went above their thresholds counts as active even if not at the same sample,
+        // which errs towards active, never idle.
+        let lag_over = estimate
+            .history
+            .max_since(since)
+            .is_none_or(|max| max > threshold);
+        let age_over =
+            age_threshold.is_none() || estimate.age_history.max_since(since).is_none_or(aged);
+        lag_over && age_over
     }
+}
+
+/// Whole milliseconds of a duration, rounded up.
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// Whole milliseconds of `seconds`, rounded up, as the age history keeps them.
+pub(super) fn seconds_ms(seconds: f64) -> i64 {
+    (seconds * 1000.0).ceil() as i64
 }
 
 #[cfg(test)]
@@ -378,6 +438,7 @@ mod tests {
                     persistent: *persistent,
                     produce_rate: None,
                     consume_rate: None,
+                    time_lag: None,
                 })
                 .collect(),
             total_lag: lags.iter().map(|(lag, _)| lag).sum(),
@@ -386,7 +447,9 @@ mod tests {
             mean_members: None,
             samples_in_window: 1,
             in_flight_seconds: None,
+            time_lag: None,
             history: Arc::new(LagHistory::default()),
+            age_history: Arc::new(LagHistory::default()),
         }
     }
 
@@ -608,6 +671,7 @@ mod tests {
                 committed: Some(0),
                 nothing_to_read: false,
                 unread: None,
+                waited: None,
             }]
         };
         let rule = LagRule::DEFAULT;
@@ -627,21 +691,125 @@ mod tests {
         );
     }
 
+    /// The time lag of a watch: from the broker's record timestamp while the backlog is older
+    /// than the watch's history, then from the history; 0 once consumed, however long the
+    /// producer stays quiet; unknown (an error, and active) when neither can tell.
+    #[test]
+    fn time_lag_comes_from_the_broker_before_the_history_and_from_the_history_after() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let rules = Rules {
+            metric: MetricMode::TimeLag,
+            time_lag_threshold: Some(Duration::from_secs(60)),
+            ..Rules::default()
+        };
+        let sample = |high: i64, committed: i64, waited: Option<u64>| {
+            vec![PartitionOffsets {
+                waited: waited.map(Duration::from_secs),
+                ..offsets(0, high, Some(committed))
+            }]
+        };
+        let value = |estimate: &Estimate, now: Instant| {
+            rules
+                .decide(estimate, now)
+                .metric_value(MetricMode::TimeLag)
+        };
+        // A backlog from before the watch: what the broker's timestamp says.
+        assert_eq!(window.unreached(&sample(100, 0, None), LATEST), [(0, 0)]);
+        let first = window.record(at(0), sample(100, 0, Some(900)), Some(1), LATEST);
+        assert_eq!(value(&first, at(0)), Ok(900.0));
+        // Still before the history and the broker could not be read: unknown, an error, and
+        // active whatever the age threshold.
+        let unknown = window.record(at(5), sample(110, 50, None), Some(1), LATEST);
+        let why = value(&unknown, at(5)).unwrap_err();
+        assert!(why.contains("on 1 partitions"), "{why}");
+        let on_age = Rules {
+            activation_time_lag: Some(Duration::from_secs(3600)),
+            ..Rules::default()
+        };
+        assert!(on_age.decide(&unknown, at(5)).active);
+        // Past the first poll's end (100): records 100..110 were written between the polls
+        // at 0 s and 5 s, record 105 at 2.75 s, so it has waited 7.25 s at 10 s.
+        assert!(window.unreached(&sample(120, 105, None), LATEST).is_empty());
+        let history = window.record(at(10), sample(120, 105, None), Some(1), LATEST);
+        let waited = value(&history, at(10)).unwrap();
+        assert!(close(waited, 7.25), "{waited}");
+        assert!(!on_age.decide(&history, at(10)).active, "7.25 s < 1 h");
+        // Consumed, then a quiet producer: 0 at every poll.
+        for s in (15..=300).step_by(5) {
+            let quiet = window.record(at(s), sample(120, 120, None), Some(1), LATEST);
+            assert_eq!(value(&quiet, at(s)), Ok(0.0));
+        }
+        // Two records written after a quiet spell wait from the poll that last saw the end
+        // before them, not from the start of the spell.
+        let late = window.record(at(305), sample(122, 120, None), Some(1), LATEST);
+        let waited = value(&late, at(305)).unwrap();
+        assert!(close(waited, 3.75), "{waited}");
+    }
+
+    #[test]
+    fn activation_on_age_needs_the_lag_and_the_age_over_their_thresholds() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        let rules = Rules {
+            activation_time_lag: Some(Duration::from_secs(30)),
+            idle_window: Duration::from_secs(20),
+            ..Rules::default()
+        };
+        for s in (0..=30).step_by(5) {
+            window.record(at(s), vec![offsets(0, 10, Some(10))], Some(1), LATEST);
+        }
+        // Ten records written between 30 s and 35 s, not consumed: the oldest at 30.25 s has
+        // waited over 30 s from the poll at 65 s on.
+        let mut active_from = None;
+        for s in (35..=80).step_by(5) {
+            let estimate = window.record(at(s), vec![offsets(0, 20, Some(10))], Some(1), LATEST);
+            if rules.decide(&estimate, at(s)).active && active_from.is_none() {
+                active_from = Some(s);
+            }
+        }
+        assert_eq!(active_from, Some(65));
+        // Consumed at 85 s: inactive once the idle window (20 s) holds no sample with an old
+        // record (the last at 80 s).
+        let mut inactive_from = None;
+        for s in (85..=120).step_by(5) {
+            let estimate = window.record(at(s), vec![offsets(0, 20, Some(20))], Some(1), LATEST);
+            if !rules.decide(&estimate, at(s)).active && inactive_from.is_none() {
+                inactive_from = Some(s);
+            }
+        }
+        assert_eq!(inactive_from, Some(105));
+    }
+
     mod fuzz {
         use proptest::prelude::*;
 
         use super::*;
         use crate::lag::OffsetResetPolicy;
 
-        /// One poll: time step (ms), then per partition (watermark, commit, log start).
-        type Poll = (u64, Vec<(i64, Option<i64>, i64)>, Option<usize>, bool);
+        /// One poll: time step (ms), then per partition (watermark, commit, log start, the
+        /// broker's wait in ms).
+        type Poll = (
+            u64,
+            Vec<(i64, Option<i64>, i64, Option<u64>)>,
+            Option<usize>,
+            bool,
+        );
 
         fn poll() -> impl Strategy<Value = Poll> {
             let offset = prop_oneof![0i64..1_000, any::<i64>()];
+            let waited = prop::option::of(prop_oneof![0u64..100_000, any::<u64>()]);
             (
                 0u64..20_000,
                 prop::collection::vec(
-                    (offset.clone(), prop::option::of(offset.clone()), offset),
+                    (
+                        offset.clone(),
+                        prop::option::of(offset.clone()),
+                        offset,
+                        waited,
+                    ),
                     0..5,
                 ),
                 prop::option::of(0usize..10),
@@ -673,6 +841,7 @@ mod tests {
                 };
                 let rules = Rules {
                     lag_threshold: threshold,
+                    activation_time_lag: flags[0].then_some(Duration::from_secs(target)),
                     target_eta: Some(Duration::from_secs(target)),
                     idle_window: Duration::from_secs(target),
                     allow_idle_consumers: flags[1],
@@ -692,7 +861,7 @@ mod tests {
                     let offsets = partitions
                         .iter()
                         .enumerate()
-                        .map(|(i, (high, committed, log_start))| PartitionOffsets {
+                        .map(|(i, (high, committed, log_start, waited))| PartitionOffsets {
                             group: "g".to_owned(),
                             topic: "t".to_owned(),
                             topic_id: "".into(),
@@ -702,6 +871,7 @@ mod tests {
                             committed: *committed,
                             nothing_to_read: false,
                             unread: None,
+                            waited: waited.map(Duration::from_millis),
                         })
                         .collect();
                     let estimate = window.record(at, offsets, members, rule);
@@ -717,6 +887,7 @@ mod tests {
                         MetricMode::Eta,
                         MetricMode::Replicas,
                         MetricMode::Backlog,
+                        MetricMode::TimeLag,
                     ] {
                         if let Ok(value) = decision.metric_value(mode) {
                             prop_assert!(value.is_finite() && value >= 0.0, "{mode}: {value}");

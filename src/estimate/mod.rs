@@ -8,14 +8,16 @@
 //! [`Rules`] then turn an estimate into a [`Decision`]: the values of every metric mode and
 //! whether the workload is active.
 //!
-//! Files: `window` (the samples and their estimate), `history` (the lag history),
-//! `drain` (ETA, backlog, replica target), `decide` (rules and decisions).
+//! Files: `window` (the samples and their estimate), `history` (the lag history), `age`
+//! (when the records waiting were written: time lag), `drain` (ETA, backlog, replica target),
+//! `decide` (rules and decisions).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::lag::PartitionOffsets;
 
+mod age;
 mod decide;
 mod drain;
 mod history;
@@ -23,6 +25,7 @@ mod history;
 mod testing;
 mod window;
 
+pub use age::{EndHistory, MAX_END_POINTS};
 pub use decide::{Decision, MetricMode, Rules, MAX_REPORTED, MAX_REPORTED_INT};
 pub use drain::{
     backlog_minutes, eta, replica_target, Eta, NotDraining, MAX_BACKLOG_MINUTES,
@@ -59,8 +62,14 @@ pub struct Estimate {
     /// one sample. Lag the group consumes within this is in flight (see [`eta`]), unless the
     /// producers are clearly ahead.
     pub in_flight_seconds: Option<f64>,
+    /// How long the oldest record the group has not consumed had waited at `taken_at`,
+    /// seconds, the most over partitions (time lag; 0 when nothing waits); `None` when a
+    /// partition's is unknown (see [`PartitionEstimate::time_lag`]).
+    pub time_lag: Option<f64>,
     /// The lag history, for the idle window.
     pub history: Arc<LagHistory>,
+    /// The time lag history, milliseconds (unknown as unbounded), for an idle window on age.
+    pub age_history: Arc<LagHistory>,
 }
 
 /// One partition in an [`Estimate`].
@@ -77,6 +86,11 @@ pub struct PartitionEstimate {
     pub produce_rate: Option<f64>,
     /// Growth of the committed offset, records/s; `None` with fewer than two points.
     pub consume_rate: Option<f64>,
+    /// How long the oldest record the group has not consumed here had waited, seconds (0
+    /// when none waits): from the watch's history of the end offset (module `age`), or where
+    /// that does not reach back, from the record's timestamp on the broker; `None` when
+    /// neither is known.
+    pub time_lag: Option<f64>,
 }
 
 /// Records per second over the rate window, summed over partitions.

@@ -25,6 +25,7 @@ pub(crate) fn offsets(partition: i32, high: i64, committed: Option<i64>) -> Part
         committed,
         nothing_to_read: false,
         unread: None,
+        waited: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Estimate, LagHistory, PartitionEstimate, Rates};
+use super::{EndHistory, Estimate, LagHistory, PartitionEstimate, Rates};
 use crate::lag::{LagRule, PartitionOffsets};
 
 /// Most points a partition's series keeps, whatever the window: with a poll interval shorter
@@ -52,6 +52,8 @@ pub struct Window {
     /// Active members of the group at each sample in the window, where known.
     members: VecDeque<(Instant, usize)>,
     history: LagHistory,
+    /// The time lag over time, milliseconds (unknown as unbounded), for an idle window on age.
+    age_history: LagHistory,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,8 @@ struct PartitionHistory {
     consumed: Series,
     /// The committed offset at the previous sample, for `excludePersistentLag`.
     previous_committed: Option<i64>,
+    /// Where the end stood at each poll, as far back as the group's position needs (time lag).
+    ends: EndHistory,
 }
 
 impl PartitionHistory {
@@ -84,6 +88,7 @@ impl PartitionHistory {
             produced: Series::default(),
             consumed: Series::default(),
             previous_committed: None,
+            ends: EndHistory::default(),
         }
     }
 
@@ -194,6 +199,7 @@ impl Window {
             partitions: Vec::new(),
             members: VecDeque::new(),
             history: LagHistory::default(),
+            age_history: LagHistory::default(),
         }
     }
 
@@ -227,6 +233,8 @@ impl Window {
         let mut known = std::mem::take(&mut self.partitions).into_iter().peekable();
         let mut partitions = Vec::with_capacity(offsets.len());
         let mut total_lag = 0i64;
+        // The oldest wait over the partitions, `None` once one is unknown.
+        let mut time_lag = Some(0.0f64);
         let (mut produce, mut consume) = (0.0, 0.0);
         for offsets in offsets {
             while known
@@ -248,6 +256,22 @@ impl Window {
             history.previous_committed = offsets.committed;
 
             let lag = offsets.lag(rule);
+            let first_unconsumed = offsets.first_unconsumed(rule);
+            history.ends.record(
+                at,
+                offsets.high_watermark,
+                first_unconsumed.unwrap_or(offsets.high_watermark),
+            );
+            let waited = match first_unconsumed {
+                None => Some(0.0),
+                Some(offset) => history
+                    .ends
+                    .written_at(offset)
+                    .map(|written| at.saturating_duration_since(written))
+                    .or(offsets.waited)
+                    .map(|waited| waited.as_secs_f64()),
+            };
+            time_lag = time_lag.zip(waited).map(|(most, waited)| most.max(waited));
             let persistent =
                 lag > 0 && offsets.committed.is_some() && previous == offsets.committed;
             let produce_rate = history.produced.rate();
@@ -262,6 +286,7 @@ impl Window {
                 persistent,
                 produce_rate,
                 consume_rate,
+                time_lag: waited,
             });
         }
         if let Some(failed_at) = self.failing_since.take() {
@@ -270,10 +295,13 @@ impl Window {
                 .is_some_and(|last| at.saturating_duration_since(last) <= self.bridged_gap);
             if !bridged {
                 self.history.record(failed_at, i64::MAX);
+                self.age_history.record(failed_at, i64::MAX);
             }
         }
         self.last_sample = Some(at);
         self.history.record(at, total_lag);
+        self.age_history
+            .record(at, time_lag.map_or(i64::MAX, super::decide::seconds_ms));
         let rates = (self.samples.len() >= 2).then_some(Rates { produce, consume });
         let mean_members = (!self.members.is_empty()).then(|| {
             self.members.iter().map(|(_, n)| *n as f64).sum::<f64>() / self.members.len() as f64
@@ -305,8 +333,31 @@ impl Window {
             mean_members,
             samples_in_window: self.samples.len(),
             in_flight_seconds,
+            time_lag,
             history: Arc::new(self.history.clone()),
+            age_history: Arc::new(self.age_history.clone()),
         }
+    }
+
+    /// The partitions of `offsets` (by index) with a record waiting that this window's end
+    /// history does not reach back to: their time lag needs the record's timestamp from the
+    /// broker (`PartitionOffsets::waited`). With each, the offset of that record.
+    pub fn unreached(&self, offsets: &[PartitionOffsets], rule: LagRule) -> Vec<(usize, i64)> {
+        offsets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, now)| {
+                let offset = now.first_unconsumed(rule)?;
+                let reached = self
+                    .partitions
+                    .binary_search_by(|history| history.key().cmp(&key(now)))
+                    .ok()
+                    .map(|found| &self.partitions[found])
+                    .filter(|history| history.topic_id == now.topic_id)
+                    .is_some_and(|history| history.ends.reaches(offset));
+                (!reached).then_some((index, offset))
+            })
+            .collect()
     }
 
     /// How many partitions of `offsets` have a committed offset that went back or vanished

@@ -85,7 +85,7 @@ pub fn external_scaler(
                 let started = Instant::now();
                 let opened = caller(&request).and_then(|caller| {
                     let trigger = scaler.trigger(&request.scalerMetadata)?;
-                    scaler.registry.watch(&trigger.watch).map_err(exhausted)?;
+                    scaler.registry.watch(&trigger).map_err(exhausted)?;
                     Ok((caller, trigger))
                 });
                 scaler
@@ -222,7 +222,7 @@ impl Scaler {
         let trigger = self.trigger(&request.scalerMetadata)?;
         // KEDA asks for the spec first: registering the watch here starts its first poll
         // before the GetMetrics call that needs it.
-        let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
+        let slot = self.registry.watch(&trigger).map_err(exhausted)?;
         slot.note_trigger(caller, &trigger.rules);
         let target = trigger.target();
         let spec = MetricSpec {
@@ -296,7 +296,7 @@ impl Scaler {
         caller: &str,
         wait: Duration,
     ) -> Result<(Served, u64), RpcStatus> {
-        let slot = self.registry.watch(&trigger.watch).map_err(exhausted)?;
+        let slot = self.registry.watch(trigger).map_err(exhausted)?;
         slot.note_trigger(caller, &trigger.rules);
         let served = answer::serve(slot.first_view(wait), self.stale_after, Instant::now())
             .map_err(|unavailable| {

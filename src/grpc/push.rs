@@ -253,7 +253,7 @@ fn run(scaler: &Scaler, commands: &Receiver<Command>, updates: &Receiver<u64>) {
 /// sends nothing: KEDA only acts on a pushed `true`, and its polling reports the error.
 fn decide(scaler: &Scaler, stream: &mut Stream, now: Instant) {
     let Kind::Activity { sender, sent } = &mut stream.kind else {
-        if let Err(err) = scaler.registry.watch(&stream.trigger.watch) {
+        if let Err(err) = scaler.registry.watch(&stream.trigger) {
             debug!("{}: {err}", stream.caller);
         }
         return;

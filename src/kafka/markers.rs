@@ -22,17 +22,14 @@
 //! again, however far the end moves: a trickle into a group scaled to zero is read once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use log::debug;
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
-use super::admin::{SLICE, STOPPING};
+use super::records;
 use crate::lag::{Isolation, PartitionOffsets};
 
 /// Larger lag is counted as it is, unread: markers are one per transaction, so a partition
@@ -74,7 +71,7 @@ struct Memo {
 
 /// Finds partitions whose lag holds nothing to read, and remembers what it found.
 pub struct MarkerProbe {
-    /// The cluster's client settings, without statistics.
+    /// The settings of a record read.
     config: ClientConfig,
     timeout: Duration,
     memo: Mutex<HashMap<MemoKey, Memo>>,
@@ -83,17 +80,9 @@ pub struct MarkerProbe {
 }
 
 impl MarkerProbe {
-    /// A probe that makes its consumers from `config` (the cluster's client settings).
-    pub fn new(mut config: ClientConfig, timeout: Duration) -> MarkerProbe {
-        config
-            .set("statistics.interval.ms", "0")
-            .set("client.id", "lagscaler-probe")
-            // librdkafka assigns partitions only to a consumer with a group id; this one
-            // never joins the group nor commits.
-            .set("group.id", "lagscaler-probe")
-            .set("enable.partition.eof", "true")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+    /// A probe that makes its consumers from `config` (a record reader's settings, see
+    /// [`records::reader_config`]).
+    pub fn new(config: ClientConfig, timeout: Duration) -> MarkerProbe {
         MarkerProbe {
             config,
             timeout,
@@ -240,47 +229,15 @@ impl MarkerProbe {
         isolation: Isolation,
         stop: &AtomicBool,
     ) -> Result<HashMap<i32, Option<i64>>, String> {
-        let consumer: BaseConsumer = self
-            .config
-            .clone()
-            .set("isolation.level", isolation.to_string())
-            .create()
-            .map_err(|err| err.to_string())?;
-        let mut assignment = TopicPartitionList::new();
-        for &(_, partition, committed, _) in partitions {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset(committed))
-                .map_err(|err| err.to_string())?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|err| err.to_string())?;
-        let mut pending: Vec<i32> = partitions
+        let wanted: Vec<(i32, i64)> = partitions
             .iter()
-            .map(|(_, partition, ..)| *partition)
+            .map(|&(_, partition, committed, _)| (partition, committed))
             .collect();
-        let deadline = Instant::now() + self.timeout;
-        let mut found = HashMap::new();
-        // The consumer is this read's own and assigned this one topic only, so every record
-        // and end of partition it reports is one of `partitions`.
-        while !pending.is_empty() && Instant::now() < deadline {
-            if stop.load(Ordering::Acquire) {
-                return Err(STOPPING.to_owned());
-            }
-            let (partition, first) = match consumer.poll(SLICE) {
-                Some(Ok(record)) => (record.partition(), Some(record.offset())),
-                Some(Err(RdKafkaError::PartitionEOF(partition))) => (partition, None),
-                Some(Err(err)) => {
-                    debug!("reading topic {topic} for markers: {err}");
-                    continue;
-                }
-                None => continue,
-            };
-            if let Some(at) = pending.iter().position(|asked| *asked == partition) {
-                pending.swap_remove(at);
-                found.insert(partition, first);
-            }
-        }
-        Ok(found)
+        let found =
+            records::first_records(&self.config, self.timeout, topic, &wanted, isolation, stop)?;
+        Ok(found
+            .into_iter()
+            .map(|(partition, first)| (partition, first.map(|record| record.offset)))
+            .collect())
     }
 }

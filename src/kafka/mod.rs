@@ -15,6 +15,7 @@ mod clients;
 mod cycle;
 mod groups;
 mod markers;
+mod records;
 mod topic_read;
 
 use std::borrow::Cow;
@@ -38,6 +39,7 @@ pub use admin::{CommittedOffset, STOPPING};
 pub use clients::Clients;
 pub use cycle::{current_tick, next_tick};
 pub use groups::ListedGroup;
+pub use records::FirstRecord;
 
 use cycle::CycleCache;
 use topic_read::TopicRead;
@@ -97,6 +99,14 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
+    /// Reading records of a topic (their timestamps) failed.
+    #[error("reading records of topic {topic}: {cause}")]
+    Records {
+        /// The topic.
+        topic: String,
+        /// librdkafka's reason.
+        cause: String,
+    },
     /// The trigger names no topic and every topic the group committed on is deleted.
     #[error(
         "group {group} has committed offsets only on topics that no longer exist ({topics}), \
@@ -132,6 +142,8 @@ pub struct KafkaClient {
     described: CycleCache<admin::GroupDescription>,
     /// Finds lag that is only transaction markers.
     markers: markers::MarkerProbe,
+    /// The settings of a record read (module `records`).
+    reader: ClientConfig,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
@@ -216,7 +228,8 @@ impl KafkaClient {
                 "socket.timeout.ms",
                 config.request_timeout.as_millis().to_string(),
             );
-        let markers = markers::MarkerProbe::new(client_config.clone(), config.request_timeout);
+        let reader = records::reader_config(client_config.clone());
+        let markers = markers::MarkerProbe::new(reader.clone(), config.request_timeout);
         let consumer: BaseConsumer<Context> = client_config
             .set("statistics.interval.ms", stats_ms.to_string())
             .set("client.id", "lagscaler")
@@ -248,6 +261,7 @@ impl KafkaClient {
             groups: CycleCache::default(),
             described: CycleCache::default(),
             markers,
+            reader,
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
@@ -332,6 +346,7 @@ impl KafkaClient {
                 partition: partition.partition,
                 nothing_to_read: false,
                 unread: partition.unread.clone(),
+                waited: None,
             }));
         }
         if snapshot.is_empty() && !deleted.is_empty() {
@@ -434,6 +449,42 @@ impl KafkaClient {
     /// (the group list, librdkafka's own blocking call, within 500 ms).
     pub fn stop_calls(&self) {
         self.stopping.store(true, Ordering::Release);
+    }
+
+    /// The first record at or after each `(topic, partition, offset)` of `wanted`, read at
+    /// `isolation`, by topic and partition (see [`FirstRecord`]); `None` where the end came
+    /// before any record. A partition not settled within the request timeout is left out.
+    /// For the time lag, where a watch's own history does not reach back to the group's
+    /// position: one short-lived consumer per topic (module `records`).
+    pub fn first_records(
+        &self,
+        wanted: &[(&str, i32, i64)],
+        isolation: Isolation,
+    ) -> Result<HashMap<(String, i32), Option<FirstRecord>>, KafkaError> {
+        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for &(topic, partition, offset) in wanted {
+            by_topic.entry(topic).or_default().push((partition, offset));
+        }
+        let mut found = HashMap::with_capacity(wanted.len());
+        for (topic, partitions) in by_topic {
+            let read = records::first_records(
+                &self.reader,
+                self.timeout,
+                topic,
+                &partitions,
+                isolation,
+                &self.stopping,
+            )
+            .map_err(|cause| KafkaError::Records {
+                topic: topic.to_owned(),
+                cause,
+            })?;
+            found.extend(
+                read.into_iter()
+                    .map(|(partition, first)| ((topic.to_owned(), partition), first)),
+            );
+        }
+        Ok(found)
     }
 
     /// Every committed offset of `group`.

@@ -105,6 +105,8 @@ pub(super) fn parse(
     let CommonRules {
         metric,
         activation_lag_threshold,
+        activation_time_lag,
+        time_lag_threshold,
         target_eta,
         idle_window,
     } = parse_common(get, Entity::ConsumerGroup)?;
@@ -112,6 +114,8 @@ pub(super) fn parse(
         metric,
         lag_threshold,
         activation_lag_threshold,
+        activation_time_lag,
+        time_lag_threshold,
         target_eta,
         idle_window,
         allow_idle_consumers: flag("allowIdleConsumers")?,

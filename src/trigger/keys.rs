@@ -38,6 +38,8 @@ pub const OWN_KEYS: &[&str] = &[
     "ensureEvenDistributionOfPartitions",
     "metric",
     "targetEtaSeconds",
+    "timeLagThreshold",
+    "activationTimeLagThreshold",
     "idleWindow",
     "pluginName",
     "targetSize",
@@ -58,7 +60,9 @@ pub(super) const PLUGIN_KEYS: &[&str] = &[
     "includeHistoric",
     "metric",
     "targetEtaSeconds",
+    "timeLagThreshold",
     "activationLagThreshold",
+    "activationTimeLagThreshold",
     "idleWindow",
 ];
 

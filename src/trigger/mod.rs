@@ -145,13 +145,18 @@ impl Trigger {
 
     /// The HPA target of the metric: `lagThreshold` (a plugin's `targetSize`) per replica for
     /// `lag`, the ETA aimed at for `eta` (meant for `metricType: Value`), 1 per replica for
-    /// `replicas`, and `targetSize` minutes per replica for `backlog`.
+    /// `replicas`, `targetSize` minutes per replica for `backlog`, and the time lag aimed at
+    /// for `timeLag` (meant for `metricType: Value`).
     pub fn target(&self) -> f64 {
         match self.rules.metric {
             MetricMode::Lag => self.rules.lag_threshold as f64,
             MetricMode::Eta => self.rules.target_eta.map_or(0.0, |eta| eta.as_secs_f64()),
             MetricMode::Replicas => 1.0,
             MetricMode::Backlog => self.target_size.unwrap_or(1) as f64,
+            MetricMode::TimeLag => self
+                .rules
+                .time_lag_threshold
+                .map_or(0.0, |threshold| threshold.as_secs_f64()),
         }
     }
 }
@@ -445,6 +450,8 @@ mod tests {
             metric: MetricMode::Eta,
             lag_threshold: 50,
             activation_lag_threshold: 5,
+            activation_time_lag: None,
+            time_lag_threshold: None,
             target_eta: Some(Duration::from_secs(90)),
             idle_window: Duration::from_secs(120),
             allow_idle_consumers: false,
@@ -455,6 +462,81 @@ mod tests {
         assert_eq!(trigger.rules, expected);
         assert_eq!(trigger.metric_name(), "kafka-eta-orders-orders-v1");
         assert_eq!(trigger.target(), 90.0);
+    }
+
+    #[test]
+    fn time_lag_takes_its_threshold_in_seconds_and_activation_on_age() {
+        let g = ("consumerGroup", "g");
+        let trigger = parse(&[
+            g,
+            ("topic", "t"),
+            ("metric", "timeLag"),
+            ("timeLagThreshold", "90"),
+            ("activationTimeLagThreshold", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!(trigger.rules.metric, MetricMode::TimeLag);
+        assert_eq!(
+            trigger.rules.time_lag_threshold,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            trigger.rules.activation_time_lag,
+            Some(Duration::from_millis(2500))
+        );
+        assert!(trigger.rules.needs_time_lag());
+        assert_eq!(trigger.metric_name(), "kafka-timeLag-g-t");
+        assert_eq!(trigger.target(), 90.0);
+        // Activation on age with another metric.
+        let trigger = parse(&[g, ("activationTimeLagThreshold", "0")]).unwrap();
+        assert_eq!(trigger.rules.activation_time_lag, Some(Duration::ZERO));
+        assert!(trigger.rules.needs_time_lag());
+        assert!(!parse(&[g]).unwrap().rules.needs_time_lag());
+        let on_plugin = plugin(&[("metric", "timeLag"), ("timeLagThreshold", "30")]).unwrap();
+        assert_eq!(on_plugin.metric_name(), "plugin-timeLag-plugin-tika");
+        assert_eq!(on_plugin.target(), 30.0);
+
+        // Each refusal names the key, never echoing a bad value back unquoted.
+        for (metadata, key) in [
+            (&[g, ("metric", "timeLag")][..], "timeLagThreshold"),
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "0")],
+                "timeLagThreshold",
+            ),
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "-3")],
+                "timeLagThreshold",
+            ),
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "NaN")],
+                "timeLagThreshold",
+            ),
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "1e9")],
+                "timeLagThreshold",
+            ),
+            (&[g, ("timeLagThreshold", "60")], "timeLagThreshold"),
+            (
+                &[g, ("activationTimeLagThreshold", "-1")],
+                "activationTimeLagThreshold",
+            ),
+            (
+                &[g, ("activationTimeLagThreshold", "soon")],
+                "activationTimeLagThreshold",
+            ),
+            (&[g, ("metric", "timelag")], "metric"),
+        ] {
+            let err = parse(metadata).unwrap_err().to_string();
+            assert!(err.contains(key), "{metadata:?}: {err}");
+        }
+        let err = plugin(&[
+            ("metric", "timeLag"),
+            ("timeLagThreshold", "30"),
+            ("targetSize", "5"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("targetSize"), "{err}");
     }
 
     #[test]

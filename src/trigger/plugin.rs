@@ -52,6 +52,8 @@ pub(super) fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, Trigg
     let CommonRules {
         metric,
         activation_lag_threshold,
+        activation_time_lag,
+        time_lag_threshold,
         target_eta,
         idle_window,
     } = parse_common(get, Entity::Plugin)?;
@@ -77,6 +79,13 @@ pub(super) fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, Trigg
                  target",
             ))
         }
+        (Some(value), MetricMode::TimeLag) => {
+            return Err(invalid(
+                "targetSize",
+                value,
+                "no targetSize with metric=timeLag: timeLagThreshold is its target",
+            ))
+        }
         (None, _) => None,
     };
     check_target_eta(metric, target_eta)?;
@@ -84,6 +93,8 @@ pub(super) fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, Trigg
         metric,
         lag_threshold: target_size.unwrap_or(Rules::default().lag_threshold),
         activation_lag_threshold,
+        activation_time_lag,
+        time_lag_threshold,
         target_eta,
         idle_window,
         // A plugin's replicas are not its groups' members (the dispatcher consumes for

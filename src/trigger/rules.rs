@@ -1,9 +1,10 @@
 //! The rule keys both kinds of trigger read (`metric`, `activationLagThreshold`,
-//! `idleWindow`, `targetEtaSeconds`), parsed in one place.
+//! `activationTimeLagThreshold`, `idleWindow`, `targetEtaSeconds`, `timeLagThreshold`),
+//! parsed in one place.
 
 use std::time::Duration;
 
-use super::values::{invalid, parse_idle_window, parse_integer, parse_target_eta};
+use super::values::{invalid, parse_idle_window, parse_integer, parse_target_eta, parse_time_lag};
 use super::{Entity, TriggerError};
 use crate::estimate::MetricMode;
 
@@ -13,6 +14,10 @@ pub(super) struct CommonRules {
     pub(super) metric: MetricMode,
     /// `activationLagThreshold`, 0 when unset.
     pub(super) activation_lag_threshold: i64,
+    /// `activationTimeLagThreshold`.
+    pub(super) activation_time_lag: Option<Duration>,
+    /// `timeLagThreshold`.
+    pub(super) time_lag_threshold: Option<Duration>,
     /// `targetEtaSeconds`.
     pub(super) target_eta: Option<Duration>,
     /// `idleWindow`, none when unset.
@@ -37,17 +42,42 @@ pub(super) fn parse_common<'m>(
         (None | Some("backlog"), Entity::Plugin) => MetricMode::Backlog,
         (Some("eta"), _) => MetricMode::Eta,
         (Some("replicas"), _) => MetricMode::Replicas,
+        (Some("timeLag"), _) => MetricMode::TimeLag,
         (Some(other), Entity::ConsumerGroup) => {
             return Err(invalid(
                 "metric",
                 other,
-                "lag, eta or replicas (backlog is for entityType=plugin)",
+                "lag, eta, replicas or timeLag (backlog is for entityType=plugin)",
             ))
         }
         (Some(other), Entity::Plugin) => {
-            return Err(invalid("metric", other, "backlog, lag, eta or replicas"))
+            return Err(invalid(
+                "metric",
+                other,
+                "backlog, lag, eta, replicas or timeLag",
+            ))
         }
     };
+    let time_lag_threshold = get("timeLagThreshold")
+        .map(|value| parse_time_lag("timeLagThreshold", value, false))
+        .transpose()?;
+    let activation_time_lag = get("activationTimeLagThreshold")
+        .map(|value| parse_time_lag("activationTimeLagThreshold", value, true))
+        .transpose()?;
+    if metric == MetricMode::TimeLag && time_lag_threshold.is_none() {
+        return Err(TriggerError::Missing {
+            key: "timeLagThreshold",
+            accepted: "the seconds the oldest record not consumed may wait (a number > 0), \
+                       required by metric=timeLag",
+        });
+    }
+    if metric != MetricMode::TimeLag && time_lag_threshold.is_some() {
+        return Err(invalid(
+            "timeLagThreshold",
+            get("timeLagThreshold").unwrap_or_default(),
+            "nothing unless metric=timeLag: it is that metric's target",
+        ));
+    }
     let target_eta = get("targetEtaSeconds").map(parse_target_eta).transpose()?;
     let idle_window = match get("idleWindow") {
         None => Duration::ZERO,
@@ -56,6 +86,8 @@ pub(super) fn parse_common<'m>(
     Ok(CommonRules {
         metric,
         activation_lag_threshold,
+        activation_time_lag,
+        time_lag_threshold,
         target_eta,
         idle_window,
     })

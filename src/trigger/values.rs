@@ -220,6 +220,30 @@ pub(super) fn parse_target_eta(value: &str) -> Result<Duration, TriggerError> {
         })
 }
 
+/// A time lag in seconds (`timeLagThreshold` above 0, `activationTimeLagThreshold` from 0),
+/// at most a week, as a number; `key` names it in the error.
+pub(super) fn parse_time_lag(
+    key: &str,
+    value: &str,
+    zero_allowed: bool,
+) -> Result<Duration, TriggerError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds <= MAX_TARGET_ETA_SECONDS)
+        .filter(|seconds| *seconds > 0.0 || (zero_allowed && *seconds == 0.0))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            let accepted = if zero_allowed {
+                "a number of seconds from 0 to 604800 (a week), e.g. 30"
+            } else {
+                "a number of seconds above 0, at most 604800 (a week), e.g. 60"
+            };
+            invalid(key, value, accepted)
+        })
+}
+
 pub(super) fn parse_idle_window(value: &str) -> Result<Duration, TriggerError> {
     let text = value.trim();
     let parsed = match text.parse::<u64>() {

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::directory::Directory;
 use crate::kafka::Clients;
 use crate::store::{Slot, Store};
-use crate::trigger::WatchKey;
+use crate::trigger::{Trigger, WatchKey};
 use watcher::{Never, PollResult};
 
 /// Capacity of the channel that carries poll results to the supervisor.
@@ -148,11 +148,17 @@ impl Registry {
         })
     }
 
-    /// The slot of the watch for `key`, registering the watch if it is new and the limit
-    /// allows. Either way the watch counts as asked about now.
-    pub fn watch(&self, key: &WatchKey) -> Result<Arc<Slot>, WatchLimit> {
+    /// The slot of the watch `trigger` reads, registering the watch if it is new and the
+    /// limit allows. Either way the watch counts as asked about now, and from now on reads
+    /// what the trigger's rules need (the broker's record timestamps for a time lag).
+    pub fn watch(&self, trigger: &Trigger) -> Result<Arc<Slot>, WatchLimit> {
+        let key = &trigger.watch;
+        let needs_time_lag = trigger.rules.needs_time_lag();
         if let Some(slot) = self.store.get(key) {
             slot.touch();
+            if needs_time_lag {
+                slot.want_time_lag();
+            }
             return Ok(slot);
         }
         let max = self.max_watches;
@@ -161,6 +167,10 @@ impl Registry {
             return Err(WatchLimit { max });
         };
         slot.touch();
+        // Before the watcher starts, so that its first poll reads what the trigger needs.
+        if needs_time_lag {
+            slot.want_time_lag();
+        }
         if created {
             info!("watch added: {key}");
             // Fails only once the supervisor has shut down; the slot then stays pending and
@@ -325,6 +335,7 @@ impl Supervisor {
             watcher::Sources {
                 clients: Arc::clone(&self.clients),
                 directory: Arc::clone(&self.directory),
+                time_lag_wanted: slot.time_lag_wanted(),
             },
             watcher::Schedule {
                 interval: self.settings.poll_interval,

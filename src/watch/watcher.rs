@@ -1,9 +1,10 @@
 //! One watcher: a named OS thread that polls Kafka for one watch and sends each result to
 //! the registry's supervisor over a bounded channel.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
@@ -45,6 +46,8 @@ pub struct Sources {
     pub clients: Arc<Clients>,
     /// The dispatcher's plugin directory, for plugin watches.
     pub directory: Arc<Directory>,
+    /// Set once a trigger on the watch needs its time lag (`Slot::want_time_lag`).
+    pub time_lag_wanted: Arc<AtomicBool>,
 }
 
 /// When a watcher polls and how long its samples count.
@@ -78,6 +81,7 @@ pub fn spawn(
         key,
         clients: sources.clients,
         directory: sources.directory,
+        time_lag_wanted: sources.time_lag_wanted,
         interval: schedule.interval,
         origin: schedule.origin,
         stale_after: schedule.stale_after,
@@ -88,6 +92,7 @@ pub fn spawn(
         members_failing: false,
         commits_gone_back_since: None,
         standing_in: false,
+        records_failing: false,
         not_draining: None,
         plugin_state: None,
     };
@@ -109,6 +114,14 @@ fn thread_name(key: &WatchKey) -> String {
         Source::Group(group) => format!("watch-{group}"),
         Source::Plugin { name, .. } => format!("plugin-{name}"),
     }
+}
+
+/// The age at `wall_now` of a record with timestamp `ms` (milliseconds since the Unix
+/// epoch); a timestamp in the future (a producer's clock ahead) is taken as now. `None` for a
+/// timestamp before the epoch.
+fn age(ms: i64, wall_now: SystemTime) -> Option<Duration> {
+    let written = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?);
+    Some(wall_now.duration_since(written).unwrap_or(Duration::ZERO))
 }
 
 /// Why a poll has no sample.
@@ -139,6 +152,8 @@ struct Watcher {
     /// Every cluster's client; a poll takes its cluster's current one.
     clients: Arc<Clients>,
     directory: Arc<Directory>,
+    /// Whether a trigger on the watch needs its time lag.
+    time_lag_wanted: Arc<AtomicBool>,
     interval: Duration,
     /// The start of the shared poll schedule.
     origin: Instant,
@@ -158,6 +173,8 @@ struct Watcher {
     /// Whether the previous sample had partitions whose offsets an earlier read stood in
     /// for, so that the start and end of that are each logged once.
     standing_in: bool,
+    /// Whether reading record timestamps for the time lag failed last time, likewise.
+    records_failing: bool,
     /// Why the lag was not draining at the previous sample, to log changes only.
     not_draining: Option<NotDraining>,
     /// A plugin watch's last state, to log changes only.
@@ -211,7 +228,10 @@ impl Watcher {
             .and_then(|read| self.check_commits(read, started))
             .and_then(|read| Ok((self.check_unread(&read.0, started)?, read)))
         {
-            Ok((oldest_read, (offsets, members))) => {
+            Ok((oldest_read, (mut offsets, members))) => {
+                if self.time_lag_wanted.load(Ordering::Relaxed) {
+                    self.read_waited(&mut offsets, started);
+                }
                 let mut estimate = self
                     .window
                     .record(started, offsets, members, self.key.lag_rule);
@@ -346,6 +366,66 @@ impl Watcher {
             self.standing_in = true;
         }
         Ok(oldest.read_at)
+    }
+
+    /// Sets `waited` of the partitions of `offsets` (a sample taken at `taken_at`) whose
+    /// time lag the window's own history cannot tell, from the timestamp of the first record
+    /// at the group's position, read from the broker. Where that read fails, the time
+    /// lag stays unknown (logged once); partitions whose leader could not be reached are not
+    /// read.
+    fn read_waited(&mut self, offsets: &mut [PartitionOffsets], taken_at: Instant) {
+        let rule = self.key.lag_rule;
+        let unreached: Vec<(usize, i64)> = self
+            .window
+            .unreached(offsets, rule)
+            .into_iter()
+            .filter(|(index, _)| offsets[*index].unread.is_none())
+            .collect();
+        let Some(client) = self.clients.get(self.key.cluster.as_deref()) else {
+            return;
+        };
+        if unreached.is_empty() {
+            return;
+        }
+        let wanted: Vec<(&str, i32, i64)> = unreached
+            .iter()
+            .map(|&(index, offset)| {
+                let partition = &offsets[index];
+                (partition.topic.as_str(), partition.partition, offset)
+            })
+            .collect();
+        let read = client.first_records(&wanted, rule.isolation);
+        // The wait at the sample's time: the record's age now, less the time since.
+        let since_sample = taken_at.elapsed();
+        let wall_now = SystemTime::now();
+        let found = match read {
+            Ok(found) => {
+                if self.records_failing {
+                    info!("{}: reading record timestamps works again", self.key);
+                    self.records_failing = false;
+                }
+                found
+            }
+            Err(err) => {
+                if !self.records_failing {
+                    warn!("{}: {err}; the time lag is unknown", self.key);
+                    self.records_failing = true;
+                }
+                return;
+            }
+        };
+        for (index, _) in unreached {
+            let partition = &mut offsets[index];
+            partition.waited = match found.get(&(partition.topic.clone(), partition.partition)) {
+                // Nothing a consumer at the watch's isolation reads lies there: nothing waits.
+                Some(None) => Some(Duration::ZERO),
+                Some(Some(record)) => record
+                    .timestamp_ms
+                    .and_then(|ms| age(ms, wall_now))
+                    .map(|age| age.saturating_sub(since_sample)),
+                None => None,
+            };
+        }
     }
 
     /// One sample's offsets (only the partitions the watch covers) and the group's active

@@ -211,7 +211,13 @@ fn sigterm_under_load_exits_zero_and_answers_or_refuses_cleanly() {
 fn check_prints_each_partition_and_what_keda_would_get() {
     let broker = Kafka::shared();
     broker.create_topic("audits", 2);
-    broker.produce("audits", 0, 6);
+    // Written 90 s ago by the records' own timestamps.
+    let written_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as i64
+        - 90_000;
+    broker.produce_written_at("audits", 0, 6, written_ms);
     broker.produce("audits", 1, 4);
     broker.commit("auditors", &[("audits", 0, 2), ("audits", 1, 4)]);
     let check = |args: &[&str]| {
@@ -240,15 +246,21 @@ fn check_prints_each_partition_and_what_keda_would_get() {
             .map(|line| line.split_whitespace().collect::<Vec<_>>())
             .unwrap_or_else(|| panic!("no row for partition {partition}:\n{stdout}"))
     };
-    // group topic partition log-start committed high-mark lag produce/s consume/s
+    // group topic partition log-start committed high-mark lag time-lag produce/s consume/s
     assert_eq!(
         row("0")[..7],
         ["auditors", "audits", "0", "0", "2", "6", "4"]
     );
     assert_eq!(
-        row("1")[..7],
-        ["auditors", "audits", "1", "0", "4", "4", "0"]
+        row("1")[..8],
+        ["auditors", "audits", "1", "0", "4", "4", "0", "0.0s"]
     );
+    // The records waiting on partition 0 predate the check: their timestamps tell.
+    let waited: f64 = row("0")[7]
+        .strip_suffix('s')
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("time lag of partition 0:\n{stdout}"));
+    assert!((90.0..150.0).contains(&waited), "{waited}\n{stdout}");
     assert!(
         stdout.contains("GetMetricSpec: metricName=kafka-lag-auditors-audits target=3"),
         "{stdout}"

@@ -13,3 +13,4 @@ mod plugins;
 mod scaler;
 mod security;
 mod support;
+mod time_lag;

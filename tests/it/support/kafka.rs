@@ -540,6 +540,18 @@ impl Kafka {
         await_acks(&producer, topic);
     }
 
+    /// Produces `count` records to one partition as [`Kafka::produce`] does, each with the
+    /// producer's timestamp (`CreateTime`) set to `written_ms` (milliseconds since the Unix
+    /// epoch): records written, by their own account, at that time.
+    pub fn produce_written_at(&self, topic: &str, partition: i32, count: usize, written_ms: i64) {
+        let producer = self.producer();
+        for index in 0..count {
+            let payload = format!("record {index} of {count} for {topic}[{partition}]");
+            send_at(&producer, topic, partition, &payload, Some(written_ms));
+        }
+        await_acks(&producer, topic);
+    }
+
     /// A producer with the settings of [`Kafka::produce`].
     pub fn producer(&self) -> TestProducer {
         self.client_config()
@@ -642,9 +654,23 @@ pub fn produce_one(producer: &TestProducer, topic: &str, partition: i32) {
 
 /// Enqueues one record, waiting for room in the producer's queue when it is full.
 fn send(producer: &TestProducer, topic: &str, partition: i32, payload: &str) {
+    send_at(producer, topic, partition, payload, None);
+}
+
+/// [`send`] with the record's timestamp set, or left to the producer (the time of sending).
+fn send_at(
+    producer: &TestProducer,
+    topic: &str,
+    partition: i32,
+    payload: &str,
+    timestamp_ms: Option<i64>,
+) {
     let mut record = BaseRecord::<(), _>::to(topic)
         .partition(partition)
         .payload(payload);
+    if let Some(timestamp_ms) = timestamp_ms {
+        record = record.timestamp(timestamp_ms);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return,

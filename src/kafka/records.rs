@@ -1,0 +1,105 @@
+//! Reading the first record at or after given offsets: what the marker probe (is there a
+//! record at all?) and the time lag (when was it written?) need of a partition's records.
+//!
+//! Each read is one short-lived consumer, made from the cluster's client settings with the
+//! probe's group id (`lagscaler-probe`: librdkafka assigns partitions only to a consumer with
+//! a group id; it never joins the group nor commits), at the watch's isolation level,
+//! assigned to the partitions asked at their offsets. It polls until each partition gave a
+//! record or its end, or the request timeout passes. Fetches return whole record batches,
+//! but only the first record of each partition is looked at.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::admin::{SLICE, STOPPING};
+use crate::lag::Isolation;
+
+/// The first record a consumer at the read's isolation level gets from an offset on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstRecord {
+    /// Its offset: the one asked, or later past transaction markers, aborted records (read
+    /// committed) and records removed by compaction.
+    pub offset: i64,
+    /// Its timestamp, milliseconds since the Unix epoch: when the producer made it
+    /// (`CreateTime`) or the broker appended it (`LogAppendTime`), as the topic says; `None`
+    /// when the record has none (message format v0).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The client settings of a record read, from the cluster's.
+pub fn reader_config(mut config: ClientConfig) -> ClientConfig {
+    config
+        .set("statistics.interval.ms", "0")
+        .set("client.id", "lagscaler-probe")
+        // librdkafka assigns partitions only to a consumer with a group id; this one never
+        // joins the group nor commits.
+        .set("group.id", "lagscaler-probe")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    config
+}
+
+/// Reads each `(partition, offset)` of `topic` in `wanted` from its offset: by partition, the
+/// first record, or `None` when the end came first. A partition the read did not settle
+/// within `timeout` is left out.
+pub fn first_records(
+    config: &ClientConfig,
+    timeout: Duration,
+    topic: &str,
+    wanted: &[(i32, i64)],
+    isolation: Isolation,
+    stop: &AtomicBool,
+) -> Result<HashMap<i32, Option<FirstRecord>>, String> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("isolation.level", isolation.to_string())
+        .create()
+        .map_err(|err| err.to_string())?;
+    let mut assignment = TopicPartitionList::new();
+    for &(partition, offset) in wanted {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|err| err.to_string())?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|err| err.to_string())?;
+    let mut pending: Vec<i32> = wanted.iter().map(|(partition, _)| *partition).collect();
+    let deadline = Instant::now() + timeout;
+    let mut found = HashMap::with_capacity(pending.len());
+    // The consumer is this read's own and assigned this one topic only, so every record and
+    // end of partition it reports is one of `wanted`.
+    while !pending.is_empty() && Instant::now() < deadline {
+        if stop.load(Ordering::Acquire) {
+            return Err(STOPPING.to_owned());
+        }
+        let (partition, first) = match consumer.poll(SLICE) {
+            Some(Ok(record)) => (
+                record.partition(),
+                Some(FirstRecord {
+                    offset: record.offset(),
+                    timestamp_ms: record.timestamp().to_millis(),
+                }),
+            ),
+            Some(Err(RdKafkaError::PartitionEOF(partition))) => (partition, None),
+            Some(Err(err)) => {
+                debug!("reading topic {topic}: {err}");
+                continue;
+            }
+            None => continue,
+        };
+        if let Some(at) = pending.iter().position(|asked| *asked == partition) {
+            pending.swap_remove(at);
+            found.insert(partition, first);
+        }
+    }
+    Ok(found)
+}
