@@ -307,6 +307,7 @@ mod tests {
         WatchKey {
             cluster: None,
             source: crate::trigger::Source::Group(group.to_owned()),
+            topic_pattern: None,
             topic: None,
             partitions: None,
             lag_rule: LagRule::DEFAULT,

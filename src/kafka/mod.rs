@@ -107,6 +107,23 @@ pub enum KafkaError {
         /// librdkafka's reason.
         cause: String,
     },
+    /// Listing the cluster's topics failed.
+    #[error("listing the cluster's topics: {cause}")]
+    ListTopics {
+        /// librdkafka's reason.
+        cause: String,
+    },
+    /// No topic of the cluster, nor any the group committed on, matches `topicPattern`.
+    #[error(
+        "topicPattern {pattern} matches no topic of the cluster and none group {group} \
+         committed on"
+    )]
+    NoTopicMatches {
+        /// The group.
+        group: String,
+        /// The pattern.
+        pattern: String,
+    },
     /// The trigger names no topic and every topic the group committed on is deleted.
     #[error(
         "group {group} has committed offsets only on topics that no longer exist ({topics}), \
@@ -129,6 +146,32 @@ pub enum KafkaError {
     },
 }
 
+/// Which topics a snapshot reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Topics<'a> {
+    /// Every topic the group has committed on (topics deleted since are left out).
+    Committed,
+    /// One topic, or several comma-separated; one that does not exist fails the read.
+    Listed(&'a str),
+    /// Every topic of the cluster, or that the group committed on, whose name `regex`
+    /// matches (Kafka's internal topics left out, as a consumer's pattern subscription does);
+    /// `pattern` is the expression as the trigger gave it, for messages.
+    Matching {
+        /// The expression as given.
+        pattern: &'a str,
+        /// The expression compiled, anchored at both ends.
+        regex: &'a regex::Regex,
+    },
+}
+
+/// Kafka's internal topics, never matched by a `topicPattern`.
+const INTERNAL_TOPICS: &[&str] = &[
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+    "__cluster_metadata",
+];
+
 /// A blocking client for one Kafka cluster.
 pub struct KafkaClient {
     consumer: Arc<BaseConsumer<Context>>,
@@ -138,6 +181,8 @@ pub struct KafkaClient {
     topics: CycleCache<TopicRead>,
     /// The cluster's groups as the classic group list shows them, read once per cycle.
     groups: CycleCache<Vec<ListedGroup>>,
+    /// The names of the cluster's topics, read once per cycle when a watch has a pattern.
+    topic_names: CycleCache<Vec<String>>,
     /// Groups the classic list cannot describe, by name, each described once per cycle.
     described: CycleCache<admin::GroupDescription>,
     /// Finds lag that is only transaction markers.
@@ -259,6 +304,7 @@ impl KafkaClient {
             timeout: config.request_timeout,
             topics: CycleCache::default(),
             groups: CycleCache::default(),
+            topic_names: CycleCache::default(),
             described: CycleCache::default(),
             markers,
             reader,
@@ -279,34 +325,47 @@ impl KafkaClient {
         self.consumer.context().by_broker.lock().clone()
     }
 
-    /// Reads what lag is computed from: for `group` and either the topics `topic` names (one,
-    /// or several comma-separated; one that does not exist fails the read, naming it) or every
-    /// topic the group has committed on, each partition's log start, end (high watermark, or last
-    /// stable offset under `read_committed`) and committed offset. Partitions come sorted by
-    /// topic and number. The group's committed offsets are read now; each topic's offsets
-    /// come from a read made at or after `since` (this poll's scheduled time), shared with
-    /// every watch of the cycle that reads the topic at the same isolation.
+    /// Reads what lag is computed from: for `group` and the `topics` selected (see
+    /// [`Topics`]), each partition's log start, end (high watermark, or last stable offset
+    /// under `read_committed`) and committed offset. Partitions come sorted by topic and
+    /// number. The group's committed offsets are read now; each topic's offsets (and the
+    /// cluster's topic names, for a pattern) come from a read made at or after `since` (this
+    /// poll's scheduled time), shared with every watch of the cycle that reads the same.
     pub fn snapshot(
         &self,
         group: &str,
-        topic: Option<&str>,
+        topics: Topics<'_>,
         since: Instant,
         isolation: Isolation,
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
-        let requested = topic;
         let committed = self.group_offsets(group)?;
-        let topics: BTreeSet<&str> = match topic {
+        let committed_topics = committed
+            .iter()
+            .filter(|offset| offset.offset >= 0)
+            .map(|offset| offset.topic.as_str());
+        let cluster_topics;
+        let selected: BTreeSet<&str> = match topics {
             // One topic, or several comma-separated (a topic name never holds a comma).
-            Some(topics) => topics.split(',').collect(),
-            None => committed
-                .iter()
-                .filter(|offset| offset.offset >= 0)
-                .map(|offset| offset.topic.as_str())
-                .collect(),
+            Topics::Listed(topics) => topics.split(',').collect(),
+            Topics::Committed => committed_topics.collect(),
+            Topics::Matching { regex, .. } => {
+                cluster_topics = self.topic_names(since)?;
+                committed_topics
+                    .chain(cluster_topics.iter().map(String::as_str))
+                    .filter(|topic| !INTERNAL_TOPICS.contains(topic))
+                    .filter(|topic| regex.is_match(topic))
+                    .collect()
+            }
         };
-        if topics.is_empty() {
-            return Err(KafkaError::NoTopics {
-                group: group.to_owned(),
+        if selected.is_empty() {
+            return Err(match topics {
+                Topics::Matching { pattern, .. } => KafkaError::NoTopicMatches {
+                    group: group.to_owned(),
+                    pattern: pattern.to_owned(),
+                },
+                Topics::Committed | Topics::Listed(_) => KafkaError::NoTopics {
+                    group: group.to_owned(),
+                },
             });
         }
         let committed: HashMap<(&str, i32), i64> = committed
@@ -316,7 +375,7 @@ impl KafkaClient {
             .collect();
         let mut snapshot = Vec::new();
         let mut deleted = Vec::new();
-        for topic in topics {
+        for topic in selected {
             // A space never appears in a topic name, so the two keys of a topic never meet
             // another topic's.
             let key = match isolation {
@@ -330,7 +389,7 @@ impl KafkaClient {
                 // The group committed on a topic deleted since: nothing there to consume.
                 // A watch of that one topic fails, naming it; one of every topic the group
                 // committed on measures the others.
-                Err(KafkaError::UnknownTopic { .. }) if requested.is_none() => {
+                Err(KafkaError::UnknownTopic { .. }) if !matches!(topics, Topics::Listed(_)) => {
                     deleted.push(topic);
                     continue;
                 }
@@ -485,6 +544,51 @@ impl KafkaClient {
             );
         }
         Ok(found)
+    }
+
+    /// The names of the cluster's topics, sorted, read at or after `since` (one Metadata
+    /// request for every topic, shared by the cycle's polls).
+    pub fn topic_names(&self, since: Instant) -> Result<Arc<Vec<String>>, KafkaError> {
+        self.topic_names
+            .get("", since, |_| self.fetch_topic_names())
+    }
+
+    /// One Metadata request for every topic. librdkafka's call waits for its own answer
+    /// only, so the waits grow from 100 ms (a new request each, at most 7 within the 5 s
+    /// default timeout), checking the stop flag between them.
+    fn fetch_topic_names(&self) -> Result<Vec<String>, KafkaError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut wait = admin::SLICE;
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return Err(KafkaError::ListTopics {
+                    cause: STOPPING.to_owned(),
+                });
+            }
+            match self.consumer.fetch_metadata(None, wait) {
+                Ok(metadata) => {
+                    let mut names: Vec<String> = metadata
+                        .topics()
+                        .iter()
+                        .filter(|topic| topic.error().is_none())
+                        .map(|topic| topic.name().to_owned())
+                        .collect();
+                    names.sort();
+                    return Ok(names);
+                }
+                Err(err) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let timed_out = err.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::OperationTimedOut);
+                    if !timed_out || left.is_zero() {
+                        return Err(KafkaError::ListTopics {
+                            cause: err.to_string(),
+                        });
+                    }
+                    wait = (wait * 2).min(left);
+                }
+            }
+        }
     }
 
     /// Every committed offset of `group`.

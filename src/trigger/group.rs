@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::keys::pick_cluster;
 use super::rules::{check_target_eta, parse_common, CommonRules};
 use super::values::{
-    invalid, is_kafka_version, parse_go_bool, parse_group, parse_target, parse_topics, BOOL_RULE,
+    invalid, is_kafka_version, parse_go_bool, parse_group, parse_target, parse_topics,
+    TopicPattern, BOOL_RULE,
 };
 use super::{Entity, PartitionSet, Source, Trigger, TriggerError, WatchKey};
 use crate::config::ClusterSet;
@@ -42,6 +43,19 @@ pub(super) fn parse(
         None | Some("") => None,
         Some(topic) => Some(parse_topics(topic)?),
     };
+    let topic_pattern = match get("topicPattern") {
+        None => None,
+        Some(pattern) if pattern.trim().is_empty() => None,
+        Some(pattern) => Some(TopicPattern::parse(pattern)?),
+    };
+    if topic.is_some() && topic_pattern.is_some() {
+        return Err(invalid(
+            "topicPattern",
+            get("topicPattern").unwrap_or_default(),
+            "nothing while topic is set: give the topics by name (topic) or by a pattern \
+             (topicPattern), not both",
+        ));
+    }
     let offset_reset = match get("offsetResetPolicy") {
         None | Some("latest") => OffsetResetPolicy::Latest,
         Some("earliest") => OffsetResetPolicy::Earliest,
@@ -133,7 +147,15 @@ pub(super) fn parse(
             "false while allowIdleConsumers is true: the two cannot be set together",
         ));
     }
-    if topic.is_none() {
+    if topic_pattern.is_some() && partitions.is_some() {
+        return Err(invalid(
+            "partitionLimitation",
+            get("partitionLimitation").unwrap_or_default(),
+            "nothing with topicPattern: partition numbers name the partitions of one topic \
+             (use a trigger with topic for that topic)",
+        ));
+    }
+    if topic.is_none() && topic_pattern.is_none() {
         let needs_topic = [
             (
                 "limitToPartitionsWithLag",
@@ -149,7 +171,7 @@ pub(super) fn parse(
             return Err(invalid(
                 key,
                 get(key).unwrap_or_default(),
-                "a topic to apply to: set topic as well",
+                "a topic to apply to: set topic (or topicPattern) as well",
             ));
         }
     }
@@ -170,6 +192,7 @@ pub(super) fn parse(
             cluster,
             source: Source::Group(group),
             topic,
+            topic_pattern,
             partitions,
             lag_rule,
         },

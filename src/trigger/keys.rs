@@ -24,6 +24,7 @@ pub const OWN_KEYS: &[&str] = &[
     "entityName",
     "consumerGroup",
     "topic",
+    "topicPattern",
     "bootstrapServers",
     "cluster",
     "lagThreshold",

@@ -21,7 +21,7 @@ mod values;
 pub use keys::OWN_KEYS;
 
 use keys::{check_entity, check_keys, resolve_from_env};
-pub use values::{is_dns_label, is_dns_subdomain, PartitionSet};
+pub use values::{is_dns_label, is_dns_subdomain, PartitionSet, TopicPattern};
 
 /// What one trigger asks for: which lag to watch and how to turn it into answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +43,11 @@ pub struct WatchKey {
     /// Whose lag: one consumer group, or an Azul plugin's groups.
     pub source: Source,
     /// One topic, or several as a sorted comma-separated list (`topic: a,b`), or `None` for
-    /// every topic the group has committed offsets for.
+    /// every topic the group has committed offsets for (or, with `topic_pattern`, matches).
     pub topic: Option<String>,
+    /// Every topic of the cluster or the group committed on whose name this matches whole
+    /// (`topicPattern`); never with `topic`.
+    pub topic_pattern: Option<TopicPattern>,
     /// Only these partitions of the topic count (`partitionLimitation`); `None` for all.
     pub partitions: Option<PartitionSet>,
     /// How a partition's lag is counted.
@@ -164,10 +167,13 @@ impl Trigger {
 /// The name of the metric in `mode` of the triggers on `watch` (see [`Trigger::metric_name`]).
 pub fn metric_name(watch: &WatchKey, mode: MetricMode) -> String {
     let raw = match &watch.source {
-        Source::Group(group) => {
-            let topic = watch.topic.as_deref().unwrap_or("all-topics");
-            format!("kafka-{mode}-{group}-{topic}")
-        }
+        Source::Group(group) => match &watch.topic_pattern {
+            Some(pattern) => format!("kafka-{mode}-{group}-pattern-{}", pattern.as_str()),
+            None => {
+                let topic = watch.topic.as_deref().unwrap_or("all-topics");
+                format!("kafka-{mode}-{group}-{topic}")
+            }
+        },
         Source::Plugin { .. } if mode == MetricMode::Backlog => "backlog".to_owned(),
         Source::Plugin { name, .. } => format!("plugin-{mode}-{name}"),
     };
@@ -198,7 +204,10 @@ impl fmt::Display for WatchKey {
         if let Source::Plugin { .. } = self.source {
             return Ok(());
         }
-        write!(f, " topic={}", self.topic.as_deref().unwrap_or("*"))?;
+        match &self.topic_pattern {
+            Some(pattern) => write!(f, " topicPattern={}", pattern.as_str())?,
+            None => write!(f, " topic={}", self.topic.as_deref().unwrap_or("*"))?,
+        }
         if let Some(partitions) = &self.partitions {
             write!(f, " partitions={partitions}")?;
         }
@@ -537,6 +546,69 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("targetSize"), "{err}");
+    }
+
+    #[test]
+    fn topic_pattern_matches_whole_names_and_refuses_what_has_no_meaning() {
+        let g = ("consumerGroup", "g");
+        let trigger = parse(&[g, ("topicPattern", " orders-(eu|us) ")]).unwrap();
+        let pattern = trigger.watch.topic_pattern.clone().expect("a pattern");
+        assert_eq!(pattern.as_str(), "orders-(eu|us)");
+        assert!(pattern.regex().is_match("orders-eu"));
+        assert!(
+            !pattern.regex().is_match("orders-eu-old"),
+            "whole names only"
+        );
+        assert!(!pattern.regex().is_match("x-orders-us"), "whole names only");
+        assert_eq!(trigger.watch.topic, None);
+        assert_eq!(trigger.metric_name(), "kafka-lag-g-pattern-orders--eu-us-");
+        assert_eq!(
+            trigger.watch.to_string(),
+            "group=g topicPattern=orders-(eu|us) offsetResetPolicy=latest"
+        );
+        // Equal patterns share a watch; an empty one means every committed topic.
+        let again = parse(&[g, ("topicPattern", "orders-(eu|us)")]).unwrap();
+        assert_eq!(again.watch, trigger.watch);
+        assert_eq!(
+            parse(&[g, ("topicPattern", "")])
+                .unwrap()
+                .watch
+                .topic_pattern,
+            None
+        );
+        // The caps and even distribution count every partition of every topic matched.
+        for key in [
+            "limitToPartitionsWithLag",
+            "ensureEvenDistributionOfPartitions",
+        ] {
+            assert!(
+                parse(&[g, ("topicPattern", "a.*"), (key, "true")]).is_ok(),
+                "{key}"
+            );
+        }
+
+        let long = "a".repeat(MAX_TOPIC_PATTERN_LEN + 1);
+        for (metadata, key) in [
+            (&[g, ("topicPattern", "orders-(")][..], "topicPattern"),
+            (&[g, ("topicPattern", "(?<=a)b")], "topicPattern"),
+            (&[g, ("topicPattern", long.as_str())], "topicPattern"),
+            (&[g, ("topicPattern", "a{1000}{1000}")], "topicPattern"),
+            (
+                &[g, ("topic", "t"), ("topicPattern", "t.*")],
+                "topicPattern",
+            ),
+            (
+                &[g, ("topicPattern", "t.*"), ("partitionLimitation", "1")],
+                "partitionLimitation",
+            ),
+        ] {
+            let err = parse(metadata).unwrap_err().to_string();
+            assert!(err.contains(key), "{metadata:?}: {err}");
+        }
+        let err = plugin(&[("targetSize", "5"), ("topicPattern", "a.*")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topicPattern"), "{err}");
     }
 
     #[test]

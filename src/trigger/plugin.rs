@@ -110,6 +110,7 @@ pub(super) fn parse(metadata: &HashMap<String, String>) -> Result<Trigger, Trigg
                 include_historic,
             },
             topic: None,
+            topic_pattern: None,
             partitions: None,
             lag_rule: LagRule::DEFAULT,
         },

@@ -244,6 +244,83 @@ pub(super) fn parse_time_lag(
         })
 }
 
+/// Longest `topicPattern` accepted, in bytes.
+pub const MAX_TOPIC_PATTERN_LEN: usize = 1000;
+
+/// Most memory a compiled `topicPattern` may take.
+const TOPIC_PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// `topicPattern`: a regular expression a topic name must match whole (as a Kafka consumer's
+/// pattern subscription matches). Compared and hashed by its text.
+#[derive(Clone, Debug)]
+pub struct TopicPattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl TopicPattern {
+    /// Parses `value`: Rust `regex` syntax (linear-time matching, no look-around nor
+    /// back-references), at most [`MAX_TOPIC_PATTERN_LEN`] bytes and 1 MiB compiled.
+    pub(super) fn parse(value: &str) -> Result<TopicPattern, TriggerError> {
+        let text = value.trim();
+        let refuse = || {
+            invalid(
+                "topicPattern",
+                value,
+                "a regular expression matched against whole topic names (Rust regex syntax, \
+                 e.g. orders-.* or (eu|us)-payments), at most 1000 characters",
+            )
+        };
+        if text.is_empty() || text.len() > MAX_TOPIC_PATTERN_LEN {
+            return Err(refuse());
+        }
+        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+            .size_limit(TOPIC_PATTERN_SIZE_LIMIT)
+            .build()
+            .map_err(|_| refuse())?;
+        Ok(TopicPattern {
+            text: text.to_owned(),
+            regex,
+        })
+    }
+
+    /// The expression as given (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The compiled expression, anchored at both ends.
+    pub fn regex(&self) -> &regex::Regex {
+        &self.regex
+    }
+}
+
+impl PartialEq for TopicPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for TopicPattern {}
+
+impl std::hash::Hash for TopicPattern {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl PartialOrd for TopicPattern {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TopicPattern {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
 pub(super) fn parse_idle_window(value: &str) -> Result<Duration, TriggerError> {
     let text = value.trim();
     let parsed = match text.parse::<u64>() {

@@ -11,7 +11,7 @@ use log::{debug, info, warn};
 
 use crate::directory::{Directory, Lookup};
 use crate::estimate::{Estimate, Eta, NotDraining, Window};
-use crate::kafka::{current_tick, next_tick, Clients, KafkaClient, KafkaError};
+use crate::kafka::{current_tick, next_tick, Clients, KafkaClient, KafkaError, Topics};
 use crate::lag::PartitionOffsets;
 use crate::plugin;
 use crate::store::Reading;
@@ -457,13 +457,16 @@ impl Watcher {
                     .map_err(PollFailure::Failed);
             }
         };
+        let topics = match (&self.key.topic, &self.key.topic_pattern) {
+            (Some(topics), _) => Topics::Listed(topics),
+            (None, Some(pattern)) => Topics::Matching {
+                pattern: pattern.as_str(),
+                regex: pattern.regex(),
+            },
+            (None, None) => Topics::Committed,
+        };
         let mut offsets = client
-            .snapshot(
-                &group,
-                self.key.topic.as_deref(),
-                since,
-                self.key.lag_rule.isolation,
-            )
+            .snapshot(&group, topics, since, self.key.lag_rule.isolation)
             .map_err(|err| match err {
                 KafkaError::UnknownTopic { .. } | KafkaError::OnlyDeletedTopics { .. } => {
                     PollFailure::Gone(err.to_string())
@@ -537,7 +540,7 @@ impl Watcher {
         // The largest count, unknown if any group's is.
         let mut members: Result<usize, KafkaError> = Ok(0);
         for group in &groups {
-            match client.snapshot(group, None, since, self.key.lag_rule.isolation) {
+            match client.snapshot(group, Topics::Committed, since, self.key.lag_rule.isolation) {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}

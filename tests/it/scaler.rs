@@ -185,6 +185,82 @@ fn a_topic_list_counts_every_topic_and_names_a_missing_one() {
     scaler.stop();
 }
 
+/// `topicPattern` counts every topic of the cluster whose whole name matches, whether the
+/// group committed on it or not; a topic created while watched counts from the next poll
+/// cycle; a pattern that matches nothing is UNAVAILABLE naming it.
+#[test]
+fn a_topic_pattern_counts_every_matching_topic_and_new_ones_within_a_cycle() {
+    let broker = Kafka::shared();
+    broker.create_topic("pat-orders-eu", 1);
+    broker.create_topic("pat-orders-us", 2);
+    broker.create_topic("pat-orders-us-archive", 1);
+    broker.create_topic("pat-audit", 1);
+    broker.produce("pat-orders-eu", 0, 5);
+    broker.produce("pat-orders-us", 0, 3);
+    broker.produce("pat-orders-us", 1, 2);
+    broker.produce("pat-orders-us-archive", 0, 8);
+    broker.produce("pat-audit", 0, 4);
+    // Lag 4 on eu, 2 on us; archive (not a whole match) and audit do not count.
+    broker.commit(
+        "pat-readers",
+        &[
+            ("pat-orders-eu", 0, 1),
+            ("pat-orders-us", 0, 3),
+            ("pat-orders-us", 1, 0),
+            ("pat-orders-us-archive", 0, 0),
+            ("pat-audit", 0, 0),
+        ],
+    );
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let metadata = [
+        ("consumerGroup", "pat-readers"),
+        ("topicPattern", "pat-orders-(eu|us|apac)"),
+    ];
+    assert_eq!(scaler.lag(&metadata).expect("lag"), 6);
+
+    // A new matching topic, which the group has not committed on yet: its partitions count
+    // 1 each (offsetResetPolicy latest, as for a listed topic), then its lag once committed.
+    broker.create_topic("pat-orders-apac", 2);
+    let created = Instant::now();
+    let seen = wait_for(Duration::from_secs(10), || {
+        (scaler.lag(&metadata).ok()? == 8).then(|| created.elapsed())
+    });
+    let seen = seen.unwrap_or_else(|| panic!("apac never counted: {:?}", scaler.lag(&metadata)));
+    eprintln!("a new matching topic counted {seen:?} after it was created");
+    // Within a poll cycle or two of the topic being there (each cycle lists the topics).
+    assert!(
+        seen < 4 * POLL + Duration::from_secs(1),
+        "counted after {seen:?}"
+    );
+    broker.produce("pat-orders-apac", 0, 7);
+    broker.commit(
+        "pat-readers",
+        &[("pat-orders-apac", 0, 0), ("pat-orders-apac", 1, 0)],
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || (scaler.lag(&metadata).ok()?
+            == 13)
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        scaler.lag(&metadata)
+    );
+
+    let nothing = [
+        ("consumerGroup", "pat-readers"),
+        ("topicPattern", "pat-none-.*"),
+    ];
+    let status = scaler
+        .lag(&nothing)
+        .expect_err("a pattern that matches nothing");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(
+        status.message().contains("topicPattern pat-none-.*"),
+        "{status:?}"
+    );
+    scaler.stop();
+}
+
 #[test]
 fn unreachable_kafka_answers_unavailable_well_within_kedas_deadline() {
     // Nothing listens on this port, so the first poll cannot finish quickly.
