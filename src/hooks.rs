@@ -82,3 +82,23 @@ fn take(queue: &Mutex<Vec<String>>, group: &str) -> bool {
         None => false,
     }
 }
+
+/// Topics whose record reads (the time lag's timestamps) fail while listed.
+static FAILING_RECORD_READS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Makes every record read of `topic` fail (`failing`) or work again.
+pub fn fail_record_reads(topic: &str, failing: bool) {
+    let mut topics = FAILING_RECORD_READS.lock();
+    topics.retain(|listed| listed != topic);
+    if failing {
+        topics.push(topic.to_owned());
+    }
+}
+
+/// Whether record reads of `topic` must fail now.
+pub(crate) fn record_reads_fail(topic: &str) -> bool {
+    FAILING_RECORD_READS
+        .lock()
+        .iter()
+        .any(|listed| listed == topic)
+}

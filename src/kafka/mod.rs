@@ -526,6 +526,13 @@ impl KafkaClient {
         }
         let mut found = HashMap::with_capacity(wanted.len());
         for (topic, partitions) in by_topic {
+            #[cfg(feature = "test-hooks")]
+            if crate::hooks::record_reads_fail(topic) {
+                return Err(KafkaError::Records {
+                    topic: topic.to_owned(),
+                    cause: "refused (injected by a test)".to_owned(),
+                });
+            }
             let read = records::first_records(
                 &self.reader,
                 self.timeout,

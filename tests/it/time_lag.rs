@@ -152,3 +152,46 @@ fn time_lag(scaler: &Scaler, metadata: &[(&str, &str)]) -> f64 {
 fn thread_sleep(duration: Duration) {
     std::thread::sleep(duration);
 }
+
+#[test]
+fn an_unknown_time_lag_is_unavailable_and_never_reads_as_idle() {
+    let broker = Kafka::shared();
+    broker.create_topic("aged-unread", 1);
+    broker.produce_written_at("aged-unread", 0, 4, written_ago(Duration::from_secs(60)));
+    broker.commit("aged-unread-readers", &[("aged-unread", 0, 0)]);
+    // The backlog predates the watch, and the broker's records cannot be read.
+    lagscaler::hooks::fail_record_reads("aged-unread", true);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let group = [
+        ("consumerGroup", "aged-unread-readers"),
+        ("topic", "aged-unread"),
+    ];
+    let time_lag = [
+        group[0],
+        group[1],
+        ("metric", "timeLag"),
+        ("timeLagThreshold", "30"),
+    ];
+    let status = scaler.get_metrics(&time_lag).expect_err("no time lag");
+    assert_eq!(status.code(), grpcio::RpcStatusCode::UNAVAILABLE);
+    assert!(
+        status
+            .message()
+            .contains("the time lag is not known: on 1 partitions"),
+        "{status:?}"
+    );
+    // Activation on age with an unknown age: active, never a false idle; the lag itself is
+    // known and served.
+    let on_age = [group[0], group[1], ("activationTimeLagThreshold", "3600")];
+    assert!(scaler.is_active(&on_age).expect("IsActive"));
+    assert_eq!(scaler.lag(&on_age).expect("lag"), 4);
+
+    // Readable again: the record's own timestamp, about a minute.
+    lagscaler::hooks::fail_record_reads("aged-unread", false);
+    wait_for_time_lag(&scaler, &time_lag, |value| (60.0..120.0).contains(&value));
+    assert!(
+        !scaler.is_active(&on_age).expect("IsActive"),
+        "a minute < an hour"
+    );
+    scaler.stop();
+}
