@@ -748,6 +748,28 @@ mod tests {
         assert!(close(waited, 3.75), "{waited}");
     }
 
+    /// Offsets an earlier read stands in for (a leader that did not answer) say nothing of
+    /// where the end stood at this poll: records written meanwhile are not dated after it.
+    #[test]
+    fn a_stand_in_end_does_not_date_the_records_written_meanwhile() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        window.record(at(0), vec![offsets(0, 10, Some(10))], Some(1), LATEST);
+        let stand_in = PartitionOffsets {
+            unread: Some(crate::lag::Unread {
+                read_at: at(0),
+                cause: "its leader did not answer".into(),
+            }),
+            ..offsets(0, 10, Some(10))
+        };
+        window.record(at(5), vec![stand_in], Some(1), LATEST);
+        let estimate = window.record(at(10), vec![offsets(0, 20, Some(10))], Some(1), LATEST);
+        // Records 10..20 came between 0 s and 10 s: record 10 at 0.5 s.
+        let waited = estimate.time_lag.expect("known");
+        assert!(close(waited, 9.5), "{waited}");
+    }
+
     #[test]
     fn activation_on_age_needs_the_lag_and_the_age_over_their_thresholds() {
         let start = Instant::now();

@@ -257,11 +257,15 @@ impl Window {
 
             let lag = offsets.lag(rule);
             let first_unconsumed = offsets.first_unconsumed(rule);
-            history.ends.record(
-                at,
-                offsets.high_watermark,
-                first_unconsumed.unwrap_or(offsets.high_watermark),
-            );
+            // An end an earlier read stands in for is not where the end stood now: records
+            // written since would be dated after this poll.
+            if offsets.unread.is_none() {
+                history.ends.record(
+                    at,
+                    offsets.high_watermark,
+                    first_unconsumed.unwrap_or(offsets.high_watermark),
+                );
+            }
             let waited = match first_unconsumed {
                 None => Some(0.0),
                 Some(offset) => history
