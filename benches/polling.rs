@@ -2,7 +2,9 @@
 //! topics, polled every 5 s by the real `lagscaler` binary against Apache Kafka. Reports the Kafka
 //! requests per poll cycle (librdkafka's statistics, logged by the daemon), the daemon's CPU
 //! (% of one core), RSS, threads and poll-cycle duration, and compares the requests with
-//! what KEDA's Kafka scaler sends for the same W.
+//! what KEDA's Kafka scaler sends for the same W. Each W runs twice, side by side: committed
+//! offsets from OffsetFetch per watch (`SCALER_COMMIT_SOURCE=fetch`), then from the commit
+//! stream (`stream`).
 //!
 //! `cargo bench --bench polling` runs it in full (release); `cargo test --bench polling`
 //! runs a seconds-long smoke version (debug, no thresholds) so that it never rots.
@@ -65,14 +67,22 @@ fn main() {
         plan.topics, plan.partitions, plan.interval, plan.cycles
     );
     for &watches in &plan.watches {
-        run(broker, &topics, &plan, watches);
+        for source in ["fetch", "stream"] {
+            run(broker, &topics, &plan, watches, source);
+        }
     }
 }
 
-/// One measurement with `watches` watches.
-fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
+/// One measurement with `watches` watches, committed offsets from `source`
+/// (`SCALER_COMMIT_SOURCE`).
+fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &str) {
     let groups: Vec<(String, String)> = (0..watches)
-        .map(|i| (format!("w{watches}-g{i}"), topics[i % topics.len()].clone()))
+        .map(|i| {
+            (
+                format!("w{watches}-{source}-g{i}"),
+                topics[i % topics.len()].clone(),
+            )
+        })
         .collect();
     commit_all(broker, &groups, plan.partitions);
 
@@ -87,6 +97,7 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
             ("SCALER_WATCH_TTL", "1h"),
             ("SCALER_MAX_WATCHES", "100000"),
             ("SCALER_KAFKA_TIMEOUT", "10s"),
+            ("SCALER_COMMIT_SOURCE", source),
         ],
     );
     let client = process.client();
@@ -111,7 +122,7 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
         );
     }
     println!(
-        "W={watches}: every watch answered {:.1?} after the first call",
+        "W={watches} {source}: every watch answered {:.1?} after the first call",
         started.elapsed()
     );
     // Two cycles so that every watch is on the shared schedule.
@@ -166,14 +177,14 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
     threads.sort_unstable();
 
     println!(
-        "W={watches}: Kafka requests per cycle {per_cycle:.1} (KEDA's scaler: {keda:.0}; ratio \
+        "W={watches} {source}: Kafka requests per cycle {per_cycle:.1} (KEDA's scaler: {keda:.0}; ratio \
          {:.3}); by API, cumulative at the first and last report: [{}] -> [{}]",
         per_cycle / keda,
         first.1,
         last.1
     );
     println!(
-        "W={watches}: daemon CPU {:.2} % of one core over {wall:.0} s; RSS min/median/max \
+        "W={watches} {source}: daemon CPU {:.2} % of one core over {wall:.0} s; RSS min/median/max \
          {}/{}/{} MB; threads {}/{}/{}",
         100.0 * cpu / wall,
         rss_kb[0] / 1024,
@@ -188,12 +199,12 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize) {
         .iter()
         .map(|(kind, ticks)| format!("{kind} {:.0} %", 100.0 * *ticks as f64 / total as f64))
         .collect();
-    println!("W={watches}: CPU by thread: {}", shares.join(", "));
+    println!("W={watches} {source}: CPU by thread: {}", shares.join(", "));
     if cycles.is_empty() {
-        println!("W={watches}: no complete poll cycle logged");
+        println!("W={watches} {source}: no complete poll cycle logged");
     } else {
         println!(
-            "W={watches}: poll cycle duration (tick to last poll done) min/median/max \
+            "W={watches} {source}: poll cycle duration (tick to last poll done) min/median/max \
              {:.1}/{:.1}/{:.1} ms over {} cycles",
             cycles[0],
             cycles[cycles.len() / 2],

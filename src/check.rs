@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::estimate::Estimate;
-use crate::kafka::Clients;
+use crate::kafka::{Clients, CommitsFrom};
 use crate::lag::Isolation;
 use crate::store::{Reading, View};
 use crate::trigger::Trigger;
@@ -61,7 +61,12 @@ pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), 
     )
     .map_err(|err| CheckError::Failed(format!("cannot start the watch: {err}")))?;
     let result = two_polls(&registry, &trigger, config)
-        .and_then(|estimate| report(out, &trigger, &estimate).map_err(|err| err.to_string()))
+        .and_then(|estimate| {
+            let from = clients
+                .get(trigger.watch.cluster.as_deref())
+                .map(|client| client.commits_from());
+            report(out, &trigger, &estimate, from).map_err(|err| err.to_string())
+        })
         .map_err(CheckError::Failed);
     let deadline = Instant::now() + Duration::from_secs(4);
     if let Err(err) = registry.shutdown(deadline) {
@@ -130,8 +135,28 @@ fn good(view: View) -> Result<Arc<Estimate>, String> {
     }
 }
 
-fn report(out: &mut dyn Write, trigger: &Trigger, estimate: &Estimate) -> std::io::Result<()> {
+fn report(
+    out: &mut dyn Write,
+    trigger: &Trigger,
+    estimate: &Estimate,
+    from: Option<CommitsFrom>,
+) -> std::io::Result<()> {
     writeln!(out, "watch: {}", trigger.watch)?;
+    match from {
+        Some(CommitsFrom::Stream) => writeln!(
+            out,
+            "committed offsets: the commit stream (__consumer_offsets)"
+        )?,
+        Some(CommitsFrom::Fetch) => writeln!(
+            out,
+            "committed offsets: OffsetFetch (SCALER_COMMIT_SOURCE=fetch)"
+        )?,
+        Some(CommitsFrom::FetchFallback(why)) => writeln!(
+            out,
+            "committed offsets: OffsetFetch, because the commit stream cannot be read: {why}"
+        )?,
+        None => {}
+    }
     // Where lag is measured to: the high watermark, or under read_committed the last
     // stable offset.
     let end = match trigger.watch.lag_rule.isolation {
@@ -261,7 +286,7 @@ mod tests {
         let metadata = parse_args(&args(&["consumerGroup=orders", "topic=events"])).unwrap();
         let trigger = Trigger::parse(&metadata, &clusters).unwrap();
         let mut out = Vec::new();
-        report(&mut out, &trigger, &estimate).unwrap();
+        report(&mut out, &trigger, &estimate, None).unwrap();
         let text = String::from_utf8(out).unwrap();
         let notes: Vec<&str> = text.lines().filter(|l| l.starts_with("note:")).collect();
         assert_eq!(notes.len(), 1, "{text}");
@@ -296,7 +321,7 @@ mod tests {
             .unwrap();
             let trigger = Trigger::parse(&metadata, &clusters).unwrap();
             let mut out = Vec::new();
-            report(&mut out, &trigger, &estimate).unwrap();
+            report(&mut out, &trigger, &estimate, None).unwrap();
             let text = String::from_utf8(out).unwrap();
             let header = text.lines().nth(1).unwrap();
             assert!(header.contains(end), "{isolation}: {header}");

@@ -159,6 +159,7 @@ impl Daemon {
                     pusher: Arc::clone(&pusher),
                     stale_after: config.stale_after,
                     watch_ttl: config.watch_ttl,
+                    clients: Arc::clone(&kafka),
                 };
                 let http =
                     HttpServer::start(http_addr, observed).map_err(|err| StartError::Http {
@@ -212,6 +213,11 @@ impl Daemon {
     /// (`None` before the first, or when statistics are off).
     pub fn kafka_requests(&self) -> Option<crate::kafka::RequestCounts> {
         self.kafka.default_client().request_counts()
+    }
+
+    /// Where the default cluster's committed offsets come from now.
+    pub fn commits_from(&self) -> crate::kafka::CommitsFrom {
+        self.kafka.default_client().commits_from()
     }
 
     /// [`Daemon::kafka_requests`] by broker node id (empty before the first report).

@@ -22,6 +22,7 @@ use crate::answer;
 use crate::estimate::Eta;
 use crate::grpc::stats::BUCKETS;
 use crate::grpc::{Health, Pusher, RpcStats};
+use crate::kafka::{Clients, CommitsFrom};
 use crate::store::Reading;
 use crate::trigger::{metric_name, Source};
 use crate::watch::Registry;
@@ -44,6 +45,8 @@ pub struct Observed {
     pub stale_after: Duration,
     /// Triggers not asked about for this long (`SCALER_WATCH_TTL`) are left out.
     pub watch_ttl: Duration,
+    /// The Kafka clients, for where committed offsets come from.
+    pub clients: Arc<Clients>,
 }
 
 /// The running listener.
@@ -252,6 +255,27 @@ pub fn render_metrics(observed: &Observed) -> String {
         family.write(&mut out);
     }
 
+    family(
+        &mut out,
+        "lagscaler_commit_source",
+        "gauge",
+        "Where a cluster's committed offsets come from: 1 for the source in use (stream: \
+         the __consumer_offsets reader; fetch: OffsetFetch per watch, configured or because \
+         the stream cannot be read), 0 for the other.",
+    );
+    for (cluster, from) in observed.clients.commit_sources() {
+        let stream = u8::from(from == CommitsFrom::Stream);
+        let cluster = escape(&cluster);
+        let _ = writeln!(
+            out,
+            "lagscaler_commit_source{{cluster=\"{cluster}\",source=\"stream\"}} {stream}"
+        );
+        let _ = writeln!(
+            out,
+            "lagscaler_commit_source{{cluster=\"{cluster}\",source=\"fetch\"}} {}",
+            1 - stream
+        );
+    }
     let calls = observed.rpc.snapshot();
     family(
         &mut out,

@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod check;
 pub mod config;
+pub mod consumer_offsets;
 pub mod daemon;
 pub mod directory;
 pub mod estimate;

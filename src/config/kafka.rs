@@ -21,6 +21,30 @@ pub struct KafkaConfig {
     pub sasl: Option<KafkaSasl>,
     /// TLS to the brokers, if on.
     pub tls: Option<KafkaTls>,
+    /// Where committed offsets come from (`SCALER_COMMIT_SOURCE`).
+    pub commit_source: CommitSource,
+}
+
+/// Where committed offsets come from (`SCALER_COMMIT_SOURCE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitSource {
+    /// The commit stream where `__consumer_offsets` can be read, else OffsetFetch per watch.
+    Auto,
+    /// The commit stream only: a cluster where it cannot be read fails the polls.
+    Stream,
+    /// OffsetFetch per watch and poll.
+    Fetch,
+}
+
+impl CommitSource {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitSource::Auto => "auto",
+            CommitSource::Stream => "stream",
+            CommitSource::Fetch => "fetch",
+        }
+    }
 }
 
 /// A secret value: its `Debug` never shows it.

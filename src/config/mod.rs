@@ -20,7 +20,7 @@ mod tls;
 pub use clusters::ClusterSet;
 pub use dispatcher::{redact_url, redis_connection, RedisConfig, AZUL_REDIS_DB};
 pub(crate) use kafka::parse_bootstrap;
-pub use kafka::{KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret};
+pub use kafka::{CommitSource, KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret};
 pub use settings::{help_text, Setting, SETTINGS};
 pub use tls::TlsConfig;
 
@@ -139,6 +139,7 @@ impl Default for Config {
                 stats_interval: None,
                 sasl: None,
                 tls: None,
+                commit_source: CommitSource::Auto,
             },
             poll_interval: DEFAULT_POLL_INTERVAL,
             rate_window: Duration::from_secs(300),
@@ -231,6 +232,21 @@ impl Config {
                 Duration::from_secs(60),
                 "a duration from 100ms to 60s, e.g. 5s",
             )?;
+        }
+        if let Some(value) = vars.get("SCALER_COMMIT_SOURCE") {
+            config.kafka.commit_source = match value.trim() {
+                "auto" => CommitSource::Auto,
+                "stream" => CommitSource::Stream,
+                "fetch" => CommitSource::Fetch,
+                _ => {
+                    return Err(invalid(
+                        "SCALER_COMMIT_SOURCE",
+                        value,
+                        "auto (the commit stream where __consumer_offsets can be read, else \
+                         OffsetFetch), stream or fetch",
+                    ))
+                }
+            };
         }
         if let Some(value) = vars.get("SCALER_KAFKA_STATS_INTERVAL") {
             let rule = "0s (off) or a duration from 1s to 1h, e.g. 60s";
@@ -331,7 +347,7 @@ impl Config {
     pub fn summary(&self) -> String {
         format!(
             "listen={} grpc={} kafka.bootstrap={} kafka.security={:?} kafka.timeout={} \
-             kafka.stats_interval={} \
+             kafka.stats_interval={} kafka.commit_source={} \
              poll_interval={} rate_window={} \
              stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
             self.listen,
@@ -340,6 +356,7 @@ impl Config {
             self.kafka.describe_security(),
             humantime::format_duration(self.kafka.request_timeout),
             humantime::format_duration(self.kafka.stats_interval.unwrap_or_default()),
+            self.kafka.commit_source.as_str(),
             humantime::format_duration(self.poll_interval),
             humantime::format_duration(self.rate_window),
             humantime::format_duration(self.stale_after),

@@ -143,6 +143,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "timeout of each Kafka request a watch makes (100ms to 60s)",
     },
     Setting {
+        name: "SCALER_COMMIT_SOURCE",
+        default: "auto",
+        help: "where committed offsets come from: auto (one reader per cluster of \
+               __consumer_offsets, the commit stream, where it can be read; else OffsetFetch \
+               per watch), stream (the stream only) or fetch (OffsetFetch per watch and poll)",
+    },
+    Setting {
         name: "SCALER_KAFKA_STATS_INTERVAL",
         default: "0s",
         help: "every this often, log how many requests of each kind lagscaler has sent to \

@@ -77,6 +77,19 @@ impl Clients {
         Some(Arc::clone(&cluster.current.read()))
     }
 
+    /// Where each cluster's committed offsets come from now, by cluster name (`default`
+    /// first).
+    pub fn commit_sources(&self) -> Vec<(String, super::CommitsFrom)> {
+        std::iter::once(("default".to_owned(), &self.default))
+            .chain(
+                self.named
+                    .iter()
+                    .map(|(name, cluster)| (name.clone(), cluster)),
+            )
+            .map(|(name, cluster)| (name, cluster.current.read().commits_from()))
+            .collect()
+    }
+
     /// The default cluster's current client.
     pub fn default_client(&self) -> Arc<KafkaClient> {
         Arc::clone(&self.default.current.read())

@@ -8,10 +8,13 @@
 //!
 //! What several watches read alike is read once per poll cycle (module `cycle`): a topic's
 //! partitions, high watermarks and log start offsets, and the cluster's group list with
-//! member counts. Only a group's committed offsets are read per watch.
+//! member counts. Committed offsets come from the cluster's commit stream (modules
+//! `commit_reader`, `committed`), or where it cannot be read from one OffsetFetch per watch.
 
 mod admin;
 mod clients;
+mod commit_reader;
+mod committed;
 mod cycle;
 mod groups;
 mod markers;
@@ -32,11 +35,13 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 
-use crate::config::KafkaConfig;
+use crate::config::{CommitSource, KafkaConfig};
 use crate::lag::{Isolation, PartitionOffsets};
 
 pub use admin::{CommittedOffset, STOPPING};
 pub use clients::Clients;
+pub use commit_reader::{CATCH_UP_WAIT, OFFSETS_TOPIC};
+pub use committed::{CommitsFrom, RETRY_STREAM_AFTER};
 pub use cycle::{current_tick, next_tick};
 pub use groups::ListedGroup;
 pub use records::FirstRecord;
@@ -97,6 +102,12 @@ pub enum KafkaError {
     #[error("listing consumer groups: {cause}")]
     ListGroups {
         /// librdkafka's reason.
+        cause: String,
+    },
+    /// The commit stream cannot be read and `SCALER_COMMIT_SOURCE=stream`.
+    #[error("committed offsets: the commit stream cannot be read: {cause}")]
+    CommitStream {
+        /// Why.
         cause: String,
     },
     /// Reading records of a topic (their timestamps) failed.
@@ -187,8 +198,16 @@ pub struct KafkaClient {
     described: CycleCache<admin::GroupDescription>,
     /// Finds lag that is only transaction markers.
     markers: markers::MarkerProbe,
-    /// The settings of a record read (module `records`).
+    /// The settings of a record read (module `records`), the commit reader's too.
     reader: ClientConfig,
+    /// Where committed offsets come from (`SCALER_COMMIT_SOURCE`).
+    commit_source: CommitSource,
+    /// How often librdkafka reports statistics (`SCALER_KAFKA_STATS_INTERVAL`).
+    stats_interval: Option<Duration>,
+    /// The cluster's commit stream (module `committed`).
+    stream: Mutex<committed::StreamState>,
+    /// Whether the stream's reader was found behind, so that it is logged once.
+    stream_behind: AtomicBool,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
@@ -199,29 +218,83 @@ pub struct KafkaClient {
 /// `ListOffsets`, `OffsetFetch`...), summed over brokers, from librdkafka's statistics.
 pub type RequestCounts = BTreeMap<String, i64>;
 
-/// The client's context: keeps the request counts of the latest statistics report.
+/// The client's context: keeps the request counts of the latest statistics report, the
+/// commit reader's included.
 #[derive(Default)]
 struct Context {
     requests: Mutex<Option<RequestCounts>>,
     /// The same, by broker node id (brokers learned from metadata; not the bootstrap
     /// connections, which have none).
     by_broker: Mutex<BTreeMap<i32, RequestCounts>>,
+    /// The commit readers' own counts (their librdkafka instances), added to these.
+    readers: Arc<ReaderRequests>,
+}
+
+/// Requests sent by a cluster's commit readers, by broker node id: the running one's
+/// latest statistics, plus what readers stopped before it had sent.
+#[derive(Default)]
+pub(crate) struct ReaderRequests {
+    current: Mutex<BTreeMap<i32, RequestCounts>>,
+    retired: Mutex<BTreeMap<i32, RequestCounts>>,
+}
+
+impl ReaderRequests {
+    /// Records a running reader's statistics.
+    pub(crate) fn report(&self, statistics: &Statistics) {
+        *self.current.lock() = requests_by_broker(statistics);
+    }
+
+    /// A reader stopped: its last counts stay counted.
+    pub(crate) fn retire(&self) {
+        let current = std::mem::take(&mut *self.current.lock());
+        add_counts(&mut self.retired.lock(), &current);
+    }
+
+    fn total(&self) -> BTreeMap<i32, RequestCounts> {
+        let mut total = self.retired.lock().clone();
+        add_counts(&mut total, &self.current.lock());
+        total
+    }
+}
+
+/// Requests by broker node id in a statistics report (node id -1 for the bootstrap
+/// connections).
+fn requests_by_broker(statistics: &Statistics) -> BTreeMap<i32, RequestCounts> {
+    let mut by_broker: BTreeMap<i32, RequestCounts> = BTreeMap::new();
+    for broker in statistics.brokers.values() {
+        for (api, count) in broker.req.iter().filter(|(_, count)| **count > 0) {
+            *by_broker
+                .entry(broker.nodeid.max(-1))
+                .or_default()
+                .entry(api.clone())
+                .or_default() += count;
+        }
+    }
+    by_broker
+}
+
+fn add_counts(into: &mut BTreeMap<i32, RequestCounts>, from: &BTreeMap<i32, RequestCounts>) {
+    for (broker, counts) in from {
+        let own = into.entry(*broker).or_default();
+        for (api, count) in counts {
+            *own.entry(api.clone()).or_default() += count;
+        }
+    }
 }
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
+        let mut all = requests_by_broker(&statistics);
+        add_counts(&mut all, &self.readers.total());
         let mut counts = RequestCounts::new();
-        let mut by_broker = BTreeMap::new();
-        for broker in statistics.brokers.values() {
-            for (api, count) in broker.req.iter().filter(|(_, count)| **count > 0) {
+        for broker_counts in all.values() {
+            for (api, count) in broker_counts {
                 *counts.entry(api.clone()).or_default() += count;
-                if broker.nodeid >= 0 {
-                    let own: &mut RequestCounts = by_broker.entry(broker.nodeid).or_default();
-                    *own.entry(api.clone()).or_default() += count;
-                }
             }
         }
-        *self.by_broker.lock() = by_broker;
+        // Brokers learned from metadata; not the bootstrap connections, which have none.
+        all.remove(&-1);
+        *self.by_broker.lock() = all;
         let total: i64 = counts.values().sum();
         let by_api: Vec<String> = counts.iter().map(|(api, n)| format!("{api}={n}")).collect();
         info!("kafka requests since start: {total} ({})", by_api.join(" "));
@@ -308,6 +381,10 @@ impl KafkaClient {
             described: CycleCache::default(),
             markers,
             reader,
+            commit_source: config.commit_source,
+            stats_interval: config.stats_interval,
+            stream: Mutex::new(committed::StreamState::default()),
+            stream_behind: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
@@ -338,7 +415,7 @@ impl KafkaClient {
         since: Instant,
         isolation: Isolation,
     ) -> Result<Vec<PartitionOffsets>, KafkaError> {
-        let committed = self.group_offsets(group)?;
+        let committed = self.committed_offsets(group, since)?;
         let committed_topics = committed
             .iter()
             .filter(|offset| offset.offset >= 0)
@@ -508,6 +585,9 @@ impl KafkaClient {
     /// (the group list, librdkafka's own blocking call, within 500 ms).
     pub fn stop_calls(&self) {
         self.stopping.store(true, Ordering::Release);
+        if let committed::StreamState::Running(reader) = &*self.stream.lock() {
+            reader.stop_waits();
+        }
     }
 
     /// The first record at or after each `(topic, partition, offset)` of `wanted`, read at
@@ -668,6 +748,10 @@ impl KafkaClient {
 
     /// Stops and joins the `kafka-events` thread. Idempotent.
     pub fn shutdown(&self) -> thread::Result<()> {
+        let stream = std::mem::take(&mut *self.stream.lock());
+        if let committed::StreamState::Running(reader) = stream {
+            reader.shutdown()?;
+        }
         self.stop_events.store(true, Ordering::Release);
         match self.events_thread.lock().take() {
             Some(handle) => handle.join(),

@@ -500,6 +500,9 @@ fn expect_one_list_offsets_per_leader(cluster: &Kafka, topic: &str, group: &str,
 
     let mut config = Scaler::config(&cluster.bootstrap(), POLL, TTL);
     config.kafka.stats_interval = Some(Duration::from_millis(250));
+    // The cycles are counted by their OffsetFetch, and only `topic`'s reads are wanted
+    // (the commit stream would add those of __consumer_offsets).
+    config.kafka.commit_source = lagscaler::config::CommitSource::Fetch;
     let scaler = Scaler::start_with(config);
     let watch = [
         ("consumerGroup", group),

@@ -4,6 +4,7 @@
 
 mod binary;
 mod brokers;
+mod commits;
 mod estimator;
 mod faults;
 mod groups;

@@ -591,41 +591,64 @@ fn watches_beyond_the_cap_are_resource_exhausted_and_existing_ones_unaffected() 
     scaler.stop();
 }
 
-#[test]
-fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
-    const WATCHES: usize = 12;
+/// Requests of each kind per poll cycle, with [`SHARING_WATCHES`] watches of one topic read
+/// with committed offsets from `source`.
+fn requests_per_cycle(
+    source: lagscaler::config::CommitSource,
+) -> (std::collections::BTreeMap<String, f64>, String) {
     let broker = Kafka::shared();
-    broker.create_topic("shared", 4);
-    broker.produce("shared", 0, 3);
-    let groups: Vec<String> = (0..WATCHES).map(|i| format!("sharer-{i}")).collect();
+    let topic = format!("shared-{}", source.as_str());
+    broker.create_topic(&topic, 4);
+    broker.produce(&topic, 0, 3);
+    let groups: Vec<String> = (0..SHARING_WATCHES)
+        .map(|i| format!("sharer-{}-{i}", source.as_str()))
+        .collect();
     for group in &groups {
-        broker.commit(group, &[("shared", 0, 1)]);
+        broker.commit(group, &[(&topic, 0, 1)]);
     }
     let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
     config.kafka.stats_interval = Some(Duration::from_millis(250));
+    config.kafka.commit_source = source;
     let scaler = Scaler::start_with(config);
     for group in &groups {
-        let metadata = [("consumerGroup", group.as_str()), ("topic", "shared")];
+        let metadata = [("consumerGroup", group.as_str()), ("topic", topic.as_str())];
         // 2 on partition 0, and 1 on each partition never committed (KEDA's rule).
         assert_eq!(scaler.lag(&metadata).expect("lag"), 5);
     }
     // Two cycles in: every watch is on the shared schedule.
     std::thread::sleep(2 * POLL);
-    let count = |counts: &std::collections::BTreeMap<String, i64>, api: &str| {
-        counts.get(api).copied().unwrap_or(0)
-    };
     let before = scaler.daemon().kafka_requests().expect("statistics");
     let measured = Instant::now();
     std::thread::sleep(6 * POLL);
     let after = scaler.daemon().kafka_requests().expect("statistics");
-    // The reports lag by up to their interval: allow a cycle either side.
     let cycles = measured.elapsed().as_secs_f64() / POLL.as_secs_f64();
-    let per_cycle = |api: &str| (count(&after, api) - count(&before, api)) as f64 / cycles;
-    // Per cycle: one OffsetFetch per watch, but one Metadata and two ListOffsets (latest,
-    // earliest) for the topic, and one ListGroups + DescribeGroups for everyone.
+    let per_cycle = after
+        .iter()
+        .map(|(api, count)| {
+            let earlier = before.get(api).copied().unwrap_or(0);
+            (api.clone(), (count - earlier) as f64 / cycles)
+        })
+        .collect();
+    scaler.stop();
+    (per_cycle, format!("{before:?} -> {after:?}"))
+}
+
+const SHARING_WATCHES: usize = 12;
+
+#[test]
+fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
+    use lagscaler::config::CommitSource;
+    let count = |counts: &std::collections::BTreeMap<String, f64>, api: &str| {
+        counts.get(api).copied().unwrap_or(0.0)
+    };
+    // The reports lag by up to their interval: allow half a read either side.
+    // With OffsetFetch, per cycle: one OffsetFetch per watch, but one Metadata and two
+    // ListOffsets (latest, earliest) for the topic, and one ListGroups + DescribeGroups for
+    // everyone.
+    let (fetch, seen) = requests_per_cycle(CommitSource::Fetch);
     assert!(
-        per_cycle("OffsetFetch") > (WATCHES - 2) as f64,
-        "{before:?} -> {after:?}"
+        count(&fetch, "OffsetFetch") > (SHARING_WATCHES - 2) as f64,
+        "{seen}"
     );
     for (api, reads) in [
         ("ListOffsets", 2.0),
@@ -633,12 +656,25 @@ fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
         ("DescribeGroups", 1.0),
     ] {
         assert!(
-            per_cycle(api) <= reads * 1.5,
-            "{api}: {:.1} per cycle; {before:?} -> {after:?}",
-            per_cycle(api)
+            count(&fetch, api) <= reads * 1.5,
+            "{api}: {fetch:?}; {seen}"
         );
     }
-    scaler.stop();
+    // With the commit stream: no OffsetFetch once every group is bootstrapped; the topic's
+    // reads, plus those of __consumer_offsets (one broker here) that check the reader is
+    // up to date; a fetch of the reader now and then.
+    let (stream, seen) = requests_per_cycle(CommitSource::Auto);
+    assert!(count(&stream, "OffsetFetch") < 0.5, "{stream:?}; {seen}");
+    for (api, reads) in [
+        ("ListOffsets", 4.0),
+        ("Metadata", 2.0),
+        ("DescribeGroups", 1.0),
+    ] {
+        assert!(
+            count(&stream, api) <= reads * 1.5,
+            "{api}: {stream:?}; {seen}"
+        );
+    }
 }
 
 #[test]

@@ -213,6 +213,10 @@ struct Setup {
     /// The shared broker's: its temp dir (which a static never removes) is named after this
     /// process, so that a later run removes it.
     shared: bool,
+    /// ACLs checked (Kafka's StandardAuthorizer): every principal may do what no ACL names,
+    /// and the anonymous one (plaintext, TLS without a client certificate, the nodes among
+    /// themselves) everything.
+    acls: bool,
 }
 
 /// How the shared broker's temp dir is named: the prefix, then the test process's id.
@@ -255,6 +259,7 @@ impl Kafka {
                             nodes: 1,
                             secure: true,
                             shared: true,
+                            acls: false,
                         })
                     });
                     let started_ok = started.is_ok();
@@ -281,6 +286,7 @@ impl Kafka {
             nodes: 1,
             secure: false,
             shared: false,
+            acls: false,
         })
     }
 
@@ -290,7 +296,29 @@ impl Kafka {
             nodes: 3,
             secure: false,
             shared: false,
+            acls: false,
         })
+    }
+
+    /// One node of its own with every listener (as the shared one) and ACLs checked: see
+    /// [`Kafka::deny`].
+    pub fn start_with_acls() -> Kafka {
+        Kafka::launch(Setup {
+            nodes: 1,
+            secure: true,
+            shared: false,
+            acls: true,
+        })
+    }
+
+    /// Denies `principal` (e.g. `User:alice`) the `operations` on `topic`, through Kafka's
+    /// own ACL tool (a cluster of [`Kafka::start_with_acls`]).
+    pub fn deny(&self, principal: &str, operations: &[&str], topic: &str) {
+        let mut args = vec!["--add", "--deny-principal", principal, "--topic", topic];
+        for operation in operations {
+            args.extend(["--operation", operation]);
+        }
+        self.run_tool("org.apache.kafka.tools.AclCommand", &args);
     }
 
     /// Starts `setup`, retrying with other ports when one was taken between choosing and
@@ -341,7 +369,15 @@ impl Kafka {
             .collect::<Vec<_>>()
             .join(",");
         for node in &nodes {
-            let text = server_properties(node, &voters, setup.nodes, pki.as_ref());
+            let mut text = server_properties(node, &voters, setup.nodes, pki.as_ref());
+            if setup.acls {
+                text.push_str(
+                    "authorizer.class.name=\
+                     org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                     super.users=User:ANONYMOUS\n\
+                     allow.everyone.if.no.acl.found=true\n",
+                );
+            }
             std::fs::write(node.properties(), text).expect("write server.properties");
         }
         format(&nodes, setup.secure);

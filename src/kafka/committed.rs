@@ -1,0 +1,313 @@
+//! A group's committed offsets for a poll: from the cluster's commit stream (module
+//! `commit_reader`) where it can answer, else one OffsetFetch (`SCALER_COMMIT_SOURCE`).
+//!
+//! `auto` starts the reader at the first poll that needs it. When `__consumer_offsets`
+//! cannot be read (its description or its records refused, as on managed services that hide
+//! internal topics), `auto` falls back to OffsetFetch, logs it once, and tries the stream
+//! again after [`RETRY_STREAM_AFTER`]; `stream` fails the polls with the reason instead.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use rdkafka::consumer::Consumer;
+
+use super::admin::CommittedOffset;
+use super::commit_reader::{CommitReader, Unanswered, CATCH_UP_WAIT, OFFSETS_TOPIC};
+use super::topic_read::TopicRead;
+use super::{KafkaClient, KafkaError};
+use crate::config::CommitSource;
+use crate::consumer_offsets::coordinator_partition;
+use crate::lag::Isolation;
+
+/// After the stream was refused, `auto` uses OffsetFetch this long before trying it again.
+pub const RETRY_STREAM_AFTER: Duration = Duration::from_secs(300);
+
+/// The commit stream of one cluster, as far as its client knows.
+#[derive(Default)]
+pub(super) enum StreamState {
+    /// Not needed yet.
+    #[default]
+    NotStarted,
+    /// Reading.
+    Running(Arc<CommitReader>),
+    /// Could not be read, since then, for this reason.
+    Refused { since: Instant, why: String },
+}
+
+/// Where a poll's committed offsets came from, for `/metrics` and `lagscaler check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitsFrom {
+    /// The commit stream.
+    Stream,
+    /// OffsetFetch, as configured.
+    Fetch,
+    /// OffsetFetch, because the stream cannot be read (why).
+    FetchFallback(String),
+}
+
+/// Why the reader is not running.
+enum Unstarted {
+    /// The topic cannot be read (authorization): see [`StreamState::Refused`].
+    Refused(String),
+    /// Kafka did not answer now (logged where it happened).
+    Failed,
+}
+
+/// Whether a Kafka error says that the topic may not be read (rather than that Kafka did
+/// not answer).
+fn refused(why: &str) -> bool {
+    why.contains("uthoriz")
+}
+
+/// What the stream answered for one group.
+enum Streamed {
+    /// Every committed offset of the group.
+    Known(Vec<CommittedOffset>),
+    /// The reader had not read far enough in time: OffsetFetch's answer, asked for this poll.
+    Fetched(Vec<CommittedOffset>),
+    /// The stream cannot be read, for this reason.
+    Unusable(String),
+}
+
+impl KafkaClient {
+    /// `group`'s committed offsets, as new as an OffsetFetch asked at `since` (this poll's
+    /// scheduled time) or newer: see the module's description.
+    pub(super) fn committed_offsets(
+        &self,
+        group: &str,
+        since: Instant,
+    ) -> Result<Vec<CommittedOffset>, KafkaError> {
+        if self.commit_source == CommitSource::Fetch {
+            return self.group_offsets(group);
+        }
+        match self.streamed(group, since)? {
+            Streamed::Known(offsets) => {
+                if self.stream_behind.swap(false, Ordering::Relaxed) {
+                    info!("commit reader caught up: committed offsets come from the stream");
+                }
+                Ok(offsets)
+            }
+            Streamed::Fetched(offsets) => Ok(offsets),
+            Streamed::Unusable(why) => match self.commit_source {
+                CommitSource::Stream => Err(KafkaError::CommitStream { cause: why }),
+                CommitSource::Auto | CommitSource::Fetch => self.group_offsets(group),
+            },
+        }
+    }
+
+    /// Where committed offsets come from now.
+    pub fn commits_from(&self) -> CommitsFrom {
+        match (&*self.stream.lock(), self.commit_source) {
+            (_, CommitSource::Fetch) => CommitsFrom::Fetch,
+            (StreamState::Refused { why, .. }, _) => CommitsFrom::FetchFallback(why.clone()),
+            (StreamState::Running(reader), _) => match reader.failure() {
+                Some(why) => CommitsFrom::FetchFallback(why),
+                None => CommitsFrom::Stream,
+            },
+            (StreamState::NotStarted, _) => CommitsFrom::Stream,
+        }
+    }
+
+    fn streamed(&self, group: &str, since: Instant) -> Result<Streamed, KafkaError> {
+        let reader = match self.commit_reader(since) {
+            Ok(reader) => reader,
+            Err(Unstarted::Refused(why)) => return Ok(Streamed::Unusable(why)),
+            // Kafka not answering now: OffsetFetch, which says whether it answers.
+            Err(Unstarted::Failed) => {
+                return Ok(Streamed::Fetched(self.group_offsets(group)?));
+            }
+        };
+        if reader.commits(group).is_some() {
+            let end = match self.group_partition_end(group, since) {
+                Ok(end) => end,
+                Err(err) if refused(&err.to_string()) => {
+                    return Ok(self.refuse(&reader, err.to_string()));
+                }
+                Err(err) => return Err(err),
+            };
+            let deadline = Instant::now() + CATCH_UP_WAIT;
+            return Ok(match reader.wait_until_read(&[end], deadline) {
+                Ok(()) => match reader.commits(group) {
+                    Some(offsets) => Streamed::Known(offsets),
+                    // Forgotten or reset while waiting: asked afresh next poll.
+                    None => Streamed::Fetched(self.group_offsets(group)?),
+                },
+                Err(Unanswered::Behind { records }) => {
+                    self.note_behind(records);
+                    Streamed::Fetched(self.group_offsets(group)?)
+                }
+                Err(Unanswered::Failed(why)) => self.refuse(&reader, why),
+            });
+        }
+        // Tracked first, OffsetFetch next, then the reader up to the end read after
+        // OffsetFetch answered: nothing committed in between is lost or rolled back.
+        reader.track(group);
+        let fetched = self.group_offsets(group)?;
+        let end = match self.group_partition_end(group, Instant::now()) {
+            Ok(end) => end,
+            Err(err) if refused(&err.to_string()) => {
+                return Ok(self.refuse(&reader, err.to_string()));
+            }
+            Err(_) => return Ok(Streamed::Fetched(fetched)),
+        };
+        let deadline = Instant::now() + CATCH_UP_WAIT;
+        Ok(match reader.wait_until_read(&[end], deadline) {
+            Ok(()) => Streamed::Known(reader.bootstrap(group, &fetched)),
+            Err(Unanswered::Behind { records }) => {
+                self.note_behind(records);
+                Streamed::Fetched(fetched)
+            }
+            Err(Unanswered::Failed(why)) => self.refuse(&reader, why),
+        })
+    }
+
+    /// The partition of `__consumer_offsets` that holds `group`'s commits, with its last
+    /// stable offset read at or after `since`. An error when its leader (the group's
+    /// coordinator) did not answer: OffsetFetch could not be answered either.
+    fn group_partition_end(&self, group: &str, since: Instant) -> Result<(i32, i64), KafkaError> {
+        let read = self.offsets_topic_read(since)?;
+        let count = i32::try_from(read.partitions.len()).unwrap_or(i32::MAX);
+        let wanted = coordinator_partition(group, count);
+        let partition = read
+            .partitions
+            .iter()
+            .find(|partition| partition.partition == wanted)
+            .ok_or_else(|| KafkaError::Watermarks {
+                which: "latest",
+                cause: format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata"),
+            })?;
+        if let Some(unread) = &partition.unread {
+            return Err(KafkaError::Watermarks {
+                which: "latest",
+                cause: unread.cause.to_string(),
+            });
+        }
+        Ok((wanted, partition.high_watermark))
+    }
+
+    /// The cluster's reader, started at the topic's last stable offsets if it is not
+    /// running; why not when it is not.
+    fn commit_reader(&self, since: Instant) -> Result<Arc<CommitReader>, Unstarted> {
+        match &*self.stream.lock() {
+            StreamState::Running(reader) => return Ok(Arc::clone(reader)),
+            StreamState::Refused {
+                since: refused,
+                why,
+            } => {
+                if refused.elapsed() < RETRY_STREAM_AFTER {
+                    return Err(Unstarted::Refused(why.clone()));
+                }
+            }
+            StreamState::NotStarted => {}
+        }
+        // Read without the lock held; a reader another poll started meanwhile wins.
+        // From each partition's last stable offset (an earlier one where an earlier read
+        // stands in: reading more is harmless).
+        let started = self
+            .offsets_topic_read(since)
+            .map_err(|err| err.to_string())
+            .and_then(|read| {
+                let starts: Vec<(i32, i64)> = read
+                    .partitions
+                    .iter()
+                    .map(|partition| (partition.partition, partition.high_watermark))
+                    .collect();
+                let stats = (
+                    self.stats_interval,
+                    Arc::clone(&self.consumer.context().readers),
+                );
+                CommitReader::start(&self.reader, self.timeout, &starts, stats)
+            });
+        let mut stream = self.stream.lock();
+        if let StreamState::Running(reader) = &*stream {
+            let theirs = Arc::clone(reader);
+            drop(stream);
+            if let Ok(mine) = started {
+                let _ = mine.shutdown();
+            }
+            return Ok(theirs);
+        }
+        match started {
+            Ok(reader) => {
+                let reader = Arc::new(reader);
+                *stream = StreamState::Running(Arc::clone(&reader));
+                Ok(reader)
+            }
+            Err(why) if !refused(&why) => {
+                debug!("the commit reader could not start now: {why}");
+                Err(Unstarted::Failed)
+            }
+            Err(why) => {
+                if !matches!(&*stream, StreamState::Refused { .. }) {
+                    warn!(
+                        "the commit stream ({OFFSETS_TOPIC}) cannot be read: {why}; committed \
+                         offsets {}",
+                        self.fallback_words()
+                    );
+                }
+                *stream = StreamState::Refused {
+                    since: Instant::now(),
+                    why: why.clone(),
+                };
+                Err(Unstarted::Refused(why))
+            }
+        }
+    }
+
+    /// Stops `reader` for good (it cannot read) and records why.
+    fn refuse(&self, reader: &Arc<CommitReader>, why: String) -> Streamed {
+        let mut stream = self.stream.lock();
+        let ours =
+            matches!(&*stream, StreamState::Running(running) if Arc::ptr_eq(running, reader));
+        if ours {
+            *stream = StreamState::Refused {
+                since: Instant::now(),
+                why: why.clone(),
+            };
+        }
+        drop(stream);
+        if ours {
+            warn!(
+                "the commit stream ({OFFSETS_TOPIC}) cannot be read: {why}; committed offsets \
+                 {}",
+                self.fallback_words()
+            );
+            // Not under the lock: stopping the reader waits for its thread.
+            let _ = reader.shutdown();
+        }
+        Streamed::Unusable(why)
+    }
+
+    fn fallback_words(&self) -> String {
+        match self.commit_source {
+            CommitSource::Stream => {
+                "are unknown (SCALER_COMMIT_SOURCE=stream): the polls fail".to_owned()
+            }
+            CommitSource::Auto | CommitSource::Fetch => format!(
+                "come from OffsetFetch per watch; the stream is tried again in {}",
+                humantime::format_duration(RETRY_STREAM_AFTER)
+            ),
+        }
+    }
+
+    fn note_behind(&self, records: i64) {
+        if !self.stream_behind.swap(true, Ordering::Relaxed) {
+            warn!(
+                "commit reader still {records} records behind after {}: committed offsets \
+                 come from OffsetFetch until it catches up",
+                humantime::format_duration(CATCH_UP_WAIT)
+            );
+        }
+    }
+
+    /// `__consumer_offsets` with every partition's last stable offset, read at or after
+    /// `since` (once per cycle, shared by every watch of the cluster).
+    fn offsets_topic_read(&self, since: Instant) -> Result<Arc<TopicRead>, KafkaError> {
+        let key = format!("{OFFSETS_TOPIC} read_committed");
+        self.topics.get(&key, since, |previous| {
+            self.topic_offsets(OFFSETS_TOPIC, Isolation::ReadCommitted, previous)
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! The commit stream (`SCALER_COMMIT_SOURCE`): committed offsets read from
+//! `__consumer_offsets` as groups commit, against what the groups committed and what
+//! OffsetFetch answers, on Apache Kafka.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use grpcio::RpcStatusCode;
+use lagscaler::config::{CommitSource, KafkaSasl, SaslMechanism, Secret};
+use lagscaler::kafka::CommitsFrom;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::support::{wait_for, Kafka, Listener, Scaler, ALICE_PASSWORD};
+
+const POLL: Duration = Duration::from_millis(300);
+const TTL: Duration = Duration::from_secs(600);
+
+/// What one group committed: (when the commit was asked, the sum of its committed offsets
+/// over the topic's partitions after it), oldest first.
+type Committed = Arc<Mutex<Vec<(Instant, i64)>>>;
+
+/// A member-less committer of `group` on `partitions` partitions of `topic`: every 10 to
+/// 400 ms (pseudo-random) it commits one partition a few records further, up to `end`,
+/// until `stop`; every commit is recorded before it is asked.
+fn committer(
+    broker: &Kafka,
+    group: String,
+    topic: &'static str,
+    partitions: i32,
+    end: i64,
+    stop: Arc<AtomicBool>,
+) -> (Committed, thread::JoinHandle<()>) {
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create the committer");
+    let committed: Committed = Arc::new(Mutex::new(vec![(Instant::now(), 0)]));
+    let log = Arc::clone(&committed);
+    let seed = group
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let handle = thread::Builder::new()
+        .name(format!("commit-{group}"))
+        .spawn(move || {
+            let mut random = seed;
+            let mut next = || {
+                random ^= random << 13;
+                random ^= random >> 7;
+                random ^= random << 17;
+                random
+            };
+            let mut offsets = vec![0i64; partitions as usize];
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10 + next() % 390));
+                let partition = (next() % partitions as u64) as usize;
+                offsets[partition] = (offsets[partition] + 1 + (next() % 20) as i64).min(end);
+                let mut list = TopicPartitionList::new();
+                list.add_partition_offset(
+                    topic,
+                    partition as i32,
+                    Offset::Offset(offsets[partition]),
+                )
+                .expect("offset");
+                log.lock().push((Instant::now(), offsets.iter().sum()));
+                consumer
+                    .commit(&list, CommitMode::Sync)
+                    .unwrap_or_else(|err| panic!("commit for {group}: {err}"));
+            }
+        })
+        .expect("spawn a committer");
+    (committed, handle)
+}
+
+/// The sum committed at `at` by the log: the last commit asked at or before it.
+fn committed_at(log: &[(Instant, i64)], at: Instant) -> i64 {
+    log.iter()
+        .take_while(|(asked, _)| *asked <= at)
+        .last()
+        .map_or(0, |(_, sum)| *sum)
+}
+
+#[test]
+fn the_commit_stream_follows_every_commit_with_no_offset_fetch_per_poll() {
+    const GROUPS: usize = 10;
+    const PARTITIONS: i32 = 4;
+    const END: i64 = 1_000;
+    const RUN: Duration = Duration::from_secs(15);
+    let broker = Kafka::shared();
+    broker.create_topic("streamed", PARTITIONS as u32);
+    for partition in 0..PARTITIONS {
+        broker.produce("streamed", partition, END as usize);
+    }
+    let groups: Vec<String> = (0..GROUPS).map(|i| format!("streamed-{i}")).collect();
+    for group in &groups {
+        let zeros: Vec<(&str, i32, i64)> = (0..PARTITIONS).map(|p| ("streamed", p, 0)).collect();
+        broker.commit(group, &zeros);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    // The groups commit from before their watches start: the bootstrap races them.
+    let committers: Vec<(String, Committed, thread::JoinHandle<()>)> = groups
+        .iter()
+        .map(|group| {
+            let (log, handle) = committer(
+                broker,
+                group.clone(),
+                "streamed",
+                PARTITIONS,
+                END,
+                Arc::clone(&stop),
+            );
+            (group.clone(), log, handle)
+        })
+        .collect();
+    let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
+    config.kafka.stats_interval = Some(Duration::from_millis(250));
+    config.kafka.commit_source = CommitSource::Stream;
+    let scaler = Scaler::start_with(config);
+
+    let total = END * i64::from(PARTITIONS);
+    let mut last_seen: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut calls, mut stale, mut ahead, mut back) = (0, Vec::new(), Vec::new(), Vec::new());
+    let mut requests_at_start = None;
+    let mut latest_miss = Duration::ZERO;
+    let started = Instant::now();
+    while started.elapsed() < RUN {
+        for (group, log, _) in &committers {
+            // No partition cap: the metric is the whole lag.
+            let metadata = [
+                ("consumerGroup", group.as_str()),
+                ("topic", "streamed"),
+                ("allowIdleConsumers", "true"),
+            ];
+            let asked = Instant::now();
+            let lag = scaler
+                .lag(&metadata)
+                .unwrap_or_else(|err| panic!("{group}: {err:?}"));
+            let seen = total - lag;
+            calls += 1;
+            let log = log.lock();
+            // Never ahead of what was committed, never older than what was committed a
+            // poll and a second before the call, never going back.
+            if seen > committed_at(&log, Instant::now()) {
+                ahead.push((group.clone(), seen, committed_at(&log, Instant::now())));
+            }
+            let due = committed_at(&log, asked - POLL - Duration::from_secs(1));
+            if seen < due {
+                stale.push((group.clone(), seen, due));
+            }
+            // How long ago the first commit the answer does not reflect was asked.
+            if let Some((missed, _)) = log.iter().find(|(_, sum)| *sum > seen) {
+                latest_miss = latest_miss.max(asked.saturating_duration_since(*missed));
+            }
+            if last_seen.get(group).is_some_and(|before| seen < *before) {
+                back.push((group.clone(), seen, last_seen[group]));
+            }
+            last_seen.insert(group.clone(), seen);
+        }
+        if requests_at_start.is_none() && started.elapsed() > Duration::from_secs(2) {
+            requests_at_start = scaler.daemon().kafka_requests();
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let requests_at_end = scaler.daemon().kafka_requests().expect("statistics");
+    stop.store(true, Ordering::Relaxed);
+    let mut commits = 0;
+    for (_, log, handle) in committers {
+        handle.join().expect("committer");
+        commits += log.lock().len();
+    }
+    let offset_fetches = |counts: &Option<lagscaler::kafka::RequestCounts>| {
+        counts
+            .as_ref()
+            .and_then(|counts| counts.get("OffsetFetch").copied())
+            .unwrap_or(0)
+    };
+    let fetched =
+        offset_fetches(&Some(requests_at_end.clone())) - offset_fetches(&requests_at_start);
+    eprintln!(
+        "commit stream: {commits} commits by {GROUPS} groups, {calls} calls: {} stale, {} \
+         ahead, {} gone back; {fetched} OffsetFetch in the last {:?}; an answer missed \
+         commits asked at most {latest_miss:?} before it",
+        stale.len(),
+        ahead.len(),
+        back.len(),
+        RUN - Duration::from_secs(2)
+    );
+    let first = |found: &[(String, i64, i64)]| found.iter().take(5).cloned().collect::<Vec<_>>();
+    assert!(
+        stale.is_empty(),
+        "stale answers, the first: {:?}",
+        first(&stale)
+    );
+    assert!(
+        ahead.is_empty(),
+        "answers ahead of the commits, the first: {:?}",
+        first(&ahead)
+    );
+    assert!(
+        back.is_empty(),
+        "answers that went back, the first: {:?}",
+        first(&back)
+    );
+    // Bootstrapped in the first seconds; after that the stream alone (an OffsetFetch only
+    // when the reader is found behind, which a loaded machine may cause now and then).
+    let polls = (RUN - Duration::from_secs(2)).as_secs_f64() / POLL.as_secs_f64() * GROUPS as f64;
+    assert!(
+        (fetched as f64) < 0.1 * polls,
+        "{fetched} OffsetFetch for {polls} polls: {requests_at_end:?}"
+    );
+    assert_eq!(scaler.daemon().commits_from(), CommitsFrom::Stream);
+    scaler.stop();
+}
+
+/// Where `__consumer_offsets` cannot be read (an ACL denies it), `auto` reads committed
+/// offsets with OffsetFetch and says so; `stream` fails the polls naming the stream.
+#[test]
+fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
+    let broker = Kafka::start_with_acls();
+    broker.create_topic("guarded", 2);
+    broker.produce("guarded", 0, 6);
+    broker.produce("guarded", 1, 4);
+    broker.commit("guarded-readers", &[("guarded", 0, 2), ("guarded", 1, 1)]);
+    broker.deny("User:alice", &["Read", "Describe"], "__consumer_offsets");
+    let as_alice = |source: CommitSource| {
+        let mut config = Scaler::config(&broker.bootstrap_for(Listener::SaslPlaintext), POLL, TTL);
+        config.kafka.sasl = Some(KafkaSasl {
+            mechanism: SaslMechanism::ScramSha512,
+            username: "alice".to_owned(),
+            password: Secret(ALICE_PASSWORD.to_owned()),
+        });
+        config.kafka.commit_source = source;
+        Scaler::start_with(config)
+    };
+    let metadata = [("consumerGroup", "guarded-readers"), ("topic", "guarded")];
+
+    let auto = as_alice(CommitSource::Auto);
+    assert_eq!(auto.lag(&metadata).expect("lag from OffsetFetch"), 7);
+    let CommitsFrom::FetchFallback(why) = auto.daemon().commits_from() else {
+        panic!("{:?}", auto.daemon().commits_from());
+    };
+    assert!(why.contains("uthoriz"), "{why}");
+    // It follows commits all the same.
+    broker.commit("guarded-readers", &[("guarded", 0, 6)]);
+    let followed = wait_for(Duration::from_secs(10), || {
+        (auto.lag(&metadata).ok()? == 3).then_some(())
+    });
+    assert!(followed.is_some(), "{:?}", auto.lag(&metadata));
+    auto.stop();
+
+    let strict = as_alice(CommitSource::Stream);
+    let status = strict.lag(&metadata).expect_err("no stream");
+    assert_eq!(status.code(), RpcStatusCode::UNAVAILABLE);
+    assert!(status.message().contains("commit stream"), "{status:?}");
+    strict.stop();
+
+    // The anonymous principal may read it: the stream.
+    let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
+    config.kafka.commit_source = CommitSource::Stream;
+    let allowed = Scaler::start_with(config);
+    assert_eq!(allowed.lag(&metadata).expect("lag from the stream"), 3);
+    assert_eq!(allowed.daemon().commits_from(), CommitsFrom::Stream);
+    allowed.stop();
+}
