@@ -268,3 +268,73 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
     assert_eq!(allowed.daemon().commits_from(), CommitsFrom::Stream);
     allowed.stop();
 }
+
+/// Offsets committed inside a transaction (a read-process-write application,
+/// `sendOffsetsToTransaction`) count once the transaction commits, never when it aborts or
+/// while it is open: the reader reads `__consumer_offsets` read committed, as OffsetFetch
+/// answers only stable offsets.
+#[test]
+fn transactional_commits_count_once_committed_never_when_aborted() {
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    let broker = Kafka::shared();
+    broker.create_topic("txn-commits", 1);
+    broker.produce("txn-commits", 0, 20);
+    broker.commit("txn-committers", &[("txn-commits", 0, 2)]);
+    let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
+    config.kafka.commit_source = CommitSource::Stream;
+    let scaler = Scaler::start_with(config);
+    let metadata = [
+        ("consumerGroup", "txn-committers"),
+        ("topic", "txn-commits"),
+        ("allowIdleConsumers", "true"),
+    ];
+    assert_eq!(scaler.lag(&metadata).expect("lag"), 18);
+
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "lagscaler-test-txn-commits")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
+    let member: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "txn-committers")
+        .create()
+        .expect("the group's metadata");
+    let group = member.group_metadata().expect("group metadata");
+    let offsets = |offset: i64| {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset("txn-commits", 0, Offset::Offset(offset))
+            .expect("offset");
+        list
+    };
+    let timeout = Duration::from_secs(30);
+
+    // Aborted: the offset 15 never counts.
+    producer.begin_transaction().expect("begin");
+    producer
+        .send_offsets_to_transaction(&offsets(15), &group, timeout)
+        .expect("offsets in the transaction");
+    producer.abort_transaction(timeout).expect("abort");
+    // Open: offset 12 does not count yet.
+    producer.begin_transaction().expect("begin");
+    producer
+        .send_offsets_to_transaction(&offsets(12), &group, timeout)
+        .expect("offsets in the transaction");
+    for _ in 0..8 {
+        thread::sleep(POLL);
+        assert_eq!(scaler.lag(&metadata).expect("lag"), 18);
+    }
+    // Committed: 12 counts.
+    producer.commit_transaction(timeout).expect("commit");
+    let counted = wait_for(Duration::from_secs(10), || {
+        (scaler.lag(&metadata).ok()? == 8).then_some(())
+    });
+    assert!(counted.is_some(), "{:?}", scaler.lag(&metadata));
+    assert_eq!(scaler.daemon().commits_from(), CommitsFrom::Stream);
+    scaler.stop();
+}
