@@ -338,3 +338,46 @@ fn transactional_commits_count_once_committed_never_when_aborted() {
     assert_eq!(scaler.daemon().commits_from(), CommitsFrom::Stream);
     scaler.stop();
 }
+
+/// A group that drains is seen at the next poll after its commit: StreamIsActive pushes
+/// `false` and GetMetrics drops to 0, however rarely the group commits.
+#[test]
+fn a_drained_group_reads_inactive_at_the_next_poll_after_its_commit() {
+    const POLL_EVERY: Duration = Duration::from_secs(1);
+    let broker = Kafka::shared();
+    broker.create_topic("drained", 2);
+    broker.produce("drained", 0, 30);
+    broker.produce("drained", 1, 30);
+    broker.commit("drainers", &[("drained", 0, 5), ("drained", 1, 5)]);
+    let mut config = Scaler::config(&broker.bootstrap(), POLL_EVERY, TTL);
+    config.kafka.commit_source = CommitSource::Stream;
+    let scaler = Scaler::start_with(config);
+    let metadata = [("consumerGroup", "drainers"), ("topic", "drained")];
+    let stream = scaler.stream_is_active(&metadata);
+    let first = stream.next(Duration::from_secs(5));
+    assert!(
+        matches!(first, Some(crate::support::StreamEvent::Message(true, _))),
+        "{first:?}"
+    );
+    // Three quiet polls, then one commit of everything (a group committing once a minute).
+    thread::sleep(3 * POLL_EVERY);
+    let committed = Instant::now();
+    broker.commit("drainers", &[("drained", 0, 30), ("drained", 1, 30)]);
+    let next = stream.next(Duration::from_secs(10));
+    let Some(crate::support::StreamEvent::Message(false, at)) = next else {
+        panic!("no inactive push: {next:?}");
+    };
+    let after = at.duration_since(committed);
+    eprintln!(
+        "drained: StreamIsActive false {after:?} after the commit (poll every {POLL_EVERY:?})"
+    );
+    // The commit call itself, then at most one poll interval, with room for a loaded machine.
+    assert!(
+        after < POLL_EVERY + Duration::from_millis(1500),
+        "{after:?}"
+    );
+    assert_eq!(scaler.lag(&metadata).expect("lag"), 0);
+    assert_eq!(scaler.daemon().commits_from(), CommitsFrom::Stream);
+    stream.cancel();
+    scaler.stop();
+}
