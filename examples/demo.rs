@@ -39,9 +39,11 @@ fn main() -> anyhow::Result<()> {
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .create()?;
+    // The group's starting offsets, committed while it has no member (a member's commit
+    // is refused until it has joined, which on a fresh broker can take a while).
+    commit_start(bootstrap, topic)?;
     // A member of the group, so that lagscaler sees one consumer and its throughput.
     consumer.subscribe(&[topic.as_str()])?;
-    commit_start(&consumer, topic)?;
     let env = Arc::new(EnvBuilder::new().cq_count(1).build());
     let client = Client::new(ChannelBuilder::new(env).connect(scaler));
     let object = |mode: &str| {
@@ -165,19 +167,24 @@ fn create_topic(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
 
 /// Commits offset 0 on every partition, retrying while a new broker's group coordinator is
 /// still loading, so that the first answers are about a group that exists.
-fn commit_start(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<()> {
+fn commit_start(bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .create()?;
     let mut offsets = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         offsets.add_partition_offset(topic, partition, Offset::Offset(0))?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        while consumer.poll(Duration::from_millis(100)).is_some() {}
-        match consumer.commit(&offsets, CommitMode::Sync) {
+        match committer.commit(&offsets, CommitMode::Sync) {
             Ok(()) => return Ok(()),
             Err(err) if Instant::now() > deadline => {
                 anyhow::bail!("the group's first commit failed for 30 s: {err}")
             }
+            // The group coordinator is still loading on a fresh broker.
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
