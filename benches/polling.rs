@@ -37,9 +37,18 @@ const KEDA_REQUESTS_PER_WATCH: f64 = 3.0 * 3.0;
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
+    // POLLING_WATCHES=10000 (comma-separated) and POLLING_SOURCES=stream narrow a full run.
+    let watches = std::env::var("POLLING_WATCHES")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .map(|w| w.trim().parse().expect("POLLING_WATCHES: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![100, 1_000]);
     let plan = if full {
         Plan {
-            watches: vec![100, 1_000],
+            watches,
             topics: 10,
             partitions: 16,
             interval: Duration::from_secs(5),
@@ -67,7 +76,8 @@ fn main() {
         plan.topics, plan.partitions, plan.interval, plan.cycles
     );
     for &watches in &plan.watches {
-        for source in ["fetch", "stream"] {
+        let sources = std::env::var("POLLING_SOURCES").unwrap_or_else(|_| "fetch,stream".into());
+        for source in sources.split(',').map(str::trim) {
             run(broker, &topics, &plan, watches, source);
         }
     }

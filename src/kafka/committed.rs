@@ -6,14 +6,16 @@
 //! internal topics), `auto` falls back to OffsetFetch, logs it once, and tries the stream
 //! again after [`RETRY_STREAM_AFTER`]; `stream` fails the polls with the reason instead.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::Consumer;
 
 use super::admin::CommittedOffset;
+use super::admin::SLICE;
 use super::commit_reader::{CommitReader, Unanswered, CATCH_UP_WAIT, OFFSETS_TOPIC};
 use super::topic_read::TopicRead;
 use super::{KafkaClient, KafkaError};
@@ -23,6 +25,44 @@ use crate::lag::Isolation;
 
 /// After the stream was refused, `auto` uses OffsetFetch this long before trying it again.
 pub const RETRY_STREAM_AFTER: Duration = Duration::from_secs(300);
+
+/// Most groups of one cluster bootstrapped at once (each one OffsetFetch, with its
+/// FindCoordinator): thousands of watches starting together (a restart) would otherwise
+/// send thousands of requests at once, and time out behind each other.
+pub const MAX_BOOTSTRAPS: usize = 64;
+
+/// Counts the bootstraps in progress (a semaphore of [`MAX_BOOTSTRAPS`]).
+#[derive(Default)]
+pub(super) struct Bootstraps {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One bootstrap's place; freed when dropped.
+struct Place<'a>(&'a Bootstraps);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock() -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl Bootstraps {
+    /// A place, waiting until `deadline` (in 100 ms slices that check `stopping`).
+    fn enter(&self, deadline: Instant, stopping: &AtomicBool) -> Option<Place<'_>> {
+        let mut running = self.running.lock();
+        while *running >= MAX_BOOTSTRAPS {
+            if stopping.load(Ordering::Acquire) || Instant::now() >= deadline {
+                return None;
+            }
+            let slice = (Instant::now() + SLICE).min(deadline);
+            self.freed.wait_until(&mut running, slice);
+        }
+        *running += 1;
+        Some(Place(self))
+    }
+}
 
 /// The commit stream of one cluster, as far as its client knows.
 #[derive(Default)]
@@ -121,7 +161,10 @@ impl KafkaClient {
         };
         if reader.commits(group).is_some() {
             let end = match self.group_partition_end(group, since) {
-                Ok(end) => end,
+                Ok(Some(end)) => end,
+                // A transaction open on the group's partition hides the commits after it
+                // from the reader, not from OffsetFetch.
+                Ok(None) => return Ok(Streamed::Fetched(self.group_offsets(group)?)),
                 Err(err) if refused(&err.to_string()) => {
                     return Ok(self.refuse(&reader, err.to_string()));
                 }
@@ -141,12 +184,26 @@ impl KafkaClient {
                 Err(Unanswered::Failed(why)) => self.refuse(&reader, why),
             });
         }
+        let Some(_place) = self
+            .bootstraps
+            .enter(Instant::now() + self.timeout, &self.stopping)
+        else {
+            return Err(KafkaError::GroupOffsets {
+                group: group.to_owned(),
+                cause: format!(
+                    "{MAX_BOOTSTRAPS} other groups were being read for the first time for {}; \
+                     tried again next poll",
+                    humantime::format_duration(self.timeout)
+                ),
+            });
+        };
         // Tracked first, OffsetFetch next, then the reader up to the end read after
         // OffsetFetch answered: nothing committed in between is lost or rolled back.
         reader.track(group);
         let fetched = self.group_offsets(group)?;
         let end = match self.group_partition_end(group, Instant::now()) {
-            Ok(end) => end,
+            Ok(Some(end)) => end,
+            Ok(None) => return Ok(Streamed::Fetched(fetched)),
             Err(err) if refused(&err.to_string()) => {
                 return Ok(self.refuse(&reader, err.to_string()));
             }
@@ -164,27 +221,43 @@ impl KafkaClient {
     }
 
     /// The partition of `__consumer_offsets` that holds `group`'s commits, with its last
-    /// stable offset read at or after `since`. An error when its leader (the group's
-    /// coordinator) did not answer: OffsetFetch could not be answered either.
-    fn group_partition_end(&self, group: &str, since: Instant) -> Result<(i32, i64), KafkaError> {
-        let read = self.offsets_topic_read(since)?;
-        let count = i32::try_from(read.partitions.len()).unwrap_or(i32::MAX);
+    /// stable offset read at or after `since`; `None` while a transaction is open on it (its
+    /// last stable offset is below its high watermark): a read-committed reader does not see
+    /// the commits written after the transaction began, which OffsetFetch already answers
+    /// with. An error when the partition's leader (the group's coordinator) did not answer:
+    /// OffsetFetch could not be answered either.
+    fn group_partition_end(
+        &self,
+        group: &str,
+        since: Instant,
+    ) -> Result<Option<(i32, i64)>, KafkaError> {
+        // The high watermark is read before the last stable offset: with no transaction open
+        // the second is then at least the first, and a commit between the two reads does not
+        // look like one.
+        let written = self.offsets_topic_read(since, Isolation::ReadUncommitted)?;
+        let stable = self.offsets_topic_read(since, Isolation::ReadCommitted)?;
+        let count = i32::try_from(stable.partitions.len()).unwrap_or(i32::MAX);
         let wanted = coordinator_partition(group, count);
-        let partition = read
-            .partitions
-            .iter()
-            .find(|partition| partition.partition == wanted)
-            .ok_or_else(|| KafkaError::Watermarks {
-                which: "latest",
-                cause: format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata"),
-            })?;
-        if let Some(unread) = &partition.unread {
-            return Err(KafkaError::Watermarks {
-                which: "latest",
-                cause: unread.cause.to_string(),
-            });
-        }
-        Ok((wanted, partition.high_watermark))
+        let end_of = |read: &TopicRead| {
+            let partition = read
+                .partitions
+                .iter()
+                .find(|partition| partition.partition == wanted)
+                .ok_or_else(|| KafkaError::Watermarks {
+                    which: "latest",
+                    cause: format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata"),
+                })?;
+            match &partition.unread {
+                Some(unread) => Err(KafkaError::Watermarks {
+                    which: "latest",
+                    cause: unread.cause.to_string(),
+                }),
+                None => Ok(partition.high_watermark),
+            }
+        };
+        let last_stable = end_of(&stable)?;
+        let high = end_of(&written)?;
+        Ok((high <= last_stable).then_some((wanted, last_stable)))
     }
 
     /// The cluster's reader, started at the topic's last stable offsets if it is not
@@ -206,7 +279,7 @@ impl KafkaClient {
         // From each partition's last stable offset (an earlier one where an earlier read
         // stands in: reading more is harmless).
         let started = self
-            .offsets_topic_read(since)
+            .offsets_topic_read(since, Isolation::ReadCommitted)
             .map_err(|err| err.to_string())
             .and_then(|read| {
                 let starts: Vec<(i32, i64)> = read
@@ -302,12 +375,20 @@ impl KafkaClient {
         }
     }
 
-    /// `__consumer_offsets` with every partition's last stable offset, read at or after
-    /// `since` (once per cycle, shared by every watch of the cluster).
-    fn offsets_topic_read(&self, since: Instant) -> Result<Arc<TopicRead>, KafkaError> {
-        let key = format!("{OFFSETS_TOPIC} read_committed");
+    /// `__consumer_offsets` with every partition's end at `isolation` (the last stable
+    /// offset, or the high watermark), read at or after `since` (once per cycle, shared by
+    /// every watch of the cluster).
+    fn offsets_topic_read(
+        &self,
+        since: Instant,
+        isolation: Isolation,
+    ) -> Result<Arc<TopicRead>, KafkaError> {
+        let key = match isolation {
+            Isolation::ReadCommitted => format!("{OFFSETS_TOPIC} read_committed"),
+            Isolation::ReadUncommitted => OFFSETS_TOPIC.to_owned(),
+        };
         self.topics.get(&key, since, |previous| {
-            self.topic_offsets(OFFSETS_TOPIC, Isolation::ReadCommitted, previous)
+            self.topic_offsets(OFFSETS_TOPIC, isolation, previous)
         })
     }
 }

@@ -208,6 +208,8 @@ pub struct KafkaClient {
     stream: Mutex<committed::StreamState>,
     /// Whether the stream's reader was found behind, so that it is logged once.
     stream_behind: AtomicBool,
+    /// The groups being bootstrapped for the stream now.
+    bootstraps: committed::Bootstraps,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
@@ -385,6 +387,7 @@ impl KafkaClient {
             stats_interval: config.stats_interval,
             stream: Mutex::new(committed::StreamState::default()),
             stream_behind: AtomicBool::new(false),
+            bootstraps: committed::Bootstraps::default(),
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),

@@ -18,11 +18,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::support::{wait_for, Kafka, Listener, Scaler, ALICE_PASSWORD};
 
 const POLL: Duration = Duration::from_millis(300);
+
+/// The group whose offsets a test commits in transactions.
+const TXN_GROUP: &str = "txn-committers";
 const TTL: Duration = Duration::from_secs(600);
 
-/// What one group committed: (when the commit was asked, the sum of its committed offsets
-/// over the topic's partitions after it), oldest first.
-type Committed = Arc<Mutex<Vec<(Instant, i64)>>>;
+/// What one group committed: (when the commit was asked, when the broker acknowledged it,
+/// the sum of its committed offsets over the topic's partitions after it), oldest first.
+type Committed = Arc<Mutex<Vec<(Instant, Option<Instant>, i64)>>>;
 
 /// A member-less committer of `group` on `partitions` partitions of `topic`: every 10 to
 /// 400 ms (pseudo-random) it commits one partition a few records further, up to `end`,
@@ -41,7 +44,8 @@ fn committer(
         .set("enable.auto.commit", "false")
         .create()
         .expect("create the committer");
-    let committed: Committed = Arc::new(Mutex::new(vec![(Instant::now(), 0)]));
+    let now = Instant::now();
+    let committed: Committed = Arc::new(Mutex::new(vec![(now, Some(now), 0)]));
     let log = Arc::clone(&committed);
     let seed = group
         .bytes()
@@ -68,22 +72,35 @@ fn committer(
                     Offset::Offset(offsets[partition]),
                 )
                 .expect("offset");
-                log.lock().push((Instant::now(), offsets.iter().sum()));
+                log.lock()
+                    .push((Instant::now(), None, offsets.iter().sum()));
                 consumer
                     .commit(&list, CommitMode::Sync)
                     .unwrap_or_else(|err| panic!("commit for {group}: {err}"));
+                if let Some(last) = log.lock().last_mut() {
+                    last.1 = Some(Instant::now());
+                }
             }
         })
         .expect("spawn a committer");
     (committed, handle)
 }
 
-/// The sum committed at `at` by the log: the last commit asked at or before it.
-fn committed_at(log: &[(Instant, i64)], at: Instant) -> i64 {
+/// The sum committed by `at` by the log: the last commit asked at or before it (what an
+/// answer may already show).
+fn asked_by(log: &[(Instant, Option<Instant>, i64)], at: Instant) -> i64 {
     log.iter()
-        .take_while(|(asked, _)| *asked <= at)
+        .take_while(|(asked, _, _)| *asked <= at)
         .last()
-        .map_or(0, |(_, sum)| *sum)
+        .map_or(0, |(_, _, sum)| *sum)
+}
+
+/// The sum the broker had acknowledged by `at`: the last commit acknowledged at or before
+/// it (what an answer must show a poll later).
+fn acknowledged_by(log: &[(Instant, Option<Instant>, i64)], at: Instant) -> i64 {
+    log.iter()
+        .rfind(|(_, acked, _)| acked.is_some_and(|acked| acked <= at))
+        .map_or(0, |(_, _, sum)| *sum)
 }
 
 #[test]
@@ -97,7 +114,18 @@ fn the_commit_stream_follows_every_commit_with_no_offset_fetch_per_poll() {
     for partition in 0..PARTITIONS {
         broker.produce("streamed", partition, END as usize);
     }
-    let groups: Vec<String> = (0..GROUPS).map(|i| format!("streamed-{i}")).collect();
+    // Groups whose commits share no partition of __consumer_offsets with the group that
+    // `transactional_commits_count_once_committed_never_when_aborted` holds a transaction
+    // open on: while one is open, a partition's commits come from OffsetFetch (README).
+    let partitions = broker.offsets_topic_partitions();
+    let busy = lagscaler::consumer_offsets::coordinator_partition(TXN_GROUP, partitions);
+    let groups: Vec<String> = (0..)
+        .map(|i| format!("streamed-{i}"))
+        .filter(|group| {
+            lagscaler::consumer_offsets::coordinator_partition(group, partitions) != busy
+        })
+        .take(GROUPS)
+        .collect();
     for group in &groups {
         let zeros: Vec<(&str, i32, i64)> = (0..PARTITIONS).map(|p| ("streamed", p, 0)).collect();
         broker.commit(group, &zeros);
@@ -144,17 +172,18 @@ fn the_commit_stream_follows_every_commit_with_no_offset_fetch_per_poll() {
             let seen = total - lag;
             calls += 1;
             let log = log.lock();
-            // Never ahead of what was committed, never older than what was committed a
-            // poll and a second before the call, never going back.
-            if seen > committed_at(&log, Instant::now()) {
-                ahead.push((group.clone(), seen, committed_at(&log, Instant::now())));
+            // Never ahead of what was asked to be committed, never older than what the broker
+            // had acknowledged a poll and a second before the call, never going back.
+            if seen > asked_by(&log, Instant::now()) {
+                ahead.push((group.clone(), seen, asked_by(&log, Instant::now())));
             }
-            let due = committed_at(&log, asked - POLL - Duration::from_secs(1));
+            let due = acknowledged_by(&log, asked - POLL - Duration::from_secs(1));
             if seen < due {
                 stale.push((group.clone(), seen, due));
             }
-            // How long ago the first commit the answer does not reflect was asked.
-            if let Some((missed, _)) = log.iter().find(|(_, sum)| *sum > seen) {
+            // How long before the call the first commit the answer does not show was
+            // acknowledged.
+            if let Some((_, Some(missed), _)) = log.iter().find(|(_, _, sum)| *sum > seen) {
                 latest_miss = latest_miss.max(asked.saturating_duration_since(*missed));
             }
             if last_seen.get(group).is_some_and(|before| seen < *before) {
@@ -185,7 +214,7 @@ fn the_commit_stream_follows_every_commit_with_no_offset_fetch_per_poll() {
     eprintln!(
         "commit stream: {commits} commits by {GROUPS} groups, {calls} calls: {} stale, {} \
          ahead, {} gone back; {fetched} OffsetFetch in the last {:?}; an answer missed \
-         commits asked at most {latest_miss:?} before it",
+         commits acknowledged at most {latest_miss:?} before it",
         stale.len(),
         ahead.len(),
         back.len(),
@@ -280,12 +309,12 @@ fn transactional_commits_count_once_committed_never_when_aborted() {
     let broker = Kafka::shared();
     broker.create_topic("txn-commits", 1);
     broker.produce("txn-commits", 0, 20);
-    broker.commit("txn-committers", &[("txn-commits", 0, 2)]);
+    broker.commit(TXN_GROUP, &[("txn-commits", 0, 2)]);
     let mut config = Scaler::config(&broker.bootstrap(), POLL, TTL);
     config.kafka.commit_source = CommitSource::Stream;
     let scaler = Scaler::start_with(config);
     let metadata = [
-        ("consumerGroup", "txn-committers"),
+        ("consumerGroup", TXN_GROUP),
         ("topic", "txn-commits"),
         ("allowIdleConsumers", "true"),
     ];
@@ -302,7 +331,7 @@ fn transactional_commits_count_once_committed_never_when_aborted() {
         .expect("init transactions");
     let member: BaseConsumer = broker
         .client_config()
-        .set("group.id", "txn-committers")
+        .set("group.id", TXN_GROUP)
         .create()
         .expect("the group's metadata");
     let group = member.group_metadata().expect("group metadata");
@@ -329,6 +358,34 @@ fn transactional_commits_count_once_committed_never_when_aborted() {
         thread::sleep(POLL);
         assert_eq!(scaler.lag(&metadata).expect("lag"), 18);
     }
+    // Meanwhile another group whose commits go to the same partition of __consumer_offsets
+    // commits plainly: the reader cannot see that commit past the open transaction, but
+    // the answer follows it all the same (OffsetFetch while the transaction is open).
+    let partitions = broker.offsets_topic_partitions();
+    let shared = lagscaler::consumer_offsets::coordinator_partition(TXN_GROUP, partitions);
+    let neighbour = (0..)
+        .map(|i| format!("txn-neighbour-{i}"))
+        .find(|group| {
+            lagscaler::consumer_offsets::coordinator_partition(group, partitions) == shared
+        })
+        .expect("a group on the same partition");
+    broker.commit(&neighbour, &[("txn-commits", 0, 4)]);
+    let watched = [
+        ("consumerGroup", neighbour.as_str()),
+        ("topic", "txn-commits"),
+        ("allowIdleConsumers", "true"),
+    ];
+    assert_eq!(scaler.lag(&watched).expect("lag"), 16);
+    let plain_commit = Instant::now();
+    broker.commit(&neighbour, &[("txn-commits", 0, 10)]);
+    let followed = wait_for(Duration::from_secs(10), || {
+        (scaler.lag(&watched).ok()? == 10).then(|| plain_commit.elapsed())
+    });
+    let followed = followed.unwrap_or_else(|| panic!("{:?}", scaler.lag(&watched)));
+    assert!(
+        followed < POLL + Duration::from_millis(1500),
+        "{followed:?}"
+    );
     // Committed: 12 counts.
     producer.commit_transaction(timeout).expect("commit");
     let counted = wait_for(Duration::from_secs(10), || {

@@ -662,12 +662,13 @@ fn watches_of_one_topic_share_its_offsets_reads_in_each_cycle() {
     }
     // With the commit stream: no OffsetFetch once every group is bootstrapped; the topic's
     // reads, plus those of __consumer_offsets (one broker here) that check the reader is
-    // up to date; a fetch of the reader now and then.
+    // up to date (its last stable offsets and high watermarks: two reads of two ends); a
+    // fetch of the reader now and then.
     let (stream, seen) = requests_per_cycle(CommitSource::Auto);
     assert!(count(&stream, "OffsetFetch") < 0.5, "{stream:?}; {seen}");
     for (api, reads) in [
-        ("ListOffsets", 4.0),
-        ("Metadata", 2.0),
+        ("ListOffsets", 6.0),
+        ("Metadata", 3.0),
         ("DescribeGroups", 1.0),
     ] {
         assert!(

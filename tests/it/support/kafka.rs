@@ -601,6 +601,12 @@ impl Kafka {
             .expect("create test producer")
     }
 
+    /// The number of partitions of `__consumer_offsets` (`offsets.topic.num.partitions`
+    /// in every node's properties).
+    pub fn offsets_topic_partitions(&self) -> i32 {
+        OFFSETS_TOPIC_PARTITIONS
+    }
+
     /// Commits `offsets` (topic, partition, offset) for `group`, as a consumer would.
     pub fn commit(&self, group: &str, offsets: &[(&str, i32, i64)]) {
         let consumer: BaseConsumer = self
@@ -614,9 +620,28 @@ impl Kafka {
             list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                 .expect("add offset");
         }
-        consumer
-            .commit(&list, CommitMode::Sync)
-            .unwrap_or_else(|err| panic!("commit {offsets:?} for {group}: {err}"));
+        // A broker that has just started answers "coordinator load in progress" (or not
+        // available) until it has loaded `__consumer_offsets`: asked again, for up to 30 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => return,
+                Err(err)
+                    if Instant::now() < deadline
+                        && matches!(
+                            err.rdkafka_error_code(),
+                            Some(
+                                rdkafka::types::RDKafkaErrorCode::CoordinatorLoadInProgress
+                                    | rdkafka::types::RDKafkaErrorCode::CoordinatorNotAvailable
+                                    | rdkafka::types::RDKafkaErrorCode::NotCoordinator
+                            )
+                        ) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(err) => panic!("commit {offsets:?} for {group}: {err}"),
+            }
+        }
     }
 
     /// Runs one of Kafka's own command-line tools (a class of kafka-tools, e.g.
@@ -784,6 +809,9 @@ fn format(nodes: &[Node], secure: bool) {
     }
 }
 
+/// Partitions of `__consumer_offsets` on every test cluster.
+const OFFSETS_TOPIC_PARTITIONS: i32 = 3;
+
 /// The properties of `node` in a cluster of `size` nodes whose controllers are `voters`.
 fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPki>) -> String {
     let mut listeners: Vec<String> = node
@@ -811,7 +839,7 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
          auto.create.topics.enable=false\n\
          default.replication.factor={replication}\n\
          offsets.topic.replication.factor={replication}\n\
-         offsets.topic.num.partitions=3\n\
+         offsets.topic.num.partitions={OFFSETS_TOPIC_PARTITIONS}\n\
          transaction.state.log.replication.factor={replication}\n\
          transaction.state.log.min.isr={min_isr}\n\
          transaction.state.log.num.partitions=3\n\
