@@ -233,7 +233,7 @@ mod tests {
             stats_interval: None,
             sasl: None,
             tls: None,
-            commit_source: crate::config::CommitSource::Auto,
+            commit_source: crate::config::CommitSource::Fetch,
         };
         let analytics = KafkaConfig {
             bootstrap_servers: vec!["a1:9093".to_owned()],

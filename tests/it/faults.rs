@@ -260,8 +260,8 @@ fn ten_thousand_watches_come_and_go_without_leaking() {
     );
     let client = scaler.client();
     assert_eq!(client.lag(&GROUP).expect("warm-up watch"), 8);
-    // Let the warm-up watch expire: the baseline has no watch at all (the cluster's commit
-    // reader, started by the warm-up watch, stays: one per cluster, not per watch).
+    // Let the warm-up watch expire: the baseline has no watch at all (with the commit stream
+    // on, its reader, started by the warm-up watch, stays: one per cluster, not per watch).
     let idle = wait_for(Duration::from_secs(10), || {
         let before = scaler.threads_and_fds();
         std::thread::sleep(Duration::from_millis(1500));

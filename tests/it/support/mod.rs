@@ -721,7 +721,7 @@ impl Scaler {
                 stats_interval: None,
                 sasl: None,
                 tls: None,
-                commit_source: lagscaler::config::CommitSource::Auto,
+                commit_source: lagscaler::config::CommitSource::Fetch,
             },
             poll_interval,
             watch_ttl,
