@@ -111,6 +111,19 @@ struct State {
     undecodable: u64,
 }
 
+impl State {
+    /// `group`'s entry, a new one (nothing seen, not bootstrapped) if it was not tracked.
+    fn tracked(&mut self, group: &str) -> &mut Tracked {
+        self.groups
+            .entry(group.to_owned())
+            .or_insert_with(|| Tracked {
+                commits: HashMap::new(),
+                bootstrapped: false,
+                last_used: Instant::now(),
+            })
+    }
+}
+
 struct Tracked {
     /// By topic and partition, the offset committed since tracking began (`None`: deleted),
     /// and once bootstrapped every committed offset of the group.
@@ -209,14 +222,7 @@ impl CommitReader {
     /// was not kept; a group not bootstrapped yet starts afresh.
     pub fn track(&self, group: &str) {
         let mut state = self.shared.state.lock();
-        let tracked = state
-            .groups
-            .entry(group.to_owned())
-            .or_insert_with(|| Tracked {
-                commits: HashMap::new(),
-                bootstrapped: false,
-                last_used: Instant::now(),
-            });
+        let tracked = state.tracked(group);
         tracked.last_used = Instant::now();
     }
 
@@ -225,14 +231,7 @@ impl CommitReader {
     /// what the reader saw since tracking wins. Returns the group's committed offsets.
     pub fn bootstrap(&self, group: &str, fetched: &[CommittedOffset]) -> Vec<CommittedOffset> {
         let mut state = self.shared.state.lock();
-        let tracked = state
-            .groups
-            .entry(group.to_owned())
-            .or_insert_with(|| Tracked {
-                commits: HashMap::new(),
-                bootstrapped: false,
-                last_used: Instant::now(),
-            });
+        let tracked = state.tracked(group);
         for offset in fetched {
             tracked
                 .commits

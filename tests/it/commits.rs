@@ -304,7 +304,7 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
 /// answers only stable offsets.
 #[test]
 fn transactional_commits_count_once_committed_never_when_aborted() {
-    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::producer::Producer;
 
     let broker = Kafka::shared();
     broker.create_topic("txn-commits", 1);
@@ -320,15 +320,7 @@ fn transactional_commits_count_once_committed_never_when_aborted() {
     ];
     assert_eq!(scaler.lag(&metadata).expect("lag"), 18);
 
-    let producer: BaseProducer = broker
-        .client_config()
-        .set("transactional.id", "lagscaler-test-txn-commits")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("transactional producer");
-    producer
-        .init_transactions(Duration::from_secs(30))
-        .expect("init transactions");
+    let producer = broker.transactional_producer("lagscaler-test-txn-commits");
     let member: BaseConsumer = broker
         .client_config()
         .set("group.id", TXN_GROUP)

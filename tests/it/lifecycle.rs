@@ -69,15 +69,7 @@ fn transactions_count_by_isolation_level_and_their_markers_never_do() {
     assert_eq!(scaler.lag(&uncommitted).expect("lag"), 0);
 
     // A transaction writes 5 records and stays open.
-    let producer: BaseProducer = broker
-        .client_config()
-        .set("transactional.id", "lagscaler-test-txn-open")
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("transactional producer");
-    producer
-        .init_transactions(Duration::from_secs(30))
-        .expect("init transactions");
+    let producer = broker.transactional_producer("lagscaler-test-txn-open");
     send_in_transaction(&producer, 5, "in transaction");
 
     // Read uncommitted (the default, KEDA's meaning): the high watermark counts them.

@@ -588,6 +588,22 @@ impl Kafka {
         await_acks(&producer, topic);
     }
 
+    /// An idempotent transactional producer with `transactional.id` `id`, its transactions
+    /// initialised.
+    pub fn transactional_producer(&self, id: &str) -> rdkafka::producer::BaseProducer {
+        use rdkafka::producer::Producer;
+        let producer: rdkafka::producer::BaseProducer = self
+            .client_config()
+            .set("transactional.id", id)
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("transactional producer");
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .expect("init transactions");
+        producer
+    }
+
     /// A producer with the settings of [`Kafka::produce`].
     pub fn producer(&self) -> TestProducer {
         self.client_config()
