@@ -139,7 +139,7 @@ impl Default for Config {
                 stats_interval: None,
                 sasl: None,
                 tls: None,
-                commit_source: CommitSource::Fetch,
+                commit_source: CommitSource::Auto,
             },
             poll_interval: DEFAULT_POLL_INTERVAL,
             rate_window: Duration::from_secs(300),

@@ -144,7 +144,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "SCALER_COMMIT_SOURCE",
-        default: "fetch",
+        default: "auto",
         help: "where committed offsets come from: auto (one reader per cluster of \
                __consumer_offsets, the commit stream, where it can be read; else OffsetFetch \
                per watch), stream (the stream only) or fetch (OffsetFetch per watch and poll)",

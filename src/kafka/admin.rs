@@ -56,6 +56,9 @@ pub struct TopicLayout {
     pub id: String,
     /// Partition numbers, sorted.
     pub partitions: Vec<i32>,
+    /// The leader's node id of each partition, in the order of `partitions`; `None` where
+    /// the partition has no leader now.
+    pub leaders: Vec<Option<i32>>,
 }
 
 /// A consumer group as DescribeConsumerGroups sees it.
@@ -291,15 +294,24 @@ pub fn describe_topic<C: ClientContext>(
         let partitions =
             unsafe { rd::rd_kafka_TopicDescription_partitions(description, &mut n_partitions) };
         // SAFETY: `partitions` holds `n_partitions` elements owned by the event.
-        let mut ids: Vec<i32> = unsafe { elements(partitions, n_partitions) }
+        let mut led: Vec<(i32, Option<i32>)> = unsafe { elements(partitions, n_partitions) }
             .iter()
-            // SAFETY: each element is a valid partition description while the event lives.
-            .map(|&info| unsafe { rd::rd_kafka_TopicPartitionInfo_partition(info) })
+            .map(|&info| {
+                // SAFETY: each element is a valid partition description while the event
+                // lives, and so is the leader node it names (null when there is none).
+                unsafe {
+                    let leader = rd::rd_kafka_TopicPartitionInfo_leader(info);
+                    let leader = (!leader.is_null())
+                        .then(|| rd::rd_kafka_Node_id(leader))
+                        .filter(|id| *id >= 0);
+                    (rd::rd_kafka_TopicPartitionInfo_partition(info), leader)
+                }
+            })
             .collect();
-        if ids.is_empty() {
+        if led.is_empty() {
             return Err(TopicError::Unknown);
         }
-        ids.sort_unstable();
+        led.sort_unstable();
         // SAFETY: as above; the id is owned by the description, and its text by the id.
         let id = unsafe {
             let uuid = rd::rd_kafka_TopicDescription_topic_id(description);
@@ -311,7 +323,8 @@ pub fn describe_topic<C: ClientContext>(
         };
         return Ok(TopicLayout {
             id,
-            partitions: ids,
+            partitions: led.iter().map(|(partition, _)| *partition).collect(),
+            leaders: led.iter().map(|(_, leader)| *leader).collect(),
         });
     }
     Err(TopicError::Unknown)

@@ -14,8 +14,7 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::Consumer;
 
-use super::admin::CommittedOffset;
-use super::admin::SLICE;
+use super::admin::{CommittedOffset, End, TopicLayout, SLICE};
 use super::commit_reader::{CommitReader, Unanswered, CATCH_UP_WAIT, OFFSETS_TOPIC};
 use super::topic_read::TopicRead;
 use super::{KafkaClient, KafkaError};
@@ -25,6 +24,9 @@ use crate::lag::Isolation;
 
 /// After the stream was refused, `auto` uses OffsetFetch this long before trying it again.
 pub const RETRY_STREAM_AFTER: Duration = Duration::from_secs(300);
+
+/// `__consumer_offsets`'s partition leaders are described again when this old.
+const LAYOUT_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// Most groups of one cluster bootstrapped at once (each one OffsetFetch, with its
 /// FindCoordinator): thousands of watches starting together (a restart) would otherwise
@@ -226,37 +228,89 @@ impl KafkaClient {
     /// the commits written after the transaction began, which OffsetFetch already answers
     /// with. An error when the partition's leader (the group's coordinator) did not answer:
     /// OffsetFetch could not be answered either.
+    ///
+    /// The ends are read per leader (one ListOffsets each, shared by the cycle): a poll
+    /// waits only on its own group's coordinator, so a broker that is down holds up only
+    /// the groups it coordinates, as it would with OffsetFetch.
     fn group_partition_end(
         &self,
         group: &str,
         since: Instant,
     ) -> Result<Option<(i32, i64)>, KafkaError> {
+        // The layout is described again once its leaders are [`LAYOUT_MAX_AGE`] old, and
+        // the old one serves while that fails: the number of partitions never changes, and
+        // leaders that moved since only group the reads less well (librdkafka sends each
+        // partition's request to its leader now). DescribeTopics waits for the controller,
+        // and asking for it every cycle while no broker is up connects again every 50 ms.
+        // A layout in which the group's partition has no leader is described again in the
+        // next cycle (once per cycle), not a minute later.
+        let describe = |described_since: Instant| {
+            self.offsets_layout
+                .get(OFFSETS_TOPIC, described_since, |previous| {
+                    match (self.describe_topic(OFFSETS_TOPIC), previous) {
+                        (Err(err), Some(previous)) => {
+                            debug!("{OFFSETS_TOPIC}'s leaders not described again ({err})");
+                            Ok(previous.clone())
+                        }
+                        (described, _) => described,
+                    }
+                })
+        };
+        let mut layout = describe(since.checked_sub(LAYOUT_MAX_AGE).unwrap_or(since))?;
+        let count = i32::try_from(layout.partitions.len()).unwrap_or(i32::MAX);
+        let wanted = coordinator_partition(group, count);
+        let leaderless = |layout: &TopicLayout| {
+            let at = layout.partitions.iter().position(|p| *p == wanted);
+            at.is_some_and(|at| layout.leaders[at].is_none())
+        };
+        if leaderless(&layout) {
+            layout = describe(since)?;
+        }
+        let unknown = |cause: String| KafkaError::Watermarks {
+            which: "latest",
+            cause,
+        };
+        let leader = layout
+            .partitions
+            .iter()
+            .zip(&layout.leaders)
+            .find(|(partition, _)| **partition == wanted)
+            .ok_or_else(|| unknown(format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata")))?
+            .1
+            .ok_or_else(|| unknown(format!("{OFFSETS_TOPIC}[{wanted}] has no leader now")))?;
         // The high watermark is read before the last stable offset: with no transaction open
         // the second is then at least the first, and a commit between the two reads does not
         // look like one.
-        let written = self.offsets_topic_read(since, Isolation::ReadUncommitted)?;
-        let stable = self.offsets_topic_read(since, Isolation::ReadCommitted)?;
-        let count = i32::try_from(stable.partitions.len()).unwrap_or(i32::MAX);
-        let wanted = coordinator_partition(group, count);
-        let end_of = |read: &TopicRead| {
-            let partition = read
+        let end_at = |isolation: Isolation| {
+            let led: Vec<(&str, i32)> = layout
                 .partitions
                 .iter()
-                .find(|partition| partition.partition == wanted)
-                .ok_or_else(|| KafkaError::Watermarks {
-                    which: "latest",
-                    cause: format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata"),
-                })?;
-            match &partition.unread {
-                Some(unread) => Err(KafkaError::Watermarks {
-                    which: "latest",
-                    cause: unread.cause.to_string(),
-                }),
-                None => Ok(partition.high_watermark),
-            }
+                .zip(&layout.leaders)
+                .filter(|(_, of)| **of == Some(leader))
+                .map(|(partition, _)| (OFFSETS_TOPIC, *partition))
+                .collect();
+            let key = match isolation {
+                Isolation::ReadUncommitted => format!("{OFFSETS_TOPIC}@{leader}"),
+                Isolation::ReadCommitted => format!("{OFFSETS_TOPIC}@{leader} read_committed"),
+            };
+            let read = self.offsets_ends.get(&key, since, |_| {
+                self.list_offsets(&led, End::Latest, isolation)
+            })?;
+            let failed = match read.get(&wanted) {
+                Some(Ok(end)) => return Ok(*end),
+                Some(Err(cause)) => unknown(cause.clone()),
+                None => unknown(format!(
+                    "{OFFSETS_TOPIC}[{wanted}]: its leader (node {leader}) did not answer"
+                )),
+            };
+            // The leader moved, or the leader epoch librdkafka sends is behind the broker's
+            // (FENCED_LEADER_EPOCH, after a re-election): librdkafka does not refresh the
+            // metadata of a topic no consumer of it reads, so it is asked for here.
+            self.ask_any_broker(OFFSETS_TOPIC, &format!("reading its end failed ({failed})"));
+            Err(failed)
         };
-        let last_stable = end_of(&stable)?;
-        let high = end_of(&written)?;
+        let high = end_at(Isolation::ReadUncommitted)?;
+        let last_stable = end_at(Isolation::ReadCommitted)?;
         Ok((high <= last_stable).then_some((wanted, last_stable)))
     }
 

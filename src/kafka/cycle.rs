@@ -15,6 +15,11 @@ use parking_lot::Mutex;
 
 use super::KafkaError;
 
+/// A fetch that failed is not tried again sooner than this, whatever the poll interval:
+/// while no broker is up, librdkafka answers every request that needs one with a new
+/// connection attempt, and polls every 200 ms would make a storm of them.
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(1);
+
 /// An entry nobody asked for in this long is dropped when a new key arrives.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
@@ -67,7 +72,8 @@ impl<V> CycleCache<V> {
         };
         let mut slot = entry.lock();
         if let Some(fetched) = slot.as_ref() {
-            if fetched.at >= since {
+            let failed_lately = fetched.value.is_err() && since < fetched.at + RETRY_FAILED_AFTER;
+            if fetched.at >= since || failed_lately {
                 return fetched.value.clone();
             }
         }
@@ -169,30 +175,41 @@ mod tests {
         assert!(cycled.get("orders", cycle, failed).is_err());
         let again = cycled.get("orders", cycle, |_| panic!("fetched twice in one cycle"));
         assert!(matches!(again, Err(KafkaError::UnknownTopic { .. })));
-        assert_eq!(*cycled.get("orders", Instant::now(), |_| Ok(1)).unwrap(), 1);
+        // The next cycle's polls share it too while it is under a second old.
+        let next_cycle = cycle + Duration::from_millis(200);
+        let again = cycled.get("orders", next_cycle, |_| panic!("retried within a second"));
+        assert!(matches!(again, Err(KafkaError::UnknownTopic { .. })));
+        let a_second_later = Instant::now() + RETRY_FAILED_AFTER;
+        assert_eq!(*cycled.get("orders", a_second_later, |_| Ok(1)).unwrap(), 1);
+        // A good answer is not kept past its cycle.
+        let after_that = Instant::now() + Duration::from_millis(1);
+        assert_eq!(*cycled.get("orders", after_that, |_| Ok(2)).unwrap(), 2);
     }
 
     #[test]
     fn a_fetch_is_shown_the_latest_good_answer_through_failures() {
         let cycled = CycleCache::<u32>::default();
+        // Cycles two seconds apart: a failure is retried in each.
+        let base = Instant::now();
+        let cycle = |k: u32| base + Duration::from_secs(2) * k;
         let failed = |_: Option<&u32>| {
             Err(KafkaError::ListGroups {
                 cause: "down".to_owned(),
             })
         };
-        let first = cycled.get("orders", Instant::now(), |previous| {
+        let first = cycled.get("orders", cycle(0), |previous| {
             assert_eq!(previous, None);
             Ok(1)
         });
         assert_eq!(*first.unwrap(), 1);
-        assert!(cycled.get("orders", Instant::now(), failed).is_err());
-        assert!(cycled.get("orders", Instant::now(), failed).is_err());
-        let next = cycled.get("orders", Instant::now(), |previous| {
+        assert!(cycled.get("orders", cycle(1), failed).is_err());
+        assert!(cycled.get("orders", cycle(2), failed).is_err());
+        let next = cycled.get("orders", cycle(3), |previous| {
             assert_eq!(previous, Some(&1));
             Ok(2)
         });
         assert_eq!(*next.unwrap(), 2);
-        let after = cycled.get("orders", Instant::now(), |previous| {
+        let after = cycled.get("orders", cycle(4), |previous| {
             assert_eq!(previous, Some(&2));
             Ok(3)
         });

@@ -175,6 +175,9 @@ pub enum Topics<'a> {
     },
 }
 
+/// A topic's metadata is asked of any broker at most this often (`reconnect.backoff.max.ms`).
+const ASK_ANY_BROKER_EVERY: Duration = Duration::from_secs(1);
+
 /// Kafka's internal topics, never matched by a `topicPattern`.
 const INTERNAL_TOPICS: &[&str] = &[
     "__consumer_offsets",
@@ -196,6 +199,11 @@ pub struct KafkaClient {
     topic_names: CycleCache<Vec<String>>,
     /// Groups the classic list cannot describe, by name, each described once per cycle.
     described: CycleCache<admin::GroupDescription>,
+    /// `__consumer_offsets`'s partitions and their leaders, read once per cycle.
+    offsets_layout: CycleCache<admin::TopicLayout>,
+    /// The ends of the partitions of `__consumer_offsets` one broker leads, by leader and
+    /// isolation, read once per cycle (see `committed`).
+    offsets_ends: CycleCache<HashMap<i32, Result<i64, String>>>,
     /// Finds lag that is only transaction markers.
     markers: markers::MarkerProbe,
     /// The settings of a record read (module `records`), the commit reader's too.
@@ -210,6 +218,8 @@ pub struct KafkaClient {
     stream_behind: AtomicBool,
     /// The groups being bootstrapped for the stream now.
     bootstraps: committed::Bootstraps,
+    /// When each topic's metadata was last asked of any broker (`ask_any_broker`).
+    asked_any_broker: Mutex<HashMap<String, Instant>>,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
@@ -381,6 +391,8 @@ impl KafkaClient {
             groups: CycleCache::default(),
             topic_names: CycleCache::default(),
             described: CycleCache::default(),
+            offsets_layout: CycleCache::default(),
+            offsets_ends: CycleCache::default(),
             markers,
             reader,
             commit_source: config.commit_source,
@@ -388,6 +400,7 @@ impl KafkaClient {
             stream: Mutex::new(committed::StreamState::default()),
             stream_behind: AtomicBool::new(false),
             bootstraps: committed::Bootstraps::default(),
+            asked_any_broker: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
@@ -540,11 +553,7 @@ impl KafkaClient {
             // offset), so it would keep asking a broker that is gone or moved until its
             // periodic refresh: the topic's metadata is asked of any broker now, and its
             // answer updates the leaders for the next cycle (waited for at most 100 ms).
-            let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
-            debug!(
-                "topic {topic}: some leaders did not answer; metadata asked of any broker: {}",
-                refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
-            );
+            self.ask_any_broker(topic, "some leaders did not answer");
         }
         // The log starts of the partitions whose leader answered: a leader that did not is
         // not waited for twice.
@@ -704,12 +713,7 @@ impl KafkaClient {
             },
             admin::TopicError::Other(cause) => {
                 if cause != admin::STOPPING {
-                    let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
-                    debug!(
-                        "describing topic {topic} failed ({cause}); metadata asked of any \
-                         broker: {}",
-                        refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
-                    );
+                    self.ask_any_broker(topic, &format!("describing it failed ({cause})"));
                 }
                 KafkaError::Metadata {
                     topic: topic.to_owned(),
@@ -717,6 +721,27 @@ impl KafkaClient {
                 }
             }
         })
+    }
+
+    /// Asks `topic`'s metadata of any broker that is up, waiting at most 100 ms, at most once
+    /// per [`ASK_ANY_BROKER_EVERY`] per topic: with no broker up, librdkafka answers each
+    /// such request with a new connection attempt, which polls asking every cycle would make
+    /// a storm of (a dead broker's port was connected to about 20 times a second). Its
+    /// answer updates the partitions' leaders and leader epochs for the next reads.
+    fn ask_any_broker(&self, topic: &str, why: &str) {
+        {
+            let mut asked = self.asked_any_broker.lock();
+            asked.retain(|_, at| at.elapsed() < ASK_ANY_BROKER_EVERY);
+            if asked.contains_key(topic) {
+                return;
+            }
+            asked.insert(topic.to_owned(), Instant::now());
+        }
+        let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
+        debug!(
+            "topic {topic}: {why}; metadata asked of any broker: {}",
+            refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
+        );
     }
 
     /// Latest or earliest offsets of one topic's `partitions` (sorted by number), by

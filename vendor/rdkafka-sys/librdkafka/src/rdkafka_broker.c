@@ -3533,8 +3533,16 @@ rd_kafka_broker_op_serve(rd_kafka_broker_t *rkb, rd_kafka_op_t *rko) {
                                     "nodename change");
                 }
 
-                /* Expedite next reconnect */
-                rkb->rkb_ts_reconnect = 0;
+                /* lagscaler patch: expedite the next reconnect only for a
+                 * new address (the nodename changed since the last connect).
+                 * A new need for a connection, such as a coordinator request
+                 * waiting for a broker that is down, does not cancel the
+                 * reconnect backoff: requests coming and going would
+                 * otherwise reconnect to a dead broker in a tight loop. */
+                rd_kafka_broker_lock(rkb);
+                if (rkb->rkb_connect_epoch != rkb->rkb_nodename_epoch)
+                        rkb->rkb_ts_reconnect = 0;
+                rd_kafka_broker_unlock(rkb);
 
                 wakeup = rd_true;
                 break;
