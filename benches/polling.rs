@@ -4,7 +4,7 @@
 //! (% of one core), RSS, threads and poll-cycle duration, and compares the requests with
 //! what KEDA's Kafka scaler sends for the same W. Each W runs twice, side by side: committed
 //! offsets from OffsetFetch per watch (`SCALER_COMMIT_SOURCE=fetch`), then from the commit
-//! stream (`stream`).
+//! stream (`stream`). `POLLING_NODES=3` runs it against the tests' three-node cluster.
 //!
 //! `cargo bench --bench polling` runs it in full (release); `cargo test --bench polling`
 //! runs a seconds-long smoke version (debug, no thresholds) so that it never rots.
@@ -30,10 +30,13 @@ struct Plan {
     cycles: usize,
 }
 
-/// Requests KEDA's Kafka scaler sends per ScaledObject per poll with one broker: Metadata,
-/// OffsetFetch and one ListOffsets per broker, on each of ~3 call rounds (GetMetricSpec,
-/// GetMetrics and IsActive each query Kafka; reference/keda-kafka-scaler.md).
-const KEDA_REQUESTS_PER_WATCH: f64 = 3.0 * 3.0;
+/// Requests KEDA's Kafka scaler sends per ScaledObject per poll: Metadata, OffsetFetch and
+/// one ListOffsets per broker leading the topic's partitions, on each of ~3 call rounds
+/// (GetMetricSpec, GetMetrics and IsActive each query Kafka;
+/// reference/keda-kafka-scaler.md): 9 with one broker, 15 with three.
+fn keda_requests_per_watch(brokers: usize) -> f64 {
+    3.0 * (2.0 + brokers as f64)
+}
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -63,7 +66,19 @@ fn main() {
             cycles: 2,
         }
     };
-    let broker = Kafka::shared();
+    // POLLING_NODES=3 runs against the three-node cluster instead of one node.
+    let nodes: usize = std::env::var("POLLING_NODES")
+        .map(|n| n.trim().parse().expect("POLLING_NODES: 1 or 3"))
+        .unwrap_or(1);
+    let cluster;
+    let broker = match nodes {
+        1 => Kafka::shared(),
+        3 => {
+            cluster = Kafka::start_cluster();
+            &cluster
+        }
+        _ => panic!("POLLING_NODES: 1 or 3"),
+    };
     let topics: Vec<String> = (0..plan.topics).map(|i| format!("polled-{i}")).collect();
     for topic in &topics {
         broker.create_topic(topic, plan.partitions);
@@ -72,20 +87,21 @@ fn main() {
         }
     }
     println!(
-        "polling benchmark: {} topics x {} partitions, poll every {:?}, {} cycles measured",
+        "polling benchmark: {nodes} Kafka node(s), {} topics x {} partitions, poll every {:?}, \
+         {} cycles measured",
         plan.topics, plan.partitions, plan.interval, plan.cycles
     );
     for &watches in &plan.watches {
         let sources = std::env::var("POLLING_SOURCES").unwrap_or_else(|_| "fetch,stream".into());
         for source in sources.split(',').map(str::trim) {
-            run(broker, &topics, &plan, watches, source);
+            run(broker, &topics, &plan, watches, source, nodes);
         }
     }
 }
 
 /// One measurement with `watches` watches, committed offsets from `source`
 /// (`SCALER_COMMIT_SOURCE`).
-fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &str) {
+fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &str, nodes: usize) {
     let groups: Vec<(String, String)> = (0..watches)
         .map(|i| {
             (
@@ -171,7 +187,7 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &
     );
     let (first, last) = (&reports[0], &reports[reports.len() - 1]);
     let per_cycle = (last.0 - first.0) as f64 / (reports.len() - 1) as f64;
-    let keda = KEDA_REQUESTS_PER_WATCH * watches as f64;
+    let keda = keda_requests_per_watch(nodes) * watches as f64;
 
     let mut cycles: Vec<f64> = window
         .lines()

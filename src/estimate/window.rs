@@ -151,30 +151,35 @@ impl Series {
     /// poll from skewing the rate.
     fn rate(&self) -> Option<f64> {
         let (first_at, first_value) = *self.points.front()?;
-        let points: Vec<(f64, f64)> = self
-            .points
-            .iter()
-            .map(|(at, value)| {
-                (
-                    at.duration_since(first_at).as_secs_f64(),
-                    // Relative to the first point, so that large offsets keep their precision.
-                    value.saturating_sub(first_value) as f64,
-                )
-            })
-            .collect();
-        least_squares_slope(&points)
+        least_squares_slope(self.points.iter().map(move |(at, value)| {
+            (
+                at.duration_since(first_at).as_secs_f64(),
+                // Relative to the first point, so that large offsets keep their precision.
+                value.saturating_sub(first_value) as f64,
+            )
+        }))
     }
 }
 
-/// The slope of the least-squares line through `points`, `None` with fewer than two
-/// distinct x values.
-pub fn least_squares_slope(points: &[(f64, f64)]) -> Option<f64> {
-    if points.len() < 2 {
+/// The slope of the least-squares line through `points` (walked twice, allocating
+/// nothing: every watch computes it for each partition at every poll), `None` with fewer
+/// than two distinct x values.
+pub fn least_squares_slope<I>(points: I) -> Option<f64>
+where
+    I: IntoIterator<Item = (f64, f64)>,
+    I::IntoIter: Clone,
+{
+    let points = points.into_iter();
+    let (count, sum_x, sum_y) = points
+        .clone()
+        .fold((0usize, 0.0, 0.0), |(n, sx, sy), (x, y)| {
+            (n + 1, sx + x, sy + y)
+        });
+    if count < 2 {
         return None;
     }
-    let n = points.len() as f64;
-    let mean_x = points.iter().map(|(x, _)| x).sum::<f64>() / n;
-    let mean_y = points.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let n = count as f64;
+    let (mean_x, mean_y) = (sum_x / n, sum_y / n);
     let (mut sxy, mut sxx) = (0.0, 0.0);
     for (x, y) in points {
         sxy += (x - mean_x) * (y - mean_y);
@@ -404,13 +409,13 @@ mod tests {
 
     #[test]
     fn slope_of_a_line_is_exact_and_needs_two_times() {
-        assert_eq!(least_squares_slope(&[]), None);
-        assert_eq!(least_squares_slope(&[(1.0, 5.0)]), None);
-        assert_eq!(least_squares_slope(&[(1.0, 5.0), (1.0, 7.0)]), None);
+        assert_eq!(least_squares_slope([]), None);
+        assert_eq!(least_squares_slope([(1.0, 5.0)]), None);
+        assert_eq!(least_squares_slope([(1.0, 5.0), (1.0, 7.0)]), None);
         let line: Vec<(f64, f64)> = (0..10)
             .map(|i| (i as f64 * 0.7, 3.0 + 2.5 * i as f64 * 0.7))
             .collect();
-        assert!(close(least_squares_slope(&line).unwrap(), 2.5));
+        assert!(close(least_squares_slope(line).unwrap(), 2.5));
     }
 
     #[test]

@@ -317,19 +317,21 @@ impl KafkaClient {
     /// The cluster's reader, started at the topic's last stable offsets if it is not
     /// running; why not when it is not.
     fn commit_reader(&self, since: Instant) -> Result<Arc<CommitReader>, Unstarted> {
-        match &*self.stream.lock() {
-            StreamState::Running(reader) => return Ok(Arc::clone(reader)),
-            StreamState::Refused {
-                since: refused,
-                why,
-            } => {
-                if refused.elapsed() < RETRY_STREAM_AFTER {
-                    return Err(Unstarted::Refused(why.clone()));
-                }
-            }
-            StreamState::NotStarted => {}
+        if let Some(known) = self.stream_now() {
+            return known;
         }
-        // Read without the lock held; a reader another poll started meanwhile wins.
+        // One poll starts it; the polls that find it starting wait for that and take its
+        // reader. Without this, the first polls of watches started together (KEDA connecting
+        // with many ScaledObjects) each started a reader, a librdkafka consumer and a thread,
+        // and all but one were shut down again: 13 for 16 watches in
+        // `commits::watches_polling_for_the_first_time_together_start_one_commit_reader`.
+        // A start that fails is tried again by the next poll; its Kafka read is shared by
+        // the cycle, failure included, so that costs no request.
+        let _starting = self.reader_start.lock();
+        if let Some(known) = self.stream_now() {
+            return known;
+        }
+        // Read without the stream's lock held; a reader started meanwhile wins.
         // From each partition's last stable offset (an earlier one where an earlier read
         // stands in: reading more is harmless).
         let started = self
@@ -380,6 +382,20 @@ impl KafkaClient {
                 };
                 Err(Unstarted::Refused(why))
             }
+        }
+    }
+
+    /// The running reader, or why the stream is refused while it stays so; `None` when a
+    /// reader is to be started.
+    fn stream_now(&self) -> Option<Result<Arc<CommitReader>, Unstarted>> {
+        match &*self.stream.lock() {
+            StreamState::Running(reader) => Some(Ok(Arc::clone(reader))),
+            StreamState::Refused {
+                since: refused,
+                why,
+            } => (refused.elapsed() < RETRY_STREAM_AFTER)
+                .then(|| Err(Unstarted::Refused(why.clone()))),
+            StreamState::NotStarted => None,
         }
     }
 

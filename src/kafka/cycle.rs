@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use super::KafkaError;
 
@@ -31,19 +31,31 @@ struct Fetched<V> {
     good: Option<Arc<V>>,
 }
 
-type Entry<V> = Arc<Mutex<Option<Fetched<V>>>>;
+impl<V> Fetched<V> {
+    /// This answer, if a poll scheduled at `since` takes it: fetched since then, or failed
+    /// under [`RETRY_FAILED_AFTER`] ago.
+    fn answers(&self, since: Instant) -> Option<Result<Arc<V>, KafkaError>> {
+        let failed_lately = self.value.is_err() && since < self.at + RETRY_FAILED_AFTER;
+        (self.at >= since || failed_lately).then(|| self.value.clone())
+    }
+}
+
+/// A key's answer. Polls that find it answered share a read lock, so the thousands of polls
+/// of one cycle do not queue behind each other; the poll that fetches holds the write lock,
+/// and the others wait for it and are woken together.
+type Entry<V> = Arc<RwLock<Option<Fetched<V>>>>;
 
 /// A cache of reads by key for one poll cycle at a time: a key is fetched at most once per
 /// cycle however many polls ask for it (single flight: the first asker fetches, the others
 /// wait for that fetch and share its answer).
 pub(super) struct CycleCache<V> {
-    entries: Mutex<HashMap<String, Entry<V>>>,
+    entries: RwLock<HashMap<String, Entry<V>>>,
 }
 
 impl<V> Default for CycleCache<V> {
     fn default() -> Self {
         CycleCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -58,8 +70,9 @@ impl<V> CycleCache<V> {
         since: Instant,
         fetch: impl FnOnce(Option<&V>) -> Result<V, KafkaError>,
     ) -> Result<Arc<V>, KafkaError> {
-        let entry = {
-            let mut entries = self.entries.lock();
+        let known = self.entries.read().get(key).map(Arc::clone);
+        let entry = known.unwrap_or_else(|| {
+            let mut entries = self.entries.write();
             match entries.get(key) {
                 Some(entry) => Arc::clone(entry),
                 None => {
@@ -69,13 +82,14 @@ impl<V> CycleCache<V> {
                     entry
                 }
             }
-        };
-        let mut slot = entry.lock();
-        if let Some(fetched) = slot.as_ref() {
-            let failed_lately = fetched.value.is_err() && since < fetched.at + RETRY_FAILED_AFTER;
-            if fetched.at >= since || failed_lately {
-                return fetched.value.clone();
-            }
+        });
+        if let Some(answer) = entry.read().as_ref().and_then(|f| f.answers(since)) {
+            return answer;
+        }
+        let mut slot = entry.write();
+        // Another poll may have fetched it while this one waited for the lock.
+        if let Some(answer) = slot.as_ref().and_then(|f| f.answers(since)) {
+            return answer;
         }
         let at = Instant::now();
         let previous = slot.take().and_then(|fetched| fetched.good);
@@ -92,7 +106,7 @@ impl<V> CycleCache<V> {
     /// Number of keys held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.read().len()
     }
 }
 
@@ -102,7 +116,7 @@ fn forget_old<V>(entries: &mut HashMap<String, Entry<V>>, now: Instant) {
         if Arc::strong_count(entry) > 1 {
             return true;
         }
-        match entry.try_lock() {
+        match entry.try_read() {
             Some(slot) => slot
                 .as_ref()
                 .is_some_and(|fetched| now.duration_since(fetched.at) < FORGET_AFTER),
@@ -221,7 +235,7 @@ mod tests {
         let cycled = CycleCache::<u32>::default();
         let _ = cycled.get("old", Instant::now(), |_| Ok(1));
         let later = Instant::now() + FORGET_AFTER + Duration::from_secs(1);
-        forget_old(&mut cycled.entries.lock(), later);
+        forget_old(&mut cycled.entries.write(), later);
         assert_eq!(cycled.len(), 0);
     }
 

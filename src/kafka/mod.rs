@@ -218,6 +218,8 @@ pub struct KafkaClient {
     stream_behind: AtomicBool,
     /// The groups being bootstrapped for the stream now.
     bootstraps: committed::Bootstraps,
+    /// Held by the poll starting the commit reader (`committed`).
+    reader_start: Mutex<()>,
     /// When each topic's metadata was last asked of any broker (`ask_any_broker`).
     asked_any_broker: Mutex<HashMap<String, Instant>>,
     /// Set when the daemon stops: waits on Kafka give up.
@@ -400,6 +402,7 @@ impl KafkaClient {
             stream: Mutex::new(committed::StreamState::default()),
             stream_behind: AtomicBool::new(false),
             bootstraps: committed::Bootstraps::default(),
+            reader_start: Mutex::new(()),
             asked_any_broker: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             stop_events,

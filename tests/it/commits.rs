@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::support::{wait_for, Kafka, Listener, Scaler, ALICE_PASSWORD};
+use crate::support::{wait_for, Kafka, Listener, Process, Scaler, ALICE_PASSWORD};
 
 const POLL: Duration = Duration::from_millis(300);
 
@@ -429,4 +429,43 @@ fn a_drained_group_reads_inactive_at_the_next_poll_after_its_commit() {
     assert_eq!(scaler.daemon().commits_from(), CommitsFrom::Stream);
     stream.cancel();
     scaler.stop();
+}
+
+#[test]
+fn watches_polling_for_the_first_time_together_start_one_commit_reader() {
+    const WATCHES: usize = 16;
+    let broker = Kafka::shared();
+    let topic = "one-reader";
+    broker.create_topic(topic, 2);
+    broker.produce(topic, 0, 3);
+    let groups: Vec<String> = (0..WATCHES).map(|n| format!("one-reader-{n}")).collect();
+    for group in &groups {
+        broker.commit(group, &[(topic, 0, 1), (topic, 1, 0)]);
+    }
+    let process = Process::start(
+        &broker.bootstrap(),
+        &[
+            ("SCALER_COMMIT_SOURCE", "auto"),
+            ("SCALER_POLL_INTERVAL", "1s"),
+        ],
+    );
+    // Every watch's first poll at once, as when KEDA (re)connects with many ScaledObjects:
+    // GetMetricSpec answers without waiting for a poll, so the watches start together.
+    let client = process.client();
+    for group in &groups {
+        let watch = [("consumerGroup", group.as_str()), ("topic", topic)];
+        client.metric_spec(&watch).expect("GetMetricSpec");
+    }
+    for group in &groups {
+        let watch = [("consumerGroup", group.as_str()), ("topic", topic)];
+        let answered = client.wait_for_lag(&watch, 2, Duration::from_secs(10));
+        assert!(answered.is_some(), "{group}");
+    }
+    let log = process.log();
+    let started = log.matches("commit reader started").count();
+    assert_eq!(
+        started, 1,
+        "{started} commit readers started for one cluster (each a librdkafka consumer and a \
+         thread):\n{log}"
+    );
 }
