@@ -242,11 +242,12 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &
     drop(process);
 }
 
-/// Commits offset 1 on every partition for each (group, topic), from 4 threads.
+/// Commits offset 1 on every partition for each (group, topic), from 16 threads (each commit is a
+/// consumer of its own, mostly waiting for the broker).
 fn commit_all(broker: &Kafka, groups: &[(String, String)], partitions: u32) {
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        for _ in 0..4 {
+        for _ in 0..16 {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((group, topic)) = groups.get(i) else {
