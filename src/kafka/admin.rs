@@ -61,6 +61,15 @@ pub struct TopicLayout {
     pub leaders: Vec<Option<i32>>,
 }
 
+impl TopicLayout {
+    /// The leader of `partition`: `None` when the topic has no such partition, `Some(None)`
+    /// when it has no leader now.
+    pub fn leader(&self, partition: i32) -> Option<Option<i32>> {
+        let at = self.partitions.binary_search(&partition).ok()?;
+        self.leaders.get(at).copied()
+    }
+}
+
 /// A consumer group as DescribeConsumerGroups sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {

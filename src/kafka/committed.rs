@@ -14,7 +14,7 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::Consumer;
 
-use super::admin::{CommittedOffset, End, TopicLayout, SLICE};
+use super::admin::{CommittedOffset, End, SLICE};
 use super::commit_reader::{CommitReader, Unanswered, CATCH_UP_WAIT, OFFSETS_TOPIC};
 use super::topic_read::TopicRead;
 use super::{KafkaClient, KafkaError};
@@ -240,8 +240,8 @@ impl KafkaClient {
         // The layout is described again once its leaders are [`LAYOUT_MAX_AGE`] old, and
         // the old one serves while that fails: the number of partitions never changes, and
         // leaders that moved since only group the reads less well (librdkafka sends each
-        // partition's request to its leader now). DescribeTopics waits for the controller,
-        // and asking for it every cycle while no broker is up connects again every 50 ms.
+        // partition's request to its leader now), so one DescribeTopics a minute serves
+        // every cycle.
         // A layout in which the group's partition has no leader is described again in the
         // next cycle (once per cycle), not a minute later.
         let describe = |described_since: Instant| {
@@ -259,11 +259,7 @@ impl KafkaClient {
         let mut layout = describe(since.checked_sub(LAYOUT_MAX_AGE).unwrap_or(since))?;
         let count = i32::try_from(layout.partitions.len()).unwrap_or(i32::MAX);
         let wanted = coordinator_partition(group, count);
-        let leaderless = |layout: &TopicLayout| {
-            let at = layout.partitions.iter().position(|p| *p == wanted);
-            at.is_some_and(|at| layout.leaders[at].is_none())
-        };
-        if leaderless(&layout) {
+        if layout.leader(wanted) == Some(None) {
             layout = describe(since)?;
         }
         let unknown = |cause: String| KafkaError::Watermarks {
@@ -271,12 +267,8 @@ impl KafkaClient {
             cause,
         };
         let leader = layout
-            .partitions
-            .iter()
-            .zip(&layout.leaders)
-            .find(|(partition, _)| **partition == wanted)
+            .leader(wanted)
             .ok_or_else(|| unknown(format!("{OFFSETS_TOPIC}[{wanted}] is not in its metadata")))?
-            .1
             .ok_or_else(|| unknown(format!("{OFFSETS_TOPIC}[{wanted}] has no leader now")))?;
         // The high watermark is read before the last stable offset: with no transaction open
         // the second is then at least the first, and a commit between the two reads does not
@@ -320,44 +312,33 @@ impl KafkaClient {
         if let Some(known) = self.stream_now() {
             return known;
         }
-        // One poll starts it; the polls that find it starting wait for that and take its
-        // reader. Without this, the first polls of watches started together (KEDA connecting
-        // with many ScaledObjects) each started a reader, a librdkafka consumer and a thread,
-        // and all but one were shut down again: 13 for 16 watches in
+        // From each partition's last stable offset (an earlier one where an earlier read
+        // stands in: reading more is harmless). The read is shared by the cycle, failure
+        // included, so the polls racing here cost one request.
+        let read = self.offsets_topic_read(since, Isolation::ReadCommitted);
+        // One poll starts the reader (local work only: no Kafka call under this lock); the
+        // polls that find it starting wait for that and take its reader. Without this, the
+        // first polls of watches started together (KEDA connecting with many ScaledObjects)
+        // each started a reader, a librdkafka consumer and a thread, and all but one were
+        // shut down again: 13 for 16 watches in
         // `commits::watches_polling_for_the_first_time_together_start_one_commit_reader`.
-        // A start that fails is tried again by the next poll; its Kafka read is shared by
-        // the cycle, failure included, so that costs no request.
         let _starting = self.reader_start.lock();
         if let Some(known) = self.stream_now() {
             return known;
         }
-        // Read without the stream's lock held; a reader started meanwhile wins.
-        // From each partition's last stable offset (an earlier one where an earlier read
-        // stands in: reading more is harmless).
-        let started = self
-            .offsets_topic_read(since, Isolation::ReadCommitted)
-            .map_err(|err| err.to_string())
-            .and_then(|read| {
-                let starts: Vec<(i32, i64)> = read
-                    .partitions
-                    .iter()
-                    .map(|partition| (partition.partition, partition.high_watermark))
-                    .collect();
-                let stats = (
-                    self.stats_interval,
-                    Arc::clone(&self.consumer.context().readers),
-                );
-                CommitReader::start(&self.reader, self.timeout, &starts, stats)
-            });
+        let started = read.map_err(|err| err.to_string()).and_then(|read| {
+            let starts: Vec<(i32, i64)> = read
+                .partitions
+                .iter()
+                .map(|partition| (partition.partition, partition.high_watermark))
+                .collect();
+            let stats = (
+                self.stats_interval,
+                Arc::clone(&self.consumer.context().readers),
+            );
+            CommitReader::start(&self.reader, self.timeout, &starts, stats)
+        });
         let mut stream = self.stream.lock();
-        if let StreamState::Running(reader) = &*stream {
-            let theirs = Arc::clone(reader);
-            drop(stream);
-            if let Ok(mine) = started {
-                let _ = mine.shutdown();
-            }
-            return Ok(theirs);
-        }
         match started {
             Ok(reader) => {
                 let reader = Arc::new(reader);

@@ -199,7 +199,8 @@ pub struct KafkaClient {
     topic_names: CycleCache<Vec<String>>,
     /// Groups the classic list cannot describe, by name, each described once per cycle.
     described: CycleCache<admin::GroupDescription>,
-    /// `__consumer_offsets`'s partitions and their leaders, read once per cycle.
+    /// `__consumer_offsets`'s partitions and their leaders, described once a minute (and at
+    /// the next cycle when a watched group's partition has no leader; see `committed`).
     offsets_layout: CycleCache<admin::TopicLayout>,
     /// The ends of the partitions of `__consumer_offsets` one broker leads, by leader and
     /// isolation, read once per cycle (see `committed`).
@@ -218,7 +219,7 @@ pub struct KafkaClient {
     stream_behind: AtomicBool,
     /// The groups being bootstrapped for the stream now.
     bootstraps: committed::Bootstraps,
-    /// Held by the poll starting the commit reader (`committed`).
+    /// Held by the poll starting the commit reader (`committed`), across local work only.
     reader_start: Mutex<()>,
     /// When each topic's metadata was last asked of any broker (`ask_any_broker`).
     asked_any_broker: Mutex<HashMap<String, Instant>>,
