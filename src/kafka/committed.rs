@@ -170,7 +170,17 @@ impl KafkaClient {
                 Err(err) if refused(&err.to_string()) => {
                     return Ok(self.refuse(&reader, err.to_string()));
                 }
-                Err(err) => return Err(err),
+                // The end not read: OffsetFetch, which looks the group's coordinator up by
+                // itself and says whether it answers. Right after the coordinator's node
+                // was killed and started again or moved, the end read failed at once
+                // (its leader unknown to librdkafka's metadata) while OffsetFetch was
+                // answered in some of those polls (three-node test).
+                Err(err) => {
+                    debug!(
+                        "{group}: the end of its commit partition not read ({err}): OffsetFetch"
+                    );
+                    return Ok(Streamed::Fetched(self.group_offsets(group)?));
+                }
             };
             let deadline = Instant::now() + CATCH_UP_WAIT;
             return Ok(match reader.wait_until_read(&[end], deadline) {
@@ -226,8 +236,8 @@ impl KafkaClient {
     /// stable offset read at or after `since`; `None` while a transaction is open on it (its
     /// last stable offset is below its high watermark): a read-committed reader does not see
     /// the commits written after the transaction began, which OffsetFetch already answers
-    /// with. An error when the partition's leader (the group's coordinator) did not answer:
-    /// OffsetFetch could not be answered either.
+    /// with. An error when the partition's leader (the group's coordinator) did not answer;
+    /// the caller then asks OffsetFetch, which finds a new coordinator by itself.
     ///
     /// The ends are read per leader (one ListOffsets each, shared by the cycle): a poll
     /// waits only on its own group's coordinator, so a broker that is down holds up only
