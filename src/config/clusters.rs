@@ -21,6 +21,17 @@ pub(super) const CLUSTER_KEYS: &[(&str, &str)] = &[
     ("tls_ca_file", "SCALER_KAFKA_TLS_CA_FILE"),
     ("tls_cert_file", "SCALER_KAFKA_TLS_CERT_FILE"),
     ("tls_key_file", "SCALER_KAFKA_TLS_KEY_FILE"),
+    ("tls_key_password", "SCALER_KAFKA_TLS_KEY_PASSWORD"),
+    (
+        "tls_key_password_file",
+        "SCALER_KAFKA_TLS_KEY_PASSWORD_FILE",
+    ),
+    (
+        "oauth_token_endpoint_uri",
+        "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+    ),
+    ("oauth_scopes", "SCALER_KAFKA_OAUTH_SCOPES"),
+    ("oauth_extensions", "SCALER_KAFKA_OAUTH_EXTENSIONS"),
 ];
 
 /// Reads the named clusters: one TOML table per cluster, its keys read exactly as the

@@ -66,6 +66,8 @@ pub enum SaslMechanism {
     ScramSha256,
     /// `SCRAM-SHA-512`.
     ScramSha512,
+    /// `OAUTHBEARER` with a token from an OpenID Connect token endpoint (client credentials).
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -75,6 +77,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -84,10 +87,41 @@ impl SaslMechanism {
 pub struct KafkaSasl {
     /// The mechanism.
     pub mechanism: SaslMechanism,
-    /// The user name.
+    /// The user name; OAUTHBEARER's OAuth client id (as KEDA's `username`).
     pub username: String,
-    /// The password.
+    /// The password; OAUTHBEARER's OAuth client secret (as KEDA's `password`).
     pub password: Secret,
+    /// Where OAUTHBEARER gets its tokens; `None` for the other mechanisms.
+    pub oauth: Option<OAuthClient>,
+}
+
+/// OAUTHBEARER's OpenID Connect client: librdkafka asks `token_endpoint` for a token with
+/// the client credentials grant and asks again before the token expires.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// The token endpoint (KEDA: `oauthTokenEndpointUri`).
+    pub token_endpoint: String,
+    /// Scopes asked for (KEDA: `scopes`); none asks for the endpoint's default.
+    pub scopes: Vec<String>,
+    /// SASL extensions sent to the brokers with the token (KEDA: `oauthExtensions`), as
+    /// `key=value` pairs.
+    pub extensions: Vec<(String, String)>,
+}
+
+impl fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Extension values can be credentials (a pool or tenant id, a key): only their keys.
+        let keys: Vec<&str> = self
+            .extensions
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        f.debug_struct("OAuthClient")
+            .field("token_endpoint", &self.token_endpoint)
+            .field("scopes", &self.scopes)
+            .field("extensions", &keys)
+            .finish()
+    }
 }
 
 /// TLS to the brokers.
@@ -97,6 +131,9 @@ pub struct KafkaTls {
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key for mutual TLS.
     pub client: Option<(PathBuf, PathBuf)>,
+    /// The password of the client key, when the key file is encrypted (KEDA:
+    /// `keyPassword`).
+    pub key_password: Option<Secret>,
 }
 
 impl KafkaConfig {
@@ -146,16 +183,18 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
             "plaintext" | "plain" => Some(SaslMechanism::Plain),
             "scram_sha256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
             "scram_sha512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
+            "oauthbearer" => Some(SaslMechanism::OAuthBearer),
             _ => {
                 return Err(invalid(
                     "SCALER_KAFKA_SASL",
                     value,
-                    "none, plaintext, scram_sha256 or scram_sha512 (oauthbearer and gssapi \
-                     are not supported)",
+                    "none, plaintext, scram_sha256, scram_sha512 or oauthbearer (gssapi is \
+                     not supported)",
                 ))
             }
         },
     };
+    let oauth = parse_oauth(vars, mechanism == Some(SaslMechanism::OAuthBearer))?;
     let username = vars
         .get("SCALER_KAFKA_USERNAME")
         .map(str::trim)
@@ -166,14 +205,16 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
             return Err(invalid(
                 "SCALER_KAFKA_USERNAME",
                 user,
-                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
+                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256, scram_sha512 \
+                 or oauthbearer)",
             ));
         }
         if password.is_some() {
             return Err(invalid(
                 "SCALER_KAFKA_PASSWORD",
                 "(hidden)",
-                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256 or scram_sha512)",
+                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256, scram_sha512 \
+                 or oauthbearer)",
             ));
         }
         return Ok(None);
@@ -182,20 +223,127 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
         return Err(invalid(
             "SCALER_KAFKA_USERNAME",
             "",
-            "a user name: SCALER_KAFKA_SASL needs one",
+            "a user name (oauthbearer: the OAuth client id): SCALER_KAFKA_SASL needs one",
         ));
     };
     let Some(password) = password else {
         return Err(invalid(
             "SCALER_KAFKA_PASSWORD",
             "",
-            "a password (or SCALER_KAFKA_PASSWORD_FILE): SCALER_KAFKA_SASL needs one",
+            "a password (oauthbearer: the OAuth client secret), or SCALER_KAFKA_PASSWORD_FILE: \
+             SCALER_KAFKA_SASL needs one",
         ));
     };
     Ok(Some(KafkaSasl {
         mechanism,
         username: username.to_owned(),
         password: Secret(password),
+        oauth,
+    }))
+}
+
+/// The OAuth client of `SCALER_KAFKA_SASL=oauthbearer` (`wanted`): its token endpoint
+/// (required), scopes and extensions; none of them may be set without it.
+fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigError> {
+    const ENDPOINT: &str = "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI";
+    const SCOPES: &str = "SCALER_KAFKA_OAUTH_SCOPES";
+    const EXTENSIONS: &str = "SCALER_KAFKA_OAUTH_EXTENSIONS";
+    let set = |name: &str| {
+        vars.get(name)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    if !wanted {
+        for name in [ENDPOINT, SCOPES, EXTENSIONS] {
+            if set(name).is_some() {
+                return Err(invalid(
+                    name,
+                    "(hidden)",
+                    "to be set only with SCALER_KAFKA_SASL=oauthbearer",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let Some(endpoint) = set(ENDPOINT) else {
+        return Err(invalid(
+            ENDPOINT,
+            "",
+            "the OAuth token endpoint (https://...): SCALER_KAFKA_SASL=oauthbearer needs one",
+        ));
+    };
+    let lower = endpoint.to_ascii_lowercase();
+    let has_host = |rest: &str| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|host| !host.is_empty())
+    };
+    let url_ok = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .is_some_and(has_host)
+        && !endpoint
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control());
+    if !url_ok {
+        return Err(invalid(
+            ENDPOINT,
+            "(hidden)",
+            "an http:// or https:// URL with a host, without spaces",
+        ));
+    }
+    let scopes: Vec<String> = set(SCOPES)
+        .map(|value| {
+            value
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|scope| !scope.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if scopes.iter().any(|scope| {
+        scope
+            .chars()
+            .any(|ch| !ch.is_ascii_graphic() || ch == '"' || ch == '\\')
+    }) {
+        return Err(invalid(
+            SCOPES,
+            "(hidden)",
+            "scopes separated by commas or spaces, each printable ASCII without quotes or \
+             backslashes",
+        ));
+    }
+    let mut extensions = Vec::new();
+    for pair in set(EXTENSIONS).unwrap_or_default().split(',') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        // Kafka's rules for SASL extensions (RFC 7628): a key of letters other than
+        // "auth", a value of printable ASCII, spaces and tabs; a comma cannot be in one.
+        let parsed = pair.split_once('=').filter(|(key, value)| {
+            !key.is_empty()
+                && key.chars().all(|ch| ch.is_ascii_alphabetic())
+                && key != &"auth"
+                && value
+                    .chars()
+                    .all(|ch| ch.is_ascii_graphic() || ch == ' ' || ch == '\t')
+        });
+        let Some((key, value)) = parsed else {
+            return Err(invalid(
+                EXTENSIONS,
+                "(hidden)",
+                "key=value pairs separated by commas: each key letters only and not \"auth\", \
+                 each value printable ASCII",
+            ));
+        };
+        extensions.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(Some(OAuthClient {
+        token_endpoint: endpoint.to_owned(),
+        scopes,
+        extensions,
     }))
 }
 
@@ -207,17 +355,45 @@ pub(super) fn check_plain_password(vars: &Vars, kafka: &KafkaConfig) -> Result<(
         None => false,
         Some(value) => parse_bool(value).ok_or_else(|| invalid(NAME, value, "true or false"))?,
     };
-    let plain = kafka
-        .sasl
-        .as_ref()
-        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::Plain);
-    if plain && kafka.tls.is_none() && !allowed {
+    let mechanism = kafka.sasl.as_ref().map(|sasl| sasl.mechanism);
+    if allowed {
+        return Ok(());
+    }
+    if mechanism == Some(SaslMechanism::Plain) && kafka.tls.is_none() {
         return Err(invalid(
             "SCALER_KAFKA_SASL",
             "plaintext",
             "TLS as well (SCALER_KAFKA_TLS=true): SASL PLAIN without TLS sends the password \
              readable to anyone on the network; set SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true \
              to accept that, or use scram_sha256/scram_sha512",
+        ));
+    }
+    if mechanism == Some(SaslMechanism::OAuthBearer) && kafka.tls.is_none() {
+        return Err(invalid(
+            "SCALER_KAFKA_SASL",
+            "oauthbearer",
+            "TLS as well (SCALER_KAFKA_TLS=true): OAUTHBEARER without TLS sends the token, \
+             which anyone on the network can then use until it expires; set \
+             SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true to accept that",
+        ));
+    }
+    let http_endpoint = kafka
+        .sasl
+        .as_ref()
+        .and_then(|sasl| sasl.oauth.as_ref())
+        .is_some_and(|oauth| {
+            oauth
+                .token_endpoint
+                .to_ascii_lowercase()
+                .starts_with("http://")
+        });
+    if http_endpoint {
+        return Err(invalid(
+            "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+            "(hidden)",
+            "an https:// URL: over http:// the client secret goes to the token endpoint \
+             readable to anyone on the network; set SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true \
+             to accept that",
         ));
     }
     Ok(())
@@ -248,6 +424,19 @@ pub(super) fn parse_kafka_tls(vars: &Vars) -> Result<Option<KafkaTls>, ConfigErr
     let ca_file = path("SCALER_KAFKA_TLS_CA_FILE");
     let cert = path("SCALER_KAFKA_TLS_CERT_FILE");
     let key = path("SCALER_KAFKA_TLS_KEY_FILE");
+    let key_password = secret(
+        vars,
+        "SCALER_KAFKA_TLS_KEY_PASSWORD",
+        "SCALER_KAFKA_TLS_KEY_PASSWORD_FILE",
+    )?
+    .map(Secret);
+    if key_password.is_some() && key.is_none() {
+        return Err(invalid(
+            "SCALER_KAFKA_TLS_KEY_PASSWORD",
+            "(hidden)",
+            "to be set only with SCALER_KAFKA_TLS_KEY_FILE (the password of that key)",
+        ));
+    }
     if !on {
         for (name, value) in [
             ("SCALER_KAFKA_TLS_CA_FILE", &ca_file),
@@ -282,7 +471,11 @@ pub(super) fn parse_kafka_tls(vars: &Vars) -> Result<Option<KafkaTls>, ConfigErr
             ))
         }
     };
-    Ok(Some(KafkaTls { ca_file, client }))
+    Ok(Some(KafkaTls {
+        ca_file,
+        client,
+        key_password,
+    }))
 }
 
 /// Parses `host:port[,host:port...]`; `None` when any entry is malformed.
@@ -319,11 +512,19 @@ impl KafkaConfig {
     pub fn describe_security(&self) -> String {
         let mut text = self.security_protocol().to_owned();
         if let Some(sasl) = &self.sasl {
-            text.push_str(&format!(
-                " {} user={}",
-                sasl.mechanism.name(),
-                sasl.username
-            ));
+            match &sasl.oauth {
+                None => text.push_str(&format!(
+                    " {} user={}",
+                    sasl.mechanism.name(),
+                    sasl.username
+                )),
+                Some(oauth) => text.push_str(&format!(
+                    " {} client_id={} token_endpoint={}",
+                    sasl.mechanism.name(),
+                    sasl.username,
+                    oauth.token_endpoint
+                )),
+            }
         }
         if let Some(tls) = &self.tls {
             if let Some(ca) = &tls.ca_file {
@@ -331,6 +532,9 @@ impl KafkaConfig {
             }
             if tls.client.is_some() {
                 text.push_str(" client-certificate");
+            }
+            if tls.key_password.is_some() {
+                text.push_str(" (encrypted key)");
             }
         }
         text

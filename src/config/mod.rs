@@ -575,6 +575,134 @@ mod tests {
     }
 
     #[test]
+    fn oauthbearer_takes_keda_s_settings_and_refuses_what_would_leak_a_secret() {
+        const SECRET: &str = "client-secret-never-shown";
+        let oauth = [
+            ("SCALER_KAFKA_SASL", "oauthbearer"),
+            ("SCALER_KAFKA_USERNAME", "lagscaler"),
+            ("SCALER_KAFKA_PASSWORD", SECRET),
+            ("SCALER_KAFKA_TLS", "true"),
+            (
+                "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+                "https://idp.example.com/oauth2/token",
+            ),
+            ("SCALER_KAFKA_OAUTH_SCOPES", "kafka, lag.read"),
+            (
+                "SCALER_KAFKA_OAUTH_EXTENSIONS",
+                "logicalCluster=lkc-1,identityPoolId=pool-2",
+            ),
+        ];
+        let config = Config::from_vars(vars(&oauth)).unwrap();
+        let sasl = config.kafka.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::OAuthBearer);
+        let client = sasl.oauth.as_ref().unwrap();
+        assert_eq!(client.scopes, ["kafka", "lag.read"]);
+        assert_eq!(
+            client.extensions,
+            [
+                ("logicalCluster".to_owned(), "lkc-1".to_owned()),
+                ("identityPoolId".to_owned(), "pool-2".to_owned())
+            ]
+        );
+        let shown = format!("{config:?} {}", config.summary());
+        assert!(shown.contains("OAUTHBEARER client_id=lagscaler"), "{shown}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(
+            !shown.contains("pool-2"),
+            "extension values are not shown: {shown}"
+        );
+
+        let refused = |changes: &[(&'static str, &'static str)], named: &str| {
+            let mut pairs: Vec<(&str, &str)> = oauth
+                .iter()
+                .filter(|(name, _)| changes.iter().all(|(changed, _)| changed != name))
+                .copied()
+                .collect();
+            pairs.extend(changes.iter().filter(|(_, value)| !value.is_empty()));
+            let err = Config::from_vars(vars(&pairs)).unwrap_err().to_string();
+            assert!(err.starts_with(named), "{pairs:?}: {err}");
+            for hidden in [SECRET, "idp.example", "pool-2", "x y"] {
+                assert!(!err.contains(hidden), "{err}");
+            }
+        };
+        // No token endpoint, or not a URL.
+        refused(
+            &[("SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI", "")],
+            "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+        );
+        refused(
+            &[(
+                "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+                "idp.example.com/token",
+            )],
+            "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+        );
+        // The client secret over http://, or the token over a plaintext listener.
+        refused(
+            &[(
+                "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+                "http://idp.example.com/token",
+            )],
+            "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+        );
+        refused(&[("SCALER_KAFKA_TLS", "false")], "SCALER_KAFKA_SASL");
+        // Malformed extensions; OAuth settings without oauthbearer.
+        refused(
+            &[("SCALER_KAFKA_OAUTH_EXTENSIONS", "auth=x y")],
+            "SCALER_KAFKA_OAUTH_EXTENSIONS",
+        );
+        refused(
+            &[("SCALER_KAFKA_OAUTH_EXTENSIONS", "pool-2")],
+            "SCALER_KAFKA_OAUTH_EXTENSIONS",
+        );
+        refused(
+            &[("SCALER_KAFKA_SASL", "scram_sha512")],
+            "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+        );
+        // Both allowed on purpose (the tests' loopback provider and listener).
+        let mut allowed = oauth.to_vec();
+        allowed.retain(|(name, _)| {
+            *name != "SCALER_KAFKA_TLS" && *name != "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI"
+        });
+        allowed.extend([
+            (
+                "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+                "http://127.0.0.1:8080/token",
+            ),
+            ("SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD", "true"),
+        ]);
+        let config = Config::from_vars(vars(&allowed)).unwrap();
+        assert_eq!(config.kafka.security_protocol(), "sasl_plaintext");
+    }
+
+    #[test]
+    fn an_encrypted_client_key_takes_its_password_which_is_never_shown() {
+        let config = Config::from_vars(vars(&[
+            ("SCALER_KAFKA_TLS", "true"),
+            ("SCALER_KAFKA_TLS_CERT_FILE", "/etc/kafka/client.pem"),
+            ("SCALER_KAFKA_TLS_KEY_FILE", "/etc/kafka/client.key"),
+            ("SCALER_KAFKA_TLS_KEY_PASSWORD", "key-pw-never-shown"),
+        ]))
+        .unwrap();
+        let tls = config.kafka.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.key_password.as_ref().map(|secret| secret.0.as_str()),
+            Some("key-pw-never-shown")
+        );
+        let shown = format!("{config:?} {}", config.summary());
+        assert!(shown.contains("encrypted key"), "{shown}");
+        assert!(!shown.contains("key-pw-never-shown"), "{shown}");
+        let err = Config::from_vars(vars(&[
+            ("SCALER_KAFKA_TLS", "true"),
+            ("SCALER_KAFKA_TLS_KEY_PASSWORD", "key-pw-never-shown"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("SCALER_KAFKA_TLS_KEY_PASSWORD"), "{err}");
+        assert!(!err.contains("key-pw-never-shown"), "{err}");
+    }
+
+    #[test]
     fn kafka_sasl_and_tls_settings_go_together_and_hide_the_password() {
         let config = Config::from_vars(vars(&[
             ("SCALER_KAFKA_SASL", "SCRAM_SHA512"),

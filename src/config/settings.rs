@@ -55,24 +55,26 @@ pub const SETTINGS: &[Setting] = &[
         name: "SCALER_KAFKA_CLUSTERS_FILE",
         default: "",
         help: "a TOML file of more Kafka clusters, one table each ([name] with \
-               bootstrap_servers and sasl/username/password(_file)/tls/tls_*_file as the \
+               bootstrap_servers, sasl/username/password(_file), oauth_*, tls, tls_*_file and \
+               tls_key_password(_file) as the \
                SCALER_KAFKA_* settings); triggers pick one with cluster=<name>",
     },
     Setting {
         name: "SCALER_KAFKA_SASL",
         default: "none",
-        help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256 \
-               or scram_sha512 (needs SCALER_KAFKA_USERNAME and a password)",
+        help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256, \
+               scram_sha512 or oauthbearer (each needs SCALER_KAFKA_USERNAME and a password; \
+               oauthbearer also SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI)",
     },
     Setting {
         name: "SCALER_KAFKA_USERNAME",
         default: "",
-        help: "SASL user name",
+        help: "SASL user name; with oauthbearer the OAuth client id",
     },
     Setting {
         name: "SCALER_KAFKA_PASSWORD",
         default: "",
-        help: "SASL password (never logged)",
+        help: "SASL password; with oauthbearer the OAuth client secret (never logged)",
     },
     Setting {
         name: "SCALER_KAFKA_PASSWORD_FILE",
@@ -80,10 +82,30 @@ pub const SETTINGS: &[Setting] = &[
         help: "a file holding the SASL password instead (one trailing newline is dropped)",
     },
     Setting {
+        name: "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI",
+        default: "",
+        help: "oauthbearer: the OpenID Connect token endpoint asked for tokens with the client \
+               credentials grant (KEDA's oauthTokenEndpointUri); https:// unless \
+               SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD=true",
+    },
+    Setting {
+        name: "SCALER_KAFKA_OAUTH_SCOPES",
+        default: "",
+        help: "oauthbearer: scopes to ask for, separated by commas (KEDA's scopes); unset asks \
+               for the endpoint's default",
+    },
+    Setting {
+        name: "SCALER_KAFKA_OAUTH_EXTENSIONS",
+        default: "",
+        help: "oauthbearer: SASL extensions sent with the token, key=value separated by commas \
+               (KEDA's oauthExtensions)",
+    },
+    Setting {
         name: "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",
         default: "false",
-        help: "allow SASL PLAIN without TLS, which sends the password readable to anyone on \
-               the network (true/false); refused at start unless true",
+        help: "allow SASL PLAIN or OAUTHBEARER without TLS, and an http:// token endpoint, \
+               which send the password, token or client secret readable to anyone on the \
+               network (true/false); refused at start unless true",
     },
     Setting {
         name: "SCALER_KAFKA_TLS",
@@ -106,6 +128,17 @@ pub const SETTINGS: &[Setting] = &[
         name: "SCALER_KAFKA_TLS_KEY_FILE",
         default: "",
         help: "PEM private key of SCALER_KAFKA_TLS_CERT_FILE",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS_KEY_PASSWORD",
+        default: "",
+        help: "the password of an encrypted SCALER_KAFKA_TLS_KEY_FILE (KEDA's keyPassword; \
+               never logged)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_TLS_KEY_PASSWORD_FILE",
+        default: "",
+        help: "a file holding that password instead (one trailing newline is dropped)",
     },
     Setting {
         name: "SCALER_POLL_INTERVAL",

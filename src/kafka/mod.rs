@@ -328,10 +328,34 @@ impl KafkaClient {
         let mut client_config = ClientConfig::new();
         client_config.set("security.protocol", config.security_protocol());
         if let Some(sasl) = &config.sasl {
-            client_config
-                .set("sasl.mechanism", sasl.mechanism.name())
-                .set("sasl.username", &sasl.username)
-                .set("sasl.password", &sasl.password.0);
+            client_config.set("sasl.mechanism", sasl.mechanism.name());
+            match &sasl.oauth {
+                None => {
+                    client_config
+                        .set("sasl.username", &sasl.username)
+                        .set("sasl.password", &sasl.password.0);
+                }
+                // librdkafka's own OpenID Connect client: it asks the token endpoint with
+                // the client credentials grant, and again at 80 % of the token's lifetime.
+                Some(oauth) => {
+                    client_config
+                        .set("sasl.oauthbearer.method", "oidc")
+                        .set("sasl.oauthbearer.client.id", &sasl.username)
+                        .set("sasl.oauthbearer.client.secret", &sasl.password.0)
+                        .set("sasl.oauthbearer.token.endpoint.url", &oauth.token_endpoint);
+                    if !oauth.scopes.is_empty() {
+                        client_config.set("sasl.oauthbearer.scope", oauth.scopes.join(" "));
+                    }
+                    if !oauth.extensions.is_empty() {
+                        let pairs: Vec<String> = oauth
+                            .extensions
+                            .iter()
+                            .map(|(key, value)| format!("{key}={value}"))
+                            .collect();
+                        client_config.set("sasl.oauthbearer.extensions", pairs.join(","));
+                    }
+                }
+            }
         }
         if let Some(tls) = &config.tls {
             if let Some(ca) = &tls.ca_file {
@@ -341,6 +365,9 @@ impl KafkaClient {
                 client_config
                     .set("ssl.certificate.location", cert.display().to_string())
                     .set("ssl.key.location", key.display().to_string());
+            }
+            if let Some(password) = &tls.key_password {
+                client_config.set("ssl.key.password", &password.0);
             }
         }
         client_config

@@ -263,6 +263,7 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
             mechanism: SaslMechanism::ScramSha512,
             username: "alice".to_owned(),
             password: Secret(ALICE_PASSWORD.to_owned()),
+            oauth: None,
         });
         config.kafka.commit_source = source;
         Scaler::start_with(config)

@@ -9,6 +9,7 @@ mod estimator;
 mod faults;
 mod groups;
 mod lifecycle;
+mod oauth;
 mod observability;
 mod plugins;
 mod scaler;

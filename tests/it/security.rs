@@ -514,3 +514,70 @@ fn a_rotated_kafka_client_certificate_is_used_without_a_restart() {
         process.log()
     );
 }
+
+/// An encrypted client key (KEDA's `keyPassword`): with its password lagscaler presents
+/// the certificate and reads the lag over mutual TLS; with a wrong one it does not start,
+/// naming the key file, and the password is never shown.
+#[test]
+fn an_encrypted_client_key_is_read_with_its_password_which_is_never_shown() {
+    const PASSWORD: &str = "key-pw-4d1e-never-logged";
+    const WRONG: &str = "key-pw-wrong-0a77-never-logged";
+    let broker = broker();
+    let pki = broker.pki();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let encrypted = dir.path().join("client-encrypted.key");
+    let output = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-in"])
+        .arg(pki.path("client.key"))
+        .arg("-out")
+        .arg(&encrypted)
+        .args(["-passout", &format!("pass:{PASSWORD}")])
+        .output()
+        .expect("run openssl");
+    assert!(output.status.success(), "{output:?}");
+    let key_text = std::fs::read_to_string(&encrypted).expect("read the key");
+    assert!(key_text.contains("ENCRYPTED PRIVATE KEY"), "{key_text}");
+    let ca = pki.path("ca.pem").display().to_string();
+    let cert = pki.path("client.pem").display().to_string();
+    let key = encrypted.display().to_string();
+    let mut settings = with_identity(&ca, &cert, &key);
+    settings.push(("SCALER_KAFKA_TLS_KEY_PASSWORD", PASSWORD));
+    check_cases(
+        &broker.bootstrap_for(Listener::MutualTls),
+        vec![("an encrypted client key with its password", settings, None)],
+        &[PASSWORD],
+    );
+
+    let log = dir.path().join("stderr");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lagscaler"));
+    command
+        .env_clear()
+        .env(
+            "SCALER_KAFKA_BOOTSTRAP_SERVERS",
+            broker.bootstrap_for(Listener::MutualTls),
+        )
+        .env("SCALER_KAFKA_TLS_KEY_PASSWORD", WRONG)
+        .env("SCALER_LISTEN_ADDR", "127.0.0.1")
+        .env("SCALER_PORT", crate::support::free_port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"));
+    for (name, value) in with_identity(&ca, &cert, &key) {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("run lagscaler");
+    let status =
+        crate::support::wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("a wrong key password: {status:?}, {stderr}");
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "a wrong key password did not stop the start: {stderr}"
+    );
+    assert!(stderr.contains("ssl.key"), "{stderr}");
+    assert!(
+        !stderr.contains(WRONG) && !stderr.contains(PASSWORD),
+        "{stderr}"
+    );
+}

@@ -153,6 +153,10 @@ fn build_librdkafka() {
         if let Ok(curl_root) = env::var("DEP_CURL_ROOT") {
             cflags.push("-DCURLSTATIC_LIB".to_string());
             cflags.push(format!("-I{}/include", curl_root));
+            // lagscaler: curl-sys leaves its static libcurl in `build/`; without this
+            // configure's check cannot find it and quietly builds without curl (no
+            // OAUTHBEARER OIDC).
+            ldflags.push(format!("-L{}/build", curl_root));
         }
     } else {
         configure_flags.push("--disable-curl".into());

@@ -43,6 +43,9 @@ pub enum Listener {
     MutualTls,
     SaslPlaintext,
     SaslSsl,
+    /// SASL OAUTHBEARER without TLS, its tokens checked against a JWKS
+    /// ([`Kafka::start_with_oauth`]).
+    OAuth,
 }
 
 impl Listener {
@@ -60,12 +63,14 @@ impl Listener {
             Listener::MutualTls => "MTLS",
             Listener::SaslPlaintext => "SASL_PLAINTEXT",
             Listener::SaslSsl => "SASL_SSL",
+            Listener::OAuth => "OAUTH",
         }
     }
 
     fn protocol(self) -> &'static str {
         match self {
             Listener::MutualTls => "SSL",
+            Listener::OAuth => "SASL_PLAINTEXT",
             other => other.name(),
         }
     }
@@ -97,6 +102,11 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The audience an OAUTHBEARER listener expects in a token's `aud` claim.
+pub const OAUTH_AUDIENCE: &str = "lagscaler-test-cluster";
+/// The issuer it expects in `iss`.
+pub const OAUTH_ISSUER: &str = "lagscaler-test-provider";
+
 /// One node: its properties, ports, log, and the JVM while it runs.
 struct Node {
     id: u32,
@@ -104,6 +114,8 @@ struct Node {
     listeners: Vec<(Listener, u16)>,
     controller: u16,
     child: Option<Child>,
+    /// The JWKS URL OAUTHBEARER tokens are checked against, with an [`Listener::OAuth`].
+    oauth_jwks: Option<String>,
 }
 
 impl Node {
@@ -125,6 +137,14 @@ impl Node {
 
     fn properties(&self) -> PathBuf {
         self.dir.join("server.properties")
+    }
+
+    /// JVM options for `scripts/kafka-run`: Kafka 4.x reads an OAuth JWKS only from a URL
+    /// this system property allows.
+    fn kafka_opts(&self) -> Option<String> {
+        self.oauth_jwks
+            .as_ref()
+            .map(|jwks| format!("-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}"))
     }
 
     /// Starts the JVM, appending to the node's log; [`Node::wait_started`] waits for it.
@@ -150,6 +170,9 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);
+        if let Some(options) = self.kafka_opts() {
+            command.env("KAFKA_OPTS", options);
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|err| panic!("start scripts/kafka-run: {err}"));
@@ -217,6 +240,8 @@ struct Setup {
     /// and the anonymous one (plaintext, TLS without a client certificate, the nodes among
     /// themselves) everything.
     acls: bool,
+    /// An OAUTHBEARER listener checking tokens against this JWKS URL.
+    oauth_jwks: Option<String>,
 }
 
 /// How the shared broker's temp dir is named: the prefix, then the test process's id.
@@ -260,6 +285,7 @@ impl Kafka {
                             secure: true,
                             shared: true,
                             acls: false,
+                            oauth_jwks: None,
                         })
                     });
                     let started_ok = started.is_ok();
@@ -287,6 +313,7 @@ impl Kafka {
             secure: false,
             shared: false,
             acls: false,
+            oauth_jwks: None,
         })
     }
 
@@ -297,6 +324,7 @@ impl Kafka {
             secure: false,
             shared: false,
             acls: false,
+            oauth_jwks: None,
         })
     }
 
@@ -308,6 +336,22 @@ impl Kafka {
             secure: true,
             shared: false,
             acls: true,
+            oauth_jwks: None,
+        })
+    }
+
+    /// One plaintext node of its own with an OAUTHBEARER listener ([`Listener::OAuth`]):
+    /// Kafka's own `OAuthBearerValidatorCallbackHandler` checks each token's RS256
+    /// signature against the JWKS at `jwks_url`, its audience and issuer
+    /// ([`OAUTH_AUDIENCE`], [`OAUTH_ISSUER`]) and its expiry (no clock skew allowed).
+    /// Re-authentication is on (KIP-368), so a connection lasts only as long as its token.
+    pub fn start_with_oauth(jwks_url: &str) -> Kafka {
+        Kafka::launch(Setup {
+            nodes: 1,
+            secure: false,
+            shared: false,
+            acls: false,
+            oauth_jwks: Some(jwks_url.to_owned()),
         })
     }
 
@@ -352,6 +396,9 @@ impl Kafka {
                 if setup.secure {
                     listeners.extend(Listener::SECURE.map(|listener| (listener, free_port())));
                 }
+                if setup.oauth_jwks.is_some() {
+                    listeners.push((Listener::OAuth, free_port()));
+                }
                 let node_dir = dir.path().join(format!("node-{id}"));
                 std::fs::create_dir_all(&node_dir).expect("create the node's dir");
                 Node {
@@ -360,6 +407,7 @@ impl Kafka {
                     listeners,
                     controller: free_port(),
                     child: None,
+                    oauth_jwks: setup.oauth_jwks.clone(),
                 }
             })
             .collect();
@@ -808,6 +856,9 @@ fn format(nodes: &[Node], secure: bool) {
             for user in &users {
                 command.arg("--add-scram").arg(user);
             }
+            if let Some(options) = node.kafka_opts() {
+                command.env("KAFKA_OPTS", options);
+            }
             let child = command
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone the log handle"))
@@ -903,6 +954,20 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
                 ));
             }
         }
+    }
+    if let Some(jwks) = &node.oauth_jwks {
+        text.push_str(&format!(
+            "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n\
+             listener.name.oauth.oauthbearer.sasl.jaas.config=\
+             org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n\
+             listener.name.oauth.oauthbearer.sasl.server.callback.handler.class=\
+             org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler\n\
+             listener.name.oauth.oauthbearer.connections.max.reauth.ms=3600000\n\
+             sasl.oauthbearer.jwks.endpoint.url={jwks}\n\
+             sasl.oauthbearer.expected.audience={OAUTH_AUDIENCE}\n\
+             sasl.oauthbearer.expected.issuer={OAUTH_ISSUER}\n\
+             sasl.oauthbearer.clock.skew.seconds=0\n"
+        ));
     }
     text
 }
