@@ -157,6 +157,7 @@ impl Daemon {
                     health: health.clone(),
                     rpc: rpc_stats,
                     pusher: Arc::clone(&pusher),
+                    poll_interval: config.poll_interval,
                     stale_after: config.stale_after,
                     watch_ttl: config.watch_ttl,
                     clients: Arc::clone(&kafka),

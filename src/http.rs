@@ -40,6 +40,8 @@ pub struct Observed {
     pub rpc: Arc<RpcStats>,
     /// The push thread, whose death makes the daemon unready.
     pub pusher: Arc<Pusher>,
+    /// Time between the starts of two polls (`SCALER_POLL_INTERVAL`).
+    pub poll_interval: Duration,
     /// Age beyond which a sample is not served (`SCALER_STALE_AFTER`): triggers' values
     /// are left out of `/metrics` then, as gRPC answers UNAVAILABLE.
     pub stale_after: Duration,
@@ -179,6 +181,50 @@ pub fn render_metrics(observed: &Observed) -> String {
         "OS threads of the process.",
     );
     let _ = writeln!(out, "lagscaler_threads {}", thread_count());
+    family(
+        &mut out,
+        "lagscaler_max_watches",
+        "gauge",
+        "Most watches at once (SCALER_MAX_WATCHES); a trigger needing another is refused.",
+    );
+    let _ = writeln!(
+        out,
+        "lagscaler_max_watches {}",
+        observed.registry.max_watches()
+    );
+    family(
+        &mut out,
+        "lagscaler_poll_interval_seconds",
+        "gauge",
+        "Time between the starts of two polls of a watch (SCALER_POLL_INTERVAL).",
+    );
+    let _ = writeln!(
+        out,
+        "lagscaler_poll_interval_seconds {}",
+        observed.poll_interval.as_secs_f64()
+    );
+    family(
+        &mut out,
+        "lagscaler_stale_after_seconds",
+        "gauge",
+        "Age beyond which a sample is not served and triggers answer UNAVAILABLE \
+         (SCALER_STALE_AFTER).",
+    );
+    let _ = writeln!(
+        out,
+        "lagscaler_stale_after_seconds {}",
+        observed.stale_after.as_secs_f64()
+    );
+    family(
+        &mut out,
+        "lagscaler_poll_cycle_seconds",
+        "gauge",
+        "How long the latest complete poll cycle took, from its tick to the end of its \
+         slowest poll; longer than the poll interval means polls fall behind.",
+    );
+    if let Some(cycle) = observed.registry.last_cycle() {
+        let _ = writeln!(out, "lagscaler_poll_cycle_seconds {}", cycle.as_secs_f64());
+    }
 
     let mut watches = WatchFamilies::new();
     let mut triggers = TriggerFamilies::new();
@@ -222,11 +268,12 @@ pub fn render_metrics(observed: &Observed) -> String {
             Reading::Fresh(_) => watches.up.put(&labels, 1.0),
             Reading::Failed(_) | Reading::Gone(_) => watches.up.put(&labels, 0.0),
         }
-        let (errors, took) = slot.poll_stats();
-        watches.poll_errors_total.put(&labels, errors as f64);
+        let polls = slot.poll_stats();
+        watches.polls_total.put(&labels, polls.polls as f64);
+        watches.poll_errors_total.put(&labels, polls.failed as f64);
         watches
             .poll_duration_seconds
-            .put(&labels, took.as_secs_f64());
+            .put(&labels, polls.latest.as_secs_f64());
 
         // Each trigger's answers, as gRPC gives them (module `answer`): none while the
         // watch has nothing to serve.
@@ -275,6 +322,23 @@ pub fn render_metrics(observed: &Observed) -> String {
             "lagscaler_commit_source{{cluster=\"{cluster}\",source=\"fetch\"}} {}",
             1 - stream
         );
+    }
+    family(
+        &mut out,
+        "lagscaler_kafka_requests_total",
+        "counter",
+        "Requests sent to a cluster's brokers by Kafka API, from librdkafka's statistics: \
+         only with SCALER_KAFKA_STATS_INTERVAL set, as of its latest report.",
+    );
+    for (cluster, counts) in observed.clients.request_counts() {
+        let cluster = escape(&cluster);
+        for (api, count) in counts.iter().flatten() {
+            let _ = writeln!(
+                out,
+                "lagscaler_kafka_requests_total{{cluster=\"{cluster}\",api=\"{}\"}} {count}",
+                escape(api)
+            );
+        }
     }
     let calls = observed.rpc.snapshot();
     family(
@@ -366,6 +430,7 @@ struct WatchFamilies {
     members: Family,
     sample_age_seconds: Family,
     up: Family,
+    polls_total: Family,
     poll_errors_total: Family,
     poll_duration_seconds: Family,
 }
@@ -416,6 +481,11 @@ impl WatchFamilies {
                 "gauge",
                 "1 when the watch's latest poll succeeded, else 0.",
             ),
+            polls_total: Family::new(
+                "lagscaler_watch_polls_total",
+                "counter",
+                "Polls of the watch, failed or not.",
+            ),
             poll_errors_total: Family::new(
                 "lagscaler_watch_poll_errors_total",
                 "counter",
@@ -429,7 +499,7 @@ impl WatchFamilies {
         }
     }
 
-    fn all(&self) -> [&Family; 10] {
+    fn all(&self) -> [&Family; 11] {
         [
             &self.lag,
             &self.produce_rate,
@@ -439,6 +509,7 @@ impl WatchFamilies {
             &self.members,
             &self.sample_age_seconds,
             &self.up,
+            &self.polls_total,
             &self.poll_errors_total,
             &self.poll_duration_seconds,
         ]

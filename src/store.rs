@@ -59,6 +59,8 @@ pub struct Slot {
     changed: Condvar,
     origin: Instant,
     last_asked_ms: AtomicU64,
+    /// Polls since the watch started.
+    polls: AtomicU64,
     /// Polls that failed since the watch started.
     poll_errors: AtomicU64,
     /// How long the latest poll took, µs.
@@ -68,6 +70,17 @@ pub struct Slot {
     /// Set once a trigger on this watch needs its time lag: its watcher then reads the
     /// broker's record timestamps where its own history does not reach back.
     time_lag_wanted: Arc<AtomicBool>,
+}
+
+/// A watch's poll counts, for `/metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct PollStats {
+    /// Polls since the watch started.
+    pub polls: u64,
+    /// Of those, the polls that failed.
+    pub failed: u64,
+    /// How long the latest poll took.
+    pub latest: Duration,
 }
 
 /// Most triggers one watch remembers for `/metrics`; beyond, the one asked about longest
@@ -101,6 +114,7 @@ impl Slot {
 
     /// Counts a poll: whether it failed and how long it took.
     pub fn record_poll(&self, failed: bool, took: Duration) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.poll_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -108,12 +122,13 @@ impl Slot {
         self.last_poll_us.store(micros, Ordering::Relaxed);
     }
 
-    /// Failed polls since the watch started, and how long the latest poll took.
-    pub fn poll_stats(&self) -> (u64, Duration) {
-        (
-            self.poll_errors.load(Ordering::Relaxed),
-            Duration::from_micros(self.last_poll_us.load(Ordering::Relaxed)),
-        )
+    /// Polls and failed polls since the watch started, and how long the latest poll took.
+    pub fn poll_stats(&self) -> PollStats {
+        PollStats {
+            polls: self.polls.load(Ordering::Relaxed),
+            failed: self.poll_errors.load(Ordering::Relaxed),
+            latest: Duration::from_micros(self.last_poll_us.load(Ordering::Relaxed)),
+        }
     }
 
     /// The latest view, without waiting.
@@ -257,6 +272,7 @@ impl Store {
             changed: Condvar::new(),
             origin: self.origin,
             last_asked_ms: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
             poll_errors: AtomicU64::new(0),
             last_poll_us: AtomicU64::new(0),
             triggers: Mutex::new(Vec::new()),

@@ -66,6 +66,15 @@ impl Clients {
         std::iter::once(&self.default).chain(self.named.values())
     }
 
+    /// Every cluster with its name, `default` first.
+    fn by_name(&self) -> impl Iterator<Item = (String, &Cluster)> {
+        std::iter::once(("default".to_owned(), &self.default)).chain(
+            self.named
+                .iter()
+                .map(|(name, cluster)| (name.clone(), cluster)),
+        )
+    }
+
     /// The current client of cluster `name` (`None`: the default one), made anew first if
     /// its TLS files changed.
     pub fn get(&self, name: Option<&str>) -> Option<Arc<KafkaClient>> {
@@ -80,13 +89,17 @@ impl Clients {
     /// Where each cluster's committed offsets come from now, by cluster name (`default`
     /// first).
     pub fn commit_sources(&self) -> Vec<(String, super::CommitsFrom)> {
-        std::iter::once(("default".to_owned(), &self.default))
-            .chain(
-                self.named
-                    .iter()
-                    .map(|(name, cluster)| (name.clone(), cluster)),
-            )
+        self.by_name()
             .map(|(name, cluster)| (name, cluster.current.read().commits_from()))
+            .collect()
+    }
+
+    /// Each cluster's requests to Kafka since its current client started, by API, from
+    /// librdkafka's statistics: `None` until the first report, and always with
+    /// `SCALER_KAFKA_STATS_INTERVAL` off.
+    pub fn request_counts(&self) -> Vec<(String, Option<super::RequestCounts>)> {
+        self.by_name()
+            .map(|(name, cluster)| (name, cluster.current.read().request_counts()))
             .collect()
     }
 

@@ -9,7 +9,7 @@
 mod watcher;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -83,6 +83,8 @@ pub struct ShutdownError {
 pub struct Registry {
     store: Arc<Store>,
     max_watches: usize,
+    /// The latest complete poll cycle's duration, µs ([`NO_CYCLE`] before the first).
+    last_cycle: Arc<AtomicU64>,
     panics: Arc<AtomicUsize>,
     control: Sender<Control>,
     supervisor: Mutex<Option<JoinHandle<Result<(), ShutdownError>>>>,
@@ -116,6 +118,8 @@ impl Registry {
     ) -> std::io::Result<Registry> {
         let store = Arc::new(Store::default());
         let panics = Arc::new(AtomicUsize::new(0));
+        let cycle = Cycle::default();
+        let last_cycle = Arc::clone(&cycle.last);
         let (control_tx, control_rx) = unbounded();
         let (results_tx, results_rx) = bounded(RESULTS_CAPACITY);
         let supervisor = Supervisor {
@@ -125,7 +129,7 @@ impl Registry {
             updates,
             settings,
             origin: Instant::now(),
-            cycle: Cycle::default(),
+            cycle,
             control: control_rx,
             results_tx,
             results: results_rx,
@@ -142,6 +146,7 @@ impl Registry {
         Ok(Registry {
             store,
             max_watches: settings.max_watches,
+            last_cycle,
             panics,
             control: control_tx,
             supervisor: Mutex::new(Some(handle)),
@@ -193,6 +198,20 @@ impl Registry {
     /// Number of watches.
     pub fn len(&self) -> usize {
         self.store.len()
+    }
+
+    /// Most watches at once (`SCALER_MAX_WATCHES`).
+    pub fn max_watches(&self) -> usize {
+        self.max_watches
+    }
+
+    /// How long the latest complete poll cycle took, from its tick to the end of its
+    /// slowest poll; `None` before the first cycle is complete.
+    pub fn last_cycle(&self) -> Option<Duration> {
+        match self.last_cycle.load(Ordering::Relaxed) {
+            NO_CYCLE => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
     }
 
     /// Watcher threads that died (panicked) since the start; each was restarted.
@@ -538,13 +557,29 @@ fn expiry_check_period(ttl: Duration) -> Duration {
 /// The polls of one tick of the shared schedule, to tell how long a cycle takes: logged at
 /// debug (target `lagscaler::cycle`) when the next tick's first result arrives, and with a
 /// warning when a cycle starts taking longer than the poll interval (polls fall behind).
-#[derive(Default)]
 struct Cycle {
     tick: Option<Instant>,
     polls: usize,
     /// From the tick to the end of its slowest poll.
     duration: Duration,
     behind: bool,
+    /// The latest reported cycle's duration, µs, shared with the [`Registry`].
+    last: Arc<AtomicU64>,
+}
+
+/// [`Registry::last_cycle`] before any cycle is complete.
+const NO_CYCLE: u64 = u64::MAX;
+
+impl Default for Cycle {
+    fn default() -> Cycle {
+        Cycle {
+            tick: None,
+            polls: 0,
+            duration: Duration::ZERO,
+            behind: false,
+            last: Arc::new(AtomicU64::new(NO_CYCLE)),
+        }
+    }
 }
 
 impl Cycle {
@@ -572,6 +607,8 @@ impl Cycle {
             return;
         }
         let (polls, duration) = (self.polls, self.duration);
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(NO_CYCLE - 1);
+        self.last.store(micros.min(NO_CYCLE - 1), Ordering::Relaxed);
         debug!(
             target: "lagscaler::cycle",
             "poll cycle: {polls} polls, the last done {:.1} ms after the tick",

@@ -9,6 +9,7 @@ mod estimator;
 mod faults;
 mod groups;
 mod lifecycle;
+mod monitoring;
 mod oauth;
 mod observability;
 mod plugins;

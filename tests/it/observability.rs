@@ -2,29 +2,9 @@
 //! `/healthz` follows the process, and `/readyz` whether lagscaler can serve, not Kafka.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::support::{wait_for, Kafka, Scaler};
-
-/// GETs `path` with a bare HTTP/1.0 request: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: lagscaler\r\n\r\n").expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("status code");
-    (status, body.to_owned())
-}
+use crate::support::{http_get as get, wait_for, Kafka, Scaler};
 
 /// One sample of the text format: name, labels, value.
 type Sample = (String, HashMap<String, String>, f64);
@@ -354,6 +334,8 @@ fn every_metrics_series_the_readme_names_is_served() {
         Duration::from_secs(60),
     );
     config.http = Some("127.0.0.1:0".parse().expect("address"));
+    // lagscaler_kafka_requests_total needs librdkafka's statistics.
+    config.kafka.stats_interval = Some(Duration::from_secs(1));
     let scaler = Scaler::start_with(config);
     let http = scaler.daemon().http_addr().expect("HTTP listener");
     let lag = [
@@ -373,18 +355,25 @@ fn every_metrics_series_the_readme_names_is_served() {
     });
     assert!(replica_target.is_some(), "no replica target");
     assert!(scaler.is_active(&lag).is_ok());
-    let text = get(http, "/metrics").1;
-    let samples = parse_prometheus(&text).expect("valid exposition format");
-    let missing: Vec<&String> = names
-        .iter()
-        .filter(|name| {
-            !samples
-                .iter()
-                .any(|(sample, _, _)| sample == *name || sample == &format!("{name}_bucket"))
-        })
-        .collect();
+    // The first statistics report (1 s) and the first complete poll cycle come by themselves.
+    let mut text = String::new();
+    let mut missing: Vec<&String> = Vec::new();
+    let all_served = wait_for(Duration::from_secs(15), || {
+        std::thread::sleep(Duration::from_millis(100));
+        text = get(http, "/metrics").1;
+        let samples = parse_prometheus(&text).expect("valid exposition format");
+        missing = names
+            .iter()
+            .filter(|name| {
+                !samples
+                    .iter()
+                    .any(|(sample, _, _)| sample == *name || sample == &format!("{name}_bucket"))
+            })
+            .collect();
+        missing.is_empty().then_some(())
+    });
     assert!(
-        missing.is_empty(),
+        all_served.is_some() && missing.is_empty(),
         "named in the README, not served: {missing:?}\n{text}"
     );
     println!(

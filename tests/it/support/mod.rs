@@ -4,12 +4,14 @@
 
 mod kafka;
 pub mod oauth;
+pub mod prometheus;
 
 pub use kafka::*;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -78,6 +80,24 @@ pub fn init_logging() {
         .is_test(true)
         .parse_filters("info,lagscaler=debug,librdkafka=warn")
         .try_init();
+}
+
+/// GETs `path` with a bare HTTP/1.0 request: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status code");
+    (status, body.to_owned())
 }
 
 /// A port nobody listens on right now.
