@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             println!("lagscaler {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        (Some("--check-config"), None) => return check_config(),
         (Some("check"), first) => {
             let rest: Vec<String> = first.into_iter().chain(args).collect();
             return check(&rest);
@@ -53,6 +54,28 @@ fn main() -> ExitCode {
         Err(err) => {
             error!("{err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lagscaler --check-config`: the settings as the daemon would read them at start, without
+/// starting it (a deployment's environment, checked before it is rolled out). Exit code 0,
+/// or 2 with each problem on stderr, a `SCALER_` variable that is not a setting included.
+fn check_config() -> ExitCode {
+    match Config::from_env() {
+        Err(err) => {
+            eprintln!("lagscaler: invalid configuration: {err}");
+            ExitCode::from(2)
+        }
+        Ok(config) if !config.unknown_vars.is_empty() => {
+            for name in &config.unknown_vars {
+                eprintln!("lagscaler: {name} is not a lagscaler setting (see --help)");
+            }
+            ExitCode::from(2)
+        }
+        Ok(_) => {
+            println!("lagscaler: configuration ok");
+            ExitCode::SUCCESS
         }
     }
 }

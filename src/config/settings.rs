@@ -234,6 +234,7 @@ pub fn help_text() -> String {
     let mut text = format!(
         "lagscaler {}\nKEDA external scaler that watches Kafka consumer-group lag.\n\n\
          Usage: lagscaler [--help | --version]\n       \
+         lagscaler --check-config (the settings below, checked without starting)\n       \
          lagscaler check key=value ... (one trigger's answers from two polls; check --help)\n\n\
          Settings come from the environment (names are case-insensitive):\n",
         env!("CARGO_PKG_VERSION")

@@ -62,6 +62,58 @@ fn bad_configuration_fails_at_start_naming_the_variable() {
 }
 
 #[test]
+fn check_config_judges_the_settings_without_starting_anything() {
+    let check = |env: &[(&str, &str)]| {
+        let output = Command::new(BINARY)
+            .arg("--check-config")
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lagscaler --check-config");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), said)
+    };
+    // The gRPC port is taken: a start would fail, a check does not bind it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    let good = [
+        ("SCALER_LISTEN_ADDR", "127.0.0.1"),
+        ("SCALER_PORT", port.as_str()),
+        ("SCALER_POLL_INTERVAL", "10s"),
+    ];
+    let (code, said) = check(&good);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("configuration ok"), "{said}");
+
+    let secret = "hunter2-not-shown";
+    let (code, said) = check(&[
+        ("SCALER_KAFKA_SASL", "scram_sha512"),
+        ("SCALER_KAFKA_USERNAME", "u"),
+        ("SCALER_KAFKA_PASSWORD", secret),
+        ("SCALER_POLL_INTERVAL", "5"),
+    ]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("SCALER_POLL_INTERVAL") && said.contains("expected"),
+        "{said}"
+    );
+    assert!(!said.contains(secret), "{said}");
+
+    // A misspelt setting, which the daemon would only warn about and ignore.
+    let (code, said) = check(&[("SCALER_POLL_INTERVALL", "10s")]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("SCALER_POLL_INTERVALL is not a lagscaler setting"),
+        "{said}"
+    );
+}
+
+#[test]
 fn sigterm_with_watches_running_exits_zero_within_five_seconds() {
     let broker = Kafka::shared();
     broker.create_topic("jobs", 2);

@@ -4,6 +4,7 @@
 
 mod binary;
 mod brokers;
+mod chart;
 mod commits;
 mod estimator;
 mod faults;

@@ -1,0 +1,47 @@
+{{/* The name of every object: the release name, with "lagscaler" unless it says so. */}}
+{{- define "lagscaler.fullname" -}}
+{{- if contains "lagscaler" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-lagscaler" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the pods. app.kubernetes.io/name is also the alert rules' job. */}}
+{{- define "lagscaler.selectorLabels" -}}
+app.kubernetes.io/name: lagscaler
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "lagscaler.labels" -}}
+{{ include "lagscaler.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Checks that refuse a combination of values that cannot work, before anything runs. */}}
+{{- define "lagscaler.validate" -}}
+{{- $sasl := .Values.kafka.sasl -}}
+{{- if not (has $sasl (list "none" "plaintext" "scram_sha256" "scram_sha512" "oauthbearer")) -}}
+{{- fail "kafka.sasl: accepted are none, plaintext, scram_sha256, scram_sha512, oauthbearer" -}}
+{{- end -}}
+{{- if and (ne $sasl "none") (not .Values.kafka.passwordSecret.name) -}}
+{{- fail "kafka.passwordSecret.name: a Secret holding the SASL password (or OAUTHBEARER client secret) is needed with kafka.sasl" -}}
+{{- end -}}
+{{- if and (ne $sasl "none") (not .Values.kafka.username) -}}
+{{- fail "kafka.username: needed with kafka.sasl (OAUTHBEARER: the client id)" -}}
+{{- end -}}
+{{- if and (eq $sasl "oauthbearer") (not .Values.kafka.oauth.tokenEndpointUri) -}}
+{{- fail "kafka.oauth.tokenEndpointUri: needed with kafka.sasl=oauthbearer" -}}
+{{- end -}}
+{{- if and .Values.kafka.tls.enabled (not .Values.kafka.tls.secret.name) -}}
+{{- fail "kafka.tls.secret.name: a Secret with the brokers' CA is needed with kafka.tls.enabled" -}}
+{{- end -}}
+{{- if ne (empty .Values.kafka.tls.secret.certKey) (empty .Values.kafka.tls.secret.keyKey) -}}
+{{- fail "kafka.tls.secret.certKey and keyKey: both or neither (mutual TLS needs the certificate and its key)" -}}
+{{- end -}}
+{{- if and .Values.grpcTls.enabled (not .Values.grpcTls.secret) -}}
+{{- fail "grpcTls.secret: a kubernetes.io/tls Secret is needed with grpcTls.enabled" -}}
+{{- end -}}
+{{- end -}}
