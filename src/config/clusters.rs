@@ -32,6 +32,12 @@ pub(super) const CLUSTER_KEYS: &[(&str, &str)] = &[
     ),
     ("oauth_scopes", "SCALER_KAFKA_OAUTH_SCOPES"),
     ("oauth_extensions", "SCALER_KAFKA_OAUTH_EXTENSIONS"),
+    ("kerberos_keytab", "SCALER_KAFKA_KERBEROS_KEYTAB"),
+    (
+        "kerberos_service_name",
+        "SCALER_KAFKA_KERBEROS_SERVICE_NAME",
+    ),
+    ("kerberos_realm", "SCALER_KAFKA_KERBEROS_REALM"),
 ];
 
 /// Reads the named clusters: one TOML table per cluster, its keys read exactly as the

@@ -68,6 +68,8 @@ pub enum SaslMechanism {
     ScramSha512,
     /// `OAUTHBEARER` with a token from an OpenID Connect token endpoint (client credentials).
     OAuthBearer,
+    /// `GSSAPI`: Kerberos, with a keytab.
+    Gssapi,
 }
 
 impl SaslMechanism {
@@ -78,6 +80,7 @@ impl SaslMechanism {
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
             SaslMechanism::OAuthBearer => "OAUTHBEARER",
+            SaslMechanism::Gssapi => "GSSAPI",
         }
     }
 }
@@ -87,12 +90,26 @@ impl SaslMechanism {
 pub struct KafkaSasl {
     /// The mechanism.
     pub mechanism: SaslMechanism,
-    /// The user name; OAUTHBEARER's OAuth client id (as KEDA's `username`).
+    /// The user name; OAUTHBEARER's OAuth client id (as KEDA's `username`); GSSAPI's
+    /// principal, with its realm.
     pub username: String,
-    /// The password; OAUTHBEARER's OAuth client secret (as KEDA's `password`).
+    /// The password; OAUTHBEARER's OAuth client secret (as KEDA's `password`); empty for
+    /// GSSAPI, which logs in with a keytab.
     pub password: Secret,
     /// Where OAUTHBEARER gets its tokens; `None` for the other mechanisms.
     pub oauth: Option<OAuthClient>,
+    /// GSSAPI's keytab and service name; `None` for the other mechanisms.
+    pub kerberos: Option<KerberosLogin>,
+}
+
+/// GSSAPI's login: librdkafka runs `kinit` with the keytab for the principal (at start and
+/// every minute), and the brokers' service principal is `<service_name>/<broker host>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KerberosLogin {
+    /// The keytab (KEDA: `keytab`); its keys are never read by lagscaler itself.
+    pub keytab: PathBuf,
+    /// The brokers' Kerberos service name (KEDA: `kerberosServiceName`), `kafka` unless set.
+    pub service_name: String,
 }
 
 /// OAUTHBEARER's OpenID Connect client: librdkafka asks `token_endpoint` for a token with
@@ -151,10 +168,7 @@ pub(super) fn secret(
     file_name: &'static str,
 ) -> Result<Option<String>, ConfigError> {
     let direct = vars.get(name).filter(|value| !value.is_empty());
-    let file = vars
-        .get(file_name)
-        .map(str::trim)
-        .filter(|path| !path.is_empty());
+    let file = vars.set(file_name);
     match (direct, file) {
         (Some(_), Some(_)) => Err(ConfigError::SecretTwice { name, file_name }),
         (Some(value), None) => Ok(Some(value.to_owned())),
@@ -184,29 +198,27 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
             "scram_sha256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
             "scram_sha512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
             "oauthbearer" => Some(SaslMechanism::OAuthBearer),
+            "gssapi" => Some(SaslMechanism::Gssapi),
             _ => {
                 return Err(invalid(
                     "SCALER_KAFKA_SASL",
                     value,
-                    "none, plaintext, scram_sha256, scram_sha512 or oauthbearer (gssapi is \
-                     not supported)",
+                    "none, plaintext, scram_sha256, scram_sha512, oauthbearer or gssapi",
                 ))
             }
         },
     };
     let oauth = parse_oauth(vars, mechanism == Some(SaslMechanism::OAuthBearer))?;
-    let username = vars
-        .get("SCALER_KAFKA_USERNAME")
-        .map(str::trim)
-        .filter(|user| !user.is_empty());
+    let kerberos = parse_kerberos(vars, mechanism == Some(SaslMechanism::Gssapi))?;
+    let username = vars.set("SCALER_KAFKA_USERNAME");
     let password = secret(vars, "SCALER_KAFKA_PASSWORD", "SCALER_KAFKA_PASSWORD_FILE")?;
     let Some(mechanism) = mechanism else {
         if let Some(user) = username {
             return Err(invalid(
                 "SCALER_KAFKA_USERNAME",
                 user,
-                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256, scram_sha512 \
-                 or oauthbearer)",
+                "to be set only with SCALER_KAFKA_SASL (plaintext, scram_sha256, scram_sha512, \
+                 oauthbearer or gssapi)",
             ));
         }
         if password.is_some() {
@@ -219,6 +231,9 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
         }
         return Ok(None);
     };
+    if let Some(kerberos) = kerberos {
+        return kerberos_sasl(vars, username, password.is_some(), kerberos);
+    }
     let Some(username) = username else {
         return Err(invalid(
             "SCALER_KAFKA_USERNAME",
@@ -239,6 +254,126 @@ pub(super) fn parse_kafka_sasl(vars: &Vars) -> Result<Option<KafkaSasl>, ConfigE
         username: username.to_owned(),
         password: Secret(password),
         oauth,
+        kerberos: None,
+    }))
+}
+
+/// Refuses any of `names` that is set: a mechanism's settings without that mechanism.
+fn only_with(vars: &Vars, names: &[&'static str], rule: &'static str) -> Result<(), ConfigError> {
+    match names.iter().find(|name| vars.set(name).is_some()) {
+        Some(name) => Err(invalid(name, "(hidden)", rule)),
+        None => Ok(()),
+    }
+}
+
+const KEYTAB: &str = "SCALER_KAFKA_KERBEROS_KEYTAB";
+const SERVICE_NAME: &str = "SCALER_KAFKA_KERBEROS_SERVICE_NAME";
+const REALM: &str = "SCALER_KAFKA_KERBEROS_REALM";
+
+/// The keytab and service name of `SCALER_KAFKA_SASL=gssapi` (`wanted`); none of them may be
+/// set without it. The keytab must be readable now: a start that cannot log in stops.
+fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, ConfigError> {
+    let set = |name: &str| vars.set(name);
+    if !wanted {
+        only_with(
+            vars,
+            &[KEYTAB, SERVICE_NAME, REALM],
+            "to be set only with SCALER_KAFKA_SASL=gssapi",
+        )?;
+        return Ok(None);
+    }
+    let Some(keytab) = set(KEYTAB) else {
+        return Err(invalid(
+            KEYTAB,
+            "",
+            "the keytab file of SCALER_KAFKA_USERNAME's principal: SCALER_KAFKA_SASL=gssapi \
+             logs in with one",
+        ));
+    };
+    // librdkafka puts the path in double quotes in the kinit command it runs with sh.
+    if keytab
+        .chars()
+        .any(|ch| matches!(ch, '"' | '$' | '`' | '\\') || ch.is_control())
+    {
+        return Err(invalid(
+            KEYTAB,
+            "(hidden)",
+            "a file path without quotes, $, backquotes, backslashes or control characters",
+        ));
+    }
+    if let Err(err) = std::fs::File::open(keytab) {
+        return Err(ConfigError::SecretFile {
+            file_name: KEYTAB,
+            path: keytab.to_owned(),
+            cause: err.to_string(),
+        });
+    }
+    let service_name = set(SERVICE_NAME).unwrap_or("kafka");
+    if !service_name
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            SERVICE_NAME,
+            service_name,
+            "a Kerberos service name: letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(Some(KerberosLogin {
+        keytab: PathBuf::from(keytab),
+        service_name: service_name.to_owned(),
+    }))
+}
+
+/// GSSAPI's credentials: the principal (`SCALER_KAFKA_USERNAME`, with
+/// `SCALER_KAFKA_KERBEROS_REALM` when it has no realm of its own) and the keytab; a
+/// password is refused, since librdkafka logs in with a keytab only.
+fn kerberos_sasl(
+    vars: &Vars,
+    username: Option<&str>,
+    has_password: bool,
+    kerberos: KerberosLogin,
+) -> Result<Option<KafkaSasl>, ConfigError> {
+    if has_password {
+        return Err(invalid(
+            "SCALER_KAFKA_PASSWORD",
+            "(hidden)",
+            "unset with SCALER_KAFKA_SASL=gssapi: lagscaler logs in with a keytab \
+             (SCALER_KAFKA_KERBEROS_KEYTAB), not a Kerberos password",
+        ));
+    }
+    let Some(username) = username else {
+        return Err(invalid(
+            "SCALER_KAFKA_USERNAME",
+            "",
+            "the Kerberos principal (user or user@REALM): SCALER_KAFKA_SASL=gssapi needs one",
+        ));
+    };
+    let realm = vars.set(REALM);
+    let principal = match realm {
+        Some(realm) if !username.contains('@') => format!("{username}@{realm}"),
+        _ => username.to_owned(),
+    };
+    // librdkafka puts the principal unquoted in the kinit command it runs with sh.
+    let principal_ok = principal
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '/' | '@'))
+        && principal.matches('@').count() <= 1
+        && !principal.starts_with(['@', '-']);
+    if !principal_ok {
+        return Err(invalid(
+            "SCALER_KAFKA_USERNAME",
+            username,
+            "a Kerberos principal: letters, digits, '-', '_', '.', '/' and one '@' before the \
+             realm (SCALER_KAFKA_KERBEROS_REALM)",
+        ));
+    }
+    Ok(Some(KafkaSasl {
+        mechanism: SaslMechanism::Gssapi,
+        username: principal,
+        password: Secret(String::new()),
+        oauth: None,
+        kerberos: Some(kerberos),
     }))
 }
 
@@ -248,21 +383,13 @@ fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigE
     const ENDPOINT: &str = "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI";
     const SCOPES: &str = "SCALER_KAFKA_OAUTH_SCOPES";
     const EXTENSIONS: &str = "SCALER_KAFKA_OAUTH_EXTENSIONS";
-    let set = |name: &str| {
-        vars.get(name)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-    };
+    let set = |name: &str| vars.set(name);
     if !wanted {
-        for name in [ENDPOINT, SCOPES, EXTENSIONS] {
-            if set(name).is_some() {
-                return Err(invalid(
-                    name,
-                    "(hidden)",
-                    "to be set only with SCALER_KAFKA_SASL=oauthbearer",
-                ));
-            }
-        }
+        only_with(
+            vars,
+            &[ENDPOINT, SCOPES, EXTENSIONS],
+            "to be set only with SCALER_KAFKA_SASL=oauthbearer",
+        )?;
         return Ok(None);
     }
     let Some(endpoint) = set(ENDPOINT) else {
@@ -415,12 +542,7 @@ pub(super) fn parse_kafka_tls(vars: &Vars) -> Result<Option<KafkaTls>, ConfigErr
             })?,
         },
     };
-    let path = |name: &str| {
-        vars.get(name)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
+    let path = |name: &str| vars.set(name).map(PathBuf::from);
     let ca_file = path("SCALER_KAFKA_TLS_CA_FILE");
     let cert = path("SCALER_KAFKA_TLS_CERT_FILE");
     let key = path("SCALER_KAFKA_TLS_KEY_FILE");
@@ -512,13 +634,19 @@ impl KafkaConfig {
     pub fn describe_security(&self) -> String {
         let mut text = self.security_protocol().to_owned();
         if let Some(sasl) = &self.sasl {
-            match &sasl.oauth {
-                None => text.push_str(&format!(
+            match (&sasl.oauth, &sasl.kerberos) {
+                (None, Some(kerberos)) => text.push_str(&format!(
+                    " GSSAPI principal={} keytab={} service={}",
+                    sasl.username,
+                    kerberos.keytab.display(),
+                    kerberos.service_name
+                )),
+                (None, None) => text.push_str(&format!(
                     " {} user={}",
                     sasl.mechanism.name(),
                     sasl.username
                 )),
-                Some(oauth) => text.push_str(&format!(
+                (Some(oauth), _) => text.push_str(&format!(
                     " {} client_id={} token_endpoint={}",
                     sasl.mechanism.name(),
                     sasl.username,

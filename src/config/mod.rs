@@ -4,7 +4,7 @@
 //! the help text and the parser cannot drift apart. Names are matched case-insensitively, as
 //! the Azul scaler (pydantic settings) does, so an Azul deployment's variables keep working.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -20,7 +20,9 @@ mod tls;
 pub use clusters::ClusterSet;
 pub use dispatcher::{redact_url, redis_connection, RedisConfig, AZUL_REDIS_DB};
 pub(crate) use kafka::parse_bootstrap;
-pub use kafka::{CommitSource, KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret};
+pub use kafka::{
+    CommitSource, KafkaConfig, KafkaSasl, KafkaTls, KerberosLogin, SaslMechanism, Secret,
+};
 pub use settings::{help_text, Setting, SETTINGS};
 pub use tls::TlsConfig;
 
@@ -111,6 +113,32 @@ pub enum ConfigError {
         /// Why.
         cause: String,
     },
+}
+
+/// Every GSSAPI cluster logs in as one principal: librdkafka's kinit fills the process's
+/// one credential cache, which every client's GSSAPI then reads, so a second principal
+/// would take the first one's place.
+fn check_one_kerberos_principal(path: &str, config: &Config) -> Result<(), ConfigError> {
+    let principals: BTreeSet<&str> = std::iter::once(&config.kafka)
+        .chain(config.clusters.values())
+        .filter_map(|cluster| cluster.sasl.as_ref())
+        .filter(|sasl| sasl.mechanism == SaslMechanism::Gssapi)
+        .map(|sasl| sasl.username.as_str())
+        .collect();
+    if principals.len() > 1 {
+        return Err(ConfigError::ClustersFile {
+            path: path.to_owned(),
+            cause: format!(
+                "clusters log in with GSSAPI as {} principals ({}); lagscaler supports one \
+                 Kerberos principal per process (librdkafka's kinit fills one credential \
+                 cache): use the same principal and keytab for every cluster, or run one \
+                 lagscaler per principal",
+                principals.len(),
+                principals.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `SCALER_POLL_INTERVAL` when unset.
@@ -285,12 +313,9 @@ impl Config {
         config.kafka.sasl = parse_kafka_sasl(&vars)?;
         config.kafka.tls = parse_kafka_tls(&vars)?;
         check_plain_password(&vars, &config.kafka)?;
-        if let Some(path) = vars
-            .get("SCALER_KAFKA_CLUSTERS_FILE")
-            .map(str::trim)
-            .filter(|path| !path.is_empty())
-        {
+        if let Some(path) = vars.set("SCALER_KAFKA_CLUSTERS_FILE") {
             config.clusters = read_clusters(path, &config.kafka)?;
+            check_one_kerberos_principal(path, &config)?;
         }
         config.stale_after = match vars.get("SCALER_STALE_AFTER") {
             None => default_stale_after(config.poll_interval, config.kafka.request_timeout),
@@ -419,6 +444,13 @@ impl Vars {
 
     fn get(&self, name: &str) -> Option<&str> {
         self.known.get(name).map(String::as_str)
+    }
+
+    /// The value of `name`, trimmed, when it is set and not blank.
+    fn set(&self, name: &str) -> Option<&str> {
+        self.get(name)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
     }
 }
 
@@ -574,6 +606,109 @@ mod tests {
         }
     }
 
+    /// `base` with `changes` (an empty value removes the setting) is refused with an error
+    /// that starts with `named` and shows none of `hidden`.
+    fn refused_with(base: &[(&str, &str)], changes: &[(&str, &str)], named: &str, hidden: &[&str]) {
+        let mut pairs: Vec<(&str, &str)> = base
+            .iter()
+            .filter(|(name, _)| changes.iter().all(|(changed, _)| changed != name))
+            .copied()
+            .collect();
+        pairs.extend(changes.iter().filter(|(_, value)| !value.is_empty()));
+        let err = Config::from_vars(vars(&pairs)).unwrap_err().to_string();
+        assert!(err.starts_with(named), "{pairs:?}: {err}");
+        for hidden in hidden {
+            assert!(!err.contains(hidden), "{err}");
+        }
+    }
+
+    #[test]
+    fn gssapi_takes_a_principal_and_a_keytab_and_refuses_a_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let keytab = dir.path().join("lagscaler.keytab");
+        std::fs::write(&keytab, b"\x05\x02").unwrap();
+        let keytab = keytab.display().to_string();
+        let gssapi = [
+            ("SCALER_KAFKA_SASL", "gssapi"),
+            ("SCALER_KAFKA_USERNAME", "lagscaler"),
+            ("SCALER_KAFKA_KERBEROS_REALM", "EXAMPLE.COM"),
+            ("SCALER_KAFKA_KERBEROS_KEYTAB", keytab.as_str()),
+        ];
+        let config = Config::from_vars(vars(&gssapi)).unwrap();
+        let sasl = config.kafka.sasl.as_ref().unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::Gssapi);
+        assert_eq!(sasl.username, "lagscaler@EXAMPLE.COM");
+        let kerberos = sasl.kerberos.as_ref().unwrap();
+        assert_eq!(kerberos.service_name, "kafka");
+        assert_eq!(config.kafka.security_protocol(), "sasl_plaintext");
+        assert!(
+            config
+                .summary()
+                .contains("GSSAPI principal=lagscaler@EXAMPLE.COM"),
+            "{}",
+            config.summary()
+        );
+        // A principal with its own realm keeps it.
+        let mut own = gssapi.to_vec();
+        own[1] = ("SCALER_KAFKA_USERNAME", "svc/host@OTHER.ORG");
+        let config = Config::from_vars(vars(&own)).unwrap();
+        assert_eq!(config.kafka.sasl.unwrap().username, "svc/host@OTHER.ORG");
+
+        let refused = |changes: &[(&str, &str)], named: &str| {
+            refused_with(&gssapi, changes, named, &["pw-never-shown"]);
+        };
+        refused(
+            &[("SCALER_KAFKA_KERBEROS_KEYTAB", "")],
+            "SCALER_KAFKA_KERBEROS_KEYTAB",
+        );
+        refused(
+            &[("SCALER_KAFKA_KERBEROS_KEYTAB", "/nonexistent/keytab")],
+            "SCALER_KAFKA_KERBEROS_KEYTAB",
+        );
+        refused(
+            &[("SCALER_KAFKA_KERBEROS_KEYTAB", "/tmp/$(reboot)")],
+            "SCALER_KAFKA_KERBEROS_KEYTAB",
+        );
+        refused(&[("SCALER_KAFKA_USERNAME", "")], "SCALER_KAFKA_USERNAME");
+        refused(
+            &[("SCALER_KAFKA_USERNAME", "lag scaler; reboot")],
+            "SCALER_KAFKA_USERNAME",
+        );
+        refused(
+            &[("SCALER_KAFKA_PASSWORD", "pw-never-shown")],
+            "SCALER_KAFKA_PASSWORD",
+        );
+        refused(
+            &[("SCALER_KAFKA_KERBEROS_SERVICE_NAME", "kafka service")],
+            "SCALER_KAFKA_KERBEROS_SERVICE_NAME",
+        );
+        // Kerberos settings without gssapi.
+        refused(
+            &[
+                ("SCALER_KAFKA_SASL", "scram_sha512"),
+                ("SCALER_KAFKA_PASSWORD", "pw-never-shown"),
+            ],
+            "SCALER_KAFKA_KERBEROS",
+        );
+
+        // Two clusters logging in as two principals: one credential cache cannot hold both.
+        let clusters = dir.path().join("clusters.toml");
+        let table = |principal: &str| {
+            format!(
+                "[analytics]\nbootstrap_servers = \"a:9092\"\nsasl = \"gssapi\"\n\
+                 username = \"{principal}\"\nkerberos_keytab = \"{keytab}\"\n"
+            )
+        };
+        let mut with_file = gssapi.to_vec();
+        let clusters_path = clusters.display().to_string();
+        with_file.push(("SCALER_KAFKA_CLUSTERS_FILE", clusters_path.as_str()));
+        std::fs::write(&clusters, table("lagscaler@EXAMPLE.COM")).unwrap();
+        assert!(Config::from_vars(vars(&with_file)).is_ok());
+        std::fs::write(&clusters, table("analytics@EXAMPLE.COM")).unwrap();
+        let err = Config::from_vars(vars(&with_file)).unwrap_err().to_string();
+        assert!(err.contains("one Kerberos principal per process"), "{err}");
+    }
+
     #[test]
     fn oauthbearer_takes_keda_s_settings_and_refuses_what_would_leak_a_secret() {
         const SECRET: &str = "client-secret-never-shown";
@@ -612,18 +747,13 @@ mod tests {
             "extension values are not shown: {shown}"
         );
 
-        let refused = |changes: &[(&'static str, &'static str)], named: &str| {
-            let mut pairs: Vec<(&str, &str)> = oauth
-                .iter()
-                .filter(|(name, _)| changes.iter().all(|(changed, _)| changed != name))
-                .copied()
-                .collect();
-            pairs.extend(changes.iter().filter(|(_, value)| !value.is_empty()));
-            let err = Config::from_vars(vars(&pairs)).unwrap_err().to_string();
-            assert!(err.starts_with(named), "{pairs:?}: {err}");
-            for hidden in [SECRET, "idp.example", "pool-2", "x y"] {
-                assert!(!err.contains(hidden), "{err}");
-            }
+        let refused = |changes: &[(&str, &str)], named: &str| {
+            refused_with(
+                &oauth,
+                changes,
+                named,
+                &[SECRET, "idp.example", "pool-2", "x y"],
+            );
         };
         // No token endpoint, or not a URL.
         refused(
@@ -731,7 +861,7 @@ mod tests {
             assert!(err.starts_with(named), "{pairs:?}: {err}");
             assert!(!err.contains("kafka-pw-never-shown"), "{err}");
         };
-        refused(&[("SCALER_KAFKA_SASL", "gssapi")], "SCALER_KAFKA_SASL");
+        refused(&[("SCALER_KAFKA_SASL", "kerberos")], "SCALER_KAFKA_SASL");
         refused(
             &[("SCALER_KAFKA_SASL", "plaintext")],
             "SCALER_KAFKA_USERNAME",

@@ -55,21 +55,23 @@ pub const SETTINGS: &[Setting] = &[
         name: "SCALER_KAFKA_CLUSTERS_FILE",
         default: "",
         help: "a TOML file of more Kafka clusters, one table each ([name] with \
-               bootstrap_servers, sasl/username/password(_file), oauth_*, tls, tls_*_file and \
-               tls_key_password(_file) as the \
+               bootstrap_servers, sasl/username/password(_file), oauth_*, kerberos_*, tls, \
+               tls_*_file and tls_key_password(_file) as the \
                SCALER_KAFKA_* settings); triggers pick one with cluster=<name>",
     },
     Setting {
         name: "SCALER_KAFKA_SASL",
         default: "none",
         help: "SASL mechanism for Kafka, as KEDA's sasl: none, plaintext (PLAIN), scram_sha256, \
-               scram_sha512 or oauthbearer (each needs SCALER_KAFKA_USERNAME and a password; \
+               scram_sha512, oauthbearer or gssapi (each needs SCALER_KAFKA_USERNAME; a \
+               password, except gssapi, which needs SCALER_KAFKA_KERBEROS_KEYTAB; \
                oauthbearer also SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI)",
     },
     Setting {
         name: "SCALER_KAFKA_USERNAME",
         default: "",
-        help: "SASL user name; with oauthbearer the OAuth client id",
+        help: "SASL user name; with oauthbearer the OAuth client id; with gssapi the Kerberos \
+               principal (user or user@REALM)",
     },
     Setting {
         name: "SCALER_KAFKA_PASSWORD",
@@ -99,6 +101,25 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "oauthbearer: SASL extensions sent with the token, key=value separated by commas \
                (KEDA's oauthExtensions)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_KERBEROS_KEYTAB",
+        default: "",
+        help: "gssapi: the keytab of SCALER_KAFKA_USERNAME's principal (KEDA's keytab, as a \
+               file); librdkafka runs kinit with it at start and every minute, so kinit \
+               (krb5-user) must be installed; the Kerberos configuration is KRB5_CONFIG's \
+               (default /etc/krb5.conf)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_KERBEROS_SERVICE_NAME",
+        default: "kafka",
+        help: "gssapi: the brokers' Kerberos service name (KEDA's kerberosServiceName)",
+    },
+    Setting {
+        name: "SCALER_KAFKA_KERBEROS_REALM",
+        default: "",
+        help: "gssapi: the realm added to SCALER_KAFKA_USERNAME when it has none (KEDA's \
+               realm); unset: krb5.conf's default realm",
     },
     Setting {
         name: "SCALER_KAFKA_ALLOW_PLAINTEXT_PASSWORD",

@@ -329,7 +329,20 @@ impl KafkaClient {
         client_config.set("security.protocol", config.security_protocol());
         if let Some(sasl) = &config.sasl {
             client_config.set("sasl.mechanism", sasl.mechanism.name());
+            if let Some(kerberos) = &sasl.kerberos {
+                // librdkafka runs kinit with the keytab for the principal (its default
+                // sasl.kerberos.kinit.cmd) at start and every minute; Cyrus SASL's GSSAPI
+                // then uses the ticket of the process's credential cache.
+                client_config
+                    .set("sasl.kerberos.principal", &sasl.username)
+                    .set(
+                        "sasl.kerberos.keytab",
+                        kerberos.keytab.display().to_string(),
+                    )
+                    .set("sasl.kerberos.service.name", &kerberos.service_name);
+            }
             match &sasl.oauth {
+                None if sasl.kerberos.is_some() => {}
                 None => {
                     client_config
                         .set("sasl.username", &sasl.username)

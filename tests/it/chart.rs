@@ -129,6 +129,29 @@ const OPTIONS: &[ChartOption] = &[
         ],
     },
     ChartOption {
+        name: "GSSAPI",
+        sets: &[
+            "kafka.sasl=gssapi",
+            "kafka.username=lagscaler",
+            "kafka.kerberos.keytabSecret.name=lagscaler-keytab",
+            "kafka.kerberos.krb5ConfigMap.name=krb5",
+            "kafka.kerberos.realm=EXAMPLE.COM",
+            "kafka.kerberos.serviceName=kafka-prod",
+        ],
+        kinds: &[],
+        env: &[
+            ("SCALER_KAFKA_SASL", "gssapi"),
+            (
+                "SCALER_KAFKA_KERBEROS_KEYTAB",
+                "/etc/lagscaler/kerberos/keytab",
+            ),
+            ("SCALER_KAFKA_KERBEROS_REALM", "EXAMPLE.COM"),
+            ("SCALER_KAFKA_KERBEROS_SERVICE_NAME", "kafka-prod"),
+            ("KRB5_CONFIG", "/etc/lagscaler/krb5/krb5.conf"),
+            ("KRB5CCNAME", "FILE:/var/run/lagscaler-krb5/cache"),
+        ],
+    },
+    ChartOption {
         name: "mutual TLS to Kafka with an encrypted key",
         sets: &[
             "kafka.tls.enabled=true",
@@ -311,7 +334,7 @@ fn check_config(env: &BTreeMap<String, String>) -> Output {
 }
 
 /// Every /etc/lagscaler/<volume>/ path of the environment is a mounted volume of an
-/// existing Secret (the chart makes none).
+/// existing Secret or ConfigMap (the chart makes none).
 fn check_mounts(deployment: &Yaml, env: &BTreeMap<String, String>, option: &str) {
     let pod = &deployment["spec"]["template"]["spec"];
     let mounts: BTreeMap<&str, &str> = pod["containers"][0]["volumeMounts"]
@@ -338,10 +361,13 @@ fn check_mounts(deployment: &Yaml, env: &BTreeMap<String, String>, option: &str)
             .into_iter()
             .flatten()
             .find(|one| one["name"].as_str() == Some(volume))
-            .map(|one| &one["secret"]["secretName"]);
+            .map(|one| match &one["configMap"]["name"] {
+                Yaml::String(name) => Some(name.as_str()),
+                _ => one["secret"]["secretName"].as_str(),
+            });
         assert!(
-            secret.is_some_and(|name| name.as_str().is_some_and(|name| !name.is_empty())),
-            "{option}: volume {volume} is not a named Secret"
+            secret.is_some_and(|name| name.is_some_and(|name| !name.is_empty())),
+            "{option}: volume {volume} is not a named Secret or ConfigMap"
         );
     }
 }
@@ -493,6 +519,19 @@ fn validate(dir: &Path, version: &str) -> (bool, String) {
 fn values_that_cannot_work_are_refused_naming_the_key() {
     let refused: &[(&[&str], &str)] = &[
         (&["kafka.sasl=kerberos"], "kafka.sasl: accepted are"),
+        (
+            &["kafka.sasl=gssapi", "kafka.username=lagscaler"],
+            "kafka.kerberos.keytabSecret.name",
+        ),
+        (
+            &[
+                "kafka.sasl=gssapi",
+                "kafka.username=lagscaler",
+                "kafka.kerberos.keytabSecret.name=keytab",
+                "kafka.passwordSecret.name=credentials",
+            ],
+            "kafka.passwordSecret.name: not with kafka.sasl=gssapi",
+        ),
         (
             &["kafka.sasl=scram_sha512", "kafka.username=lagscaler"],
             "kafka.passwordSecret.name",

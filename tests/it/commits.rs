@@ -264,6 +264,7 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
             username: "alice".to_owned(),
             password: Secret(ALICE_PASSWORD.to_owned()),
             oauth: None,
+            kerberos: None,
         });
         config.kafka.commit_source = source;
         Scaler::start_with(config)

@@ -9,6 +9,7 @@ mod commits;
 mod estimator;
 mod faults;
 mod groups;
+mod kerberos;
 mod lifecycle;
 mod monitoring;
 mod oauth;

@@ -46,6 +46,9 @@ pub enum Listener {
     /// SASL OAUTHBEARER without TLS, its tokens checked against a JWKS
     /// ([`Kafka::start_with_oauth`]).
     OAuth,
+    /// SASL GSSAPI (Kerberos) without TLS, its tickets from a test KDC
+    /// ([`Kafka::start_with_kerberos`]).
+    Kerberos,
 }
 
 impl Listener {
@@ -64,13 +67,14 @@ impl Listener {
             Listener::SaslPlaintext => "SASL_PLAINTEXT",
             Listener::SaslSsl => "SASL_SSL",
             Listener::OAuth => "OAUTH",
+            Listener::Kerberos => "KERBEROS",
         }
     }
 
     fn protocol(self) -> &'static str {
         match self {
             Listener::MutualTls => "SSL",
-            Listener::OAuth => "SASL_PLAINTEXT",
+            Listener::OAuth | Listener::Kerberos => "SASL_PLAINTEXT",
             other => other.name(),
         }
     }
@@ -114,8 +118,30 @@ struct Node {
     listeners: Vec<(Listener, u16)>,
     controller: u16,
     child: Option<Child>,
-    /// The JWKS URL OAUTHBEARER tokens are checked against, with an [`Listener::OAuth`].
-    oauth_jwks: Option<String>,
+    /// A login listener of its own, besides the usual ones.
+    extra: Option<ExtraLogin>,
+}
+
+/// A SASL listener a node may have besides the usual ones.
+#[derive(Clone, Debug)]
+enum ExtraLogin {
+    /// [`Listener::OAuth`]: OAUTHBEARER tokens checked against this JWKS URL.
+    OAuth { jwks: String },
+    /// [`Listener::Kerberos`]: the broker's principal and keytab, and the KDC's krb5.conf.
+    Kerberos {
+        krb5_conf: PathBuf,
+        keytab: PathBuf,
+        principal: String,
+    },
+}
+
+impl ExtraLogin {
+    fn listener(&self) -> Listener {
+        match self {
+            ExtraLogin::OAuth { .. } => Listener::OAuth,
+            ExtraLogin::Kerberos { .. } => Listener::Kerberos,
+        }
+    }
 }
 
 impl Node {
@@ -140,11 +166,16 @@ impl Node {
     }
 
     /// JVM options for `scripts/kafka-run`: Kafka 4.x reads an OAuth JWKS only from a URL
-    /// this system property allows.
+    /// this system property allows; Java's Kerberos finds the KDC through a krb5.conf.
     fn kafka_opts(&self) -> Option<String> {
-        self.oauth_jwks
-            .as_ref()
-            .map(|jwks| format!("-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}"))
+        match self.extra.as_ref()? {
+            ExtraLogin::OAuth { jwks } => Some(format!(
+                "-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}"
+            )),
+            ExtraLogin::Kerberos { krb5_conf, .. } => {
+                Some(format!("-Djava.security.krb5.conf={}", krb5_conf.display()))
+            }
+        }
     }
 
     /// Starts the JVM, appending to the node's log; [`Node::wait_started`] waits for it.
@@ -240,8 +271,8 @@ struct Setup {
     /// and the anonymous one (plaintext, TLS without a client certificate, the nodes among
     /// themselves) everything.
     acls: bool,
-    /// An OAUTHBEARER listener checking tokens against this JWKS URL.
-    oauth_jwks: Option<String>,
+    /// A login listener of its own on each node.
+    extra: Option<ExtraLogin>,
 }
 
 /// How the shared broker's temp dir is named: the prefix, then the test process's id.
@@ -285,7 +316,7 @@ impl Kafka {
                             secure: true,
                             shared: true,
                             acls: false,
-                            oauth_jwks: None,
+                            extra: None,
                         })
                     });
                     let started_ok = started.is_ok();
@@ -313,7 +344,7 @@ impl Kafka {
             secure: false,
             shared: false,
             acls: false,
-            oauth_jwks: None,
+            extra: None,
         })
     }
 
@@ -324,7 +355,7 @@ impl Kafka {
             secure: false,
             shared: false,
             acls: false,
-            oauth_jwks: None,
+            extra: None,
         })
     }
 
@@ -336,7 +367,7 @@ impl Kafka {
             secure: true,
             shared: false,
             acls: true,
-            oauth_jwks: None,
+            extra: None,
         })
     }
 
@@ -351,7 +382,26 @@ impl Kafka {
             secure: false,
             shared: false,
             acls: false,
-            oauth_jwks: Some(jwks_url.to_owned()),
+            extra: Some(ExtraLogin::OAuth {
+                jwks: jwks_url.to_owned(),
+            }),
+        })
+    }
+
+    /// One plaintext node of its own with a GSSAPI listener ([`Listener::Kerberos`]) whose
+    /// service principal `kafka/127.0.0.1` logs in to `kdc` with its keytab; clients need a
+    /// ticket from the same KDC.
+    pub fn start_with_kerberos(kdc: &super::kerberos::Kdc) -> Kafka {
+        Kafka::launch(Setup {
+            nodes: 1,
+            secure: false,
+            shared: false,
+            acls: false,
+            extra: Some(ExtraLogin::Kerberos {
+                krb5_conf: kdc.krb5_conf(),
+                keytab: kdc.keytab(super::kerberos::BROKER_PRINCIPAL),
+                principal: kdc.principal(super::kerberos::BROKER_PRINCIPAL),
+            }),
         })
     }
 
@@ -396,8 +446,8 @@ impl Kafka {
                 if setup.secure {
                     listeners.extend(Listener::SECURE.map(|listener| (listener, free_port())));
                 }
-                if setup.oauth_jwks.is_some() {
-                    listeners.push((Listener::OAuth, free_port()));
+                if let Some(extra) = &setup.extra {
+                    listeners.push((extra.listener(), free_port()));
                 }
                 let node_dir = dir.path().join(format!("node-{id}"));
                 std::fs::create_dir_all(&node_dir).expect("create the node's dir");
@@ -407,7 +457,7 @@ impl Kafka {
                     listeners,
                     controller: free_port(),
                     child: None,
-                    oauth_jwks: setup.oauth_jwks.clone(),
+                    extra: setup.extra.clone(),
                 }
             })
             .collect();
@@ -955,8 +1005,9 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
             }
         }
     }
-    if let Some(jwks) = &node.oauth_jwks {
-        text.push_str(&format!(
+    match &node.extra {
+        None => {}
+        Some(ExtraLogin::OAuth { jwks }) => text.push_str(&format!(
             "listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n\
              listener.name.oauth.oauthbearer.sasl.jaas.config=\
              org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;\n\
@@ -967,7 +1018,18 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
              sasl.oauthbearer.expected.audience={OAUTH_AUDIENCE}\n\
              sasl.oauthbearer.expected.issuer={OAUTH_ISSUER}\n\
              sasl.oauthbearer.clock.skew.seconds=0\n"
-        ));
+        )),
+        Some(ExtraLogin::Kerberos {
+            keytab, principal, ..
+        }) => text.push_str(&format!(
+            "listener.name.kerberos.sasl.enabled.mechanisms=GSSAPI\n\
+             listener.name.kerberos.gssapi.sasl.jaas.config=\
+             com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true \
+             storeKey=true keyTab=\"{keytab}\" principal=\"{principal}\";\n\
+             sasl.kerberos.service.name={service}\n",
+            keytab = keytab.display(),
+            service = super::kerberos::SERVICE_NAME,
+        )),
     }
     text
 }

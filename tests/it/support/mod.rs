@@ -3,6 +3,7 @@
 //! Everything started here is stopped by its guard's `Drop`, and every wait has a deadline.
 
 mod kafka;
+pub mod kerberos;
 pub mod oauth;
 pub mod prometheus;
 

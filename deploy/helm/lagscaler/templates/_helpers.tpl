@@ -23,14 +23,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* Checks that refuse a combination of values that cannot work, before anything runs. */}}
 {{- define "lagscaler.validate" -}}
 {{- $sasl := .Values.kafka.sasl -}}
-{{- if not (has $sasl (list "none" "plaintext" "scram_sha256" "scram_sha512" "oauthbearer")) -}}
-{{- fail "kafka.sasl: accepted are none, plaintext, scram_sha256, scram_sha512, oauthbearer" -}}
+{{- if not (has $sasl (list "none" "plaintext" "scram_sha256" "scram_sha512" "oauthbearer" "gssapi")) -}}
+{{- fail "kafka.sasl: accepted are none, plaintext, scram_sha256, scram_sha512, oauthbearer, gssapi" -}}
 {{- end -}}
-{{- if and (ne $sasl "none") (not .Values.kafka.passwordSecret.name) -}}
+{{- if and (eq $sasl "gssapi") (not .Values.kafka.kerberos.keytabSecret.name) -}}
+{{- fail "kafka.kerberos.keytabSecret.name: a Secret holding the keytab is needed with kafka.sasl=gssapi" -}}
+{{- end -}}
+{{- if and (eq $sasl "gssapi") .Values.kafka.passwordSecret.name -}}
+{{- fail "kafka.passwordSecret.name: not with kafka.sasl=gssapi, which logs in with a keytab (kafka.kerberos.keytabSecret)" -}}
+{{- end -}}
+{{- if and (ne $sasl "none") (ne $sasl "gssapi") (not .Values.kafka.passwordSecret.name) -}}
 {{- fail "kafka.passwordSecret.name: a Secret holding the SASL password (or OAUTHBEARER client secret) is needed with kafka.sasl" -}}
 {{- end -}}
 {{- if and (ne $sasl "none") (not .Values.kafka.username) -}}
-{{- fail "kafka.username: needed with kafka.sasl (OAUTHBEARER: the client id)" -}}
+{{- fail "kafka.username: needed with kafka.sasl (OAUTHBEARER: the client id; GSSAPI: the principal)" -}}
 {{- end -}}
 {{- if and (eq $sasl "oauthbearer") (not .Values.kafka.oauth.tokenEndpointUri) -}}
 {{- fail "kafka.oauth.tokenEndpointUri: needed with kafka.sasl=oauthbearer" -}}
