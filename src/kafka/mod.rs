@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 
@@ -243,6 +243,9 @@ struct Context {
     by_broker: Mutex<BTreeMap<i32, RequestCounts>>,
     /// The commit readers' own counts (their librdkafka instances), added to these.
     readers: Arc<ReaderRequests>,
+    /// The latest refused login (librdkafka's authentication error: a token or ticket it
+    /// could not get, or the brokers' refusal) since the last good read, and when.
+    login_refused: Mutex<Option<(Instant, String)>>,
 }
 
 /// Requests sent by a cluster's commit readers, by broker node id: the running one's
@@ -298,6 +301,15 @@ fn add_counts(into: &mut BTreeMap<i32, RequestCounts>, from: &BTreeMap<i32, Requ
 }
 
 impl ClientContext for Context {
+    /// Logs librdkafka's errors as rdkafka does, and keeps the latest authentication error
+    /// for the failures it causes ([`KafkaClient::with_login_refusal`]).
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        log::error!("librdkafka: {error}: {reason}");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            *self.login_refused.lock() = Some((Instant::now(), reason.to_owned()));
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut all = requests_by_broker(&statistics);
         add_counts(&mut all, &self.readers.total());
@@ -469,6 +481,33 @@ impl KafkaClient {
     /// cluster's topic names, for a pattern) come from a read made at or after `since` (this
     /// poll's scheduled time), shared with every watch of the cycle that reads the same.
     pub fn snapshot(
+        &self,
+        group: &str,
+        topics: Topics<'_>,
+        since: Instant,
+        isolation: Isolation,
+    ) -> Result<Vec<PartitionOffsets>, KafkaError> {
+        let read = self.read_snapshot(group, topics, since, isolation);
+        if read.is_ok() {
+            *self.consumer.context().login_refused.lock() = None;
+        }
+        read
+    }
+
+    /// `cause`, a failed read's, with the latest refused login since the last good read:
+    /// a refusal shows to librdkafka's callers only as a timeout, and KEDA's message and
+    /// `lagscaler check` should say why.
+    pub fn with_login_refusal(&self, cause: String) -> String {
+        match &*self.consumer.context().login_refused.lock() {
+            Some((when, reason)) => format!(
+                "{cause} (the login was refused {:.0} s ago: {reason})",
+                when.elapsed().as_secs_f64()
+            ),
+            None => cause,
+        }
+    }
+
+    fn read_snapshot(
         &self,
         group: &str,
         topics: Topics<'_>,

@@ -471,7 +471,7 @@ impl Watcher {
                 KafkaError::UnknownTopic { .. } | KafkaError::OnlyDeletedTopics { .. } => {
                     PollFailure::Gone(err.to_string())
                 }
-                err => PollFailure::Failed(err.to_string()),
+                err => PollFailure::Failed(client.with_login_refusal(err.to_string())),
             })?;
         if let Some(set) = &self.key.partitions {
             let n_partitions = offsets.len();
@@ -544,7 +544,7 @@ impl Watcher {
                 Ok(found) => offsets.extend(found),
                 // A group that never committed has no position to measure from yet.
                 Err(KafkaError::NoTopics { .. }) => {}
-                Err(err) => return Err(err.to_string()),
+                Err(err) => return Err(client.with_login_refusal(err.to_string())),
             }
             if let Ok(most) = members {
                 members = client

@@ -77,6 +77,10 @@ fn gssapi_logs_in_with_a_keytab_and_a_keytab_with_old_keys_is_refused() {
     })
     .unwrap_or_else(|| panic!("the first poll never ended; log:\n{}", stale.log()));
     assert_eq!(refused.code(), RpcStatusCode::UNAVAILABLE, "{refused:?}");
+    assert!(
+        refused.message().contains("the login was refused"),
+        "KEDA's message does not say why: {refused:?}"
+    );
     let log = stale.log();
     assert!(
         log.contains("kinit: Password incorrect"),

@@ -145,11 +145,12 @@ fn oauthbearer_logs_in_with_client_credentials_refreshes_its_token_and_is_refuse
     // Refused: the broker's validator, or librdkafka itself for the expired token.
     // librdkafka's error, in the log: the token it refused itself, the broker's refusal,
     // the token endpoint's.
-    for (case, issue, secret, refusal) in [
+    for (case, issue, secret, refusal, answer) in [
         (
             "an expired token",
             Issue::Expired,
             &secret_file,
+            "Must supply an unexpired token",
             "Must supply an unexpired token",
         ),
         (
@@ -157,11 +158,13 @@ fn oauthbearer_logs_in_with_client_credentials_refreshes_its_token_and_is_refuse
             Issue::WrongKey,
             &secret_file,
             "SASL authentication error: {\"status\":\"invalid_token\"}",
+            "invalid_token",
         ),
         (
             "a wrong client secret",
             Issue::Valid,
             &wrong_file,
+            "invalid_client",
             "invalid_client",
         ),
     ] {
@@ -196,6 +199,16 @@ fn oauthbearer_logs_in_with_client_credentials_refreshes_its_token_and_is_refuse
             process.log().contains(refusal),
             "{case}: no {refusal:?} in the log:\n{}",
             process.log()
+        );
+        // KEDA's message says why, not only that Kafka did not answer.
+        assert!(
+            status.message().contains("the login was refused") && status.message().contains(answer),
+            "{case}: no {answer:?} in the answer: {status:?}"
+        );
+        assert!(
+            !status.message().contains(CLIENT_SECRET)
+                && !status.message().contains("wrong-secret-5be2"),
+            "{status:?}"
         );
         if secret == &wrong_file {
             assert!(provider.asked().refused > refused_before, "{case}");
