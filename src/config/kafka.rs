@@ -273,7 +273,6 @@ const REALM: &str = "SCALER_KAFKA_KERBEROS_REALM";
 /// The keytab and service name of `SCALER_KAFKA_SASL=gssapi` (`wanted`); none of them may be
 /// set without it. The keytab must be readable now: a start that cannot log in stops.
 fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, ConfigError> {
-    let set = |name: &str| vars.set(name);
     if !wanted {
         only_with(
             vars,
@@ -282,7 +281,7 @@ fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, Co
         )?;
         return Ok(None);
     }
-    let Some(keytab) = set(KEYTAB) else {
+    let Some(keytab) = vars.set(KEYTAB) else {
         return Err(invalid(
             KEYTAB,
             "",
@@ -308,7 +307,7 @@ fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, Co
             cause: err.to_string(),
         });
     }
-    let service_name = set(SERVICE_NAME).unwrap_or("kafka");
+    let service_name = vars.set(SERVICE_NAME).unwrap_or("kafka");
     if !service_name
         .chars()
         .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
@@ -383,7 +382,6 @@ fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigE
     const ENDPOINT: &str = "SCALER_KAFKA_OAUTH_TOKEN_ENDPOINT_URI";
     const SCOPES: &str = "SCALER_KAFKA_OAUTH_SCOPES";
     const EXTENSIONS: &str = "SCALER_KAFKA_OAUTH_EXTENSIONS";
-    let set = |name: &str| vars.set(name);
     if !wanted {
         only_with(
             vars,
@@ -392,7 +390,7 @@ fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigE
         )?;
         return Ok(None);
     }
-    let Some(endpoint) = set(ENDPOINT) else {
+    let Some(endpoint) = vars.set(ENDPOINT) else {
         return Err(invalid(
             ENDPOINT,
             "",
@@ -419,7 +417,8 @@ fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigE
             "an http:// or https:// URL with a host, without spaces",
         ));
     }
-    let scopes: Vec<String> = set(SCOPES)
+    let scopes: Vec<String> = vars
+        .set(SCOPES)
         .map(|value| {
             value
                 .split([',', ' '])
@@ -442,7 +441,7 @@ fn parse_oauth(vars: &Vars, wanted: bool) -> Result<Option<OAuthClient>, ConfigE
         ));
     }
     let mut extensions = Vec::new();
-    for pair in set(EXTENSIONS).unwrap_or_default().split(',') {
+    for pair in vars.set(EXTENSIONS).unwrap_or_default().split(',') {
         let pair = pair.trim();
         if pair.is_empty() {
             continue;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use grpcio::RpcStatusCode;
 use lagscaler::config::SETTINGS;
 
-use crate::support::{Kafka, Process};
+use crate::support::{output_text, Kafka, Process};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_lagscaler");
 
@@ -71,12 +71,7 @@ fn check_config_judges_the_settings_without_starting_anything() {
             .stdin(Stdio::null())
             .output()
             .expect("run lagscaler --check-config");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.code(), said)
+        (output.status.code(), output_text(&output))
     };
     // The gRPC port is taken: a start would fail, a check does not bind it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -11,6 +11,8 @@ use std::process::{Command, Output};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::support::output_text;
+
 /// The Kubernetes versions whose schemas the manifests are checked against: the oldest the
 /// chart's `kubeVersion` allows, and the newest kubectl-validate v0.0.4 knows.
 const KUBERNETES: [&str; 2] = ["1.25", "1.30"];
@@ -42,14 +44,6 @@ fn tool(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `helm template` of the chart as release `lagscaler` in namespace `keda` with `sets`.
@@ -402,14 +396,14 @@ fn the_helm_chart_lints_renders_each_option_and_validates_against_the_kubernetes
         assert!(
             linted.status.success(),
             "helm lint, {option}:\n{}",
-            text(&linted)
+            output_text(&linted)
         );
 
         let output = template(sets);
         assert!(
             output.status.success(),
             "helm template, {option}:\n{}",
-            text(&output)
+            output_text(&output)
         );
         let rendered = String::from_utf8(output.stdout).expect("UTF-8");
         std::fs::write(rendered_dir.path().join(format!("{index}.yaml")), &rendered)
@@ -429,7 +423,7 @@ fn the_helm_chart_lints_renders_each_option_and_validates_against_the_kubernetes
         assert!(
             checked.status.success(),
             "{option}: lagscaler --check-config refused the chart's environment {env:?}:\n{}",
-            text(&checked)
+            output_text(&checked)
         );
         for (name, value) in chart_option.env {
             assert_eq!(env.get(*name).map(String::as_str), Some(*value), "{option}");
@@ -512,7 +506,7 @@ fn validate(dir: &Path, version: &str) -> (bool, String) {
         .arg(tools().join("crds"))
         .output()
         .expect("run kubectl-validate");
-    (validated.status.success(), text(&validated))
+    (validated.status.success(), output_text(&validated))
 }
 
 #[test]
@@ -564,7 +558,7 @@ fn values_that_cannot_work_are_refused_naming_the_key() {
     ];
     for (sets, key) in refused {
         let output = template(sets);
-        let said = text(&output);
+        let said = output_text(&output);
         assert!(!output.status.success(), "{sets:?} rendered:\n{said}");
         assert!(
             said.contains(key),

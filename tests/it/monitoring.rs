@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::prometheus::Prometheus;
-use crate::support::{free_port, http_get, wait_for, Kafka, Scaler};
+use crate::support::{free_port, http_get, output_text, wait_for, Kafka, Scaler};
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,11 +31,7 @@ fn promtool(args: &[&str]) -> String {
         .current_dir(deploy("prometheus"))
         .output()
         .expect("run promtool (Debian's prometheus package; scripts/install-deps)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = output_text(&output);
     assert!(output.status.success(), "promtool {args:?}:\n{text}");
     text
 }

@@ -101,6 +101,15 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// What a finished command printed: its stdout, then its stderr.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A port nobody listens on right now, and never handed out before in this process: the
 /// kernel may give the same ephemeral port to two binds in a row once the first is closed,
 /// and a node given one port for two listeners does not start (seen in CI, Kafka 3.9's
