@@ -58,6 +58,8 @@ pub fn run(args: &[String], config: &Config, out: &mut dyn Write) -> Result<(), 
             max_watches: 1,
         },
         updates,
+        // `check` reads Kafka itself, never the fleet's samples.
+        None,
     )
     .map_err(|err| CheckError::Failed(format!("cannot start the watch: {err}")))?;
     let result = two_polls(&registry, &trigger, config)

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::config::{Config, TlsConfig};
 use crate::directory::Directory;
 use crate::file_stamp::{self, FileStamp};
+use crate::fleet::{Fleet, FleetSettings};
 use crate::grpc;
 use crate::http::HttpServer;
 use crate::kafka::{Clients, KafkaError};
@@ -90,6 +91,7 @@ pub struct Daemon {
     http: Option<HttpServer>,
     registry: Arc<Registry>,
     kafka: Arc<Clients>,
+    fleet: Option<Arc<Fleet>>,
     addr: SocketAddr,
 }
 
@@ -106,6 +108,34 @@ impl Daemon {
         // Ids of watches with a new reading, for the push thread; bounded so that a stuck
         // listener cannot grow it (it re-reads every stream once a second anyway).
         let (updates_tx, updates_rx) = crossbeam_channel::bounded(UPDATES_CAPACITY);
+        let fleet = match &config.fleet {
+            None => None,
+            Some(fleet_config) => {
+                let member = fleet_config
+                    .member
+                    .clone()
+                    .unwrap_or_else(|| default_member(config.listen.port()));
+                let fleet = Fleet::start(
+                    fleet_config,
+                    FleetSettings {
+                        member,
+                        member_ttl: fleet_config.member_ttl,
+                        watch_ttl: config.watch_ttl,
+                        poll_interval: config.poll_interval,
+                        keep: config.rate_window + config.stale_after + config.poll_interval,
+                    },
+                    config.cluster_set(),
+                )?;
+                info!(
+                    "fleet {} on {}: member {}, {} member(s) now",
+                    fleet_config.name,
+                    fleet_config.describe(),
+                    fleet.member(),
+                    fleet.members().len()
+                );
+                Some(fleet)
+            }
+        };
         let registry = Arc::new(Registry::start(
             Arc::clone(&kafka),
             directory,
@@ -117,6 +147,7 @@ impl Daemon {
                 max_watches: config.max_watches,
             },
             updates_tx,
+            fleet.clone(),
         )?);
         let cq_count = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -141,7 +172,21 @@ impl Daemon {
             updates_rx,
             Arc::clone(&rpc_stats),
         )?;
-        let mut server = ServerBuilder::new(Arc::clone(&env))
+        let mut builder = ServerBuilder::new(Arc::clone(&env));
+        if let Some(age) = config.max_connection_age {
+            // gRPC core's own server arguments: GOAWAY after the age, then up to 10 s for
+            // the calls in flight (a StreamIsActive stream is ended then, and KEDA reopens it).
+            let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+            let args = grpcio::ChannelBuilder::new(Arc::clone(&env))
+                .raw_cfg_int(c"grpc.max_connection_age_ms".into(), millis(age))
+                .raw_cfg_int(
+                    c"grpc.max_connection_age_grace_ms".into(),
+                    millis(Duration::from_secs(10)),
+                )
+                .build_args();
+            builder = builder.channel_args(args);
+        }
+        let mut server = builder
             .register_service(scaler)
             .register_service(grpc::health_service(health.clone()))
             .build()
@@ -161,6 +206,7 @@ impl Daemon {
                     stale_after: config.stale_after,
                     watch_ttl: config.watch_ttl,
                     clients: Arc::clone(&kafka),
+                    fleet: fleet.clone(),
                 };
                 let http =
                     HttpServer::start(http_addr, observed).map_err(|err| StartError::Http {
@@ -196,8 +242,14 @@ impl Daemon {
             http,
             registry,
             kafka,
+            fleet,
             addr,
         })
+    }
+
+    /// Fleet mode: this replica's handle on its fleet.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// The HTTP listener's address, when it runs.
@@ -238,7 +290,7 @@ impl Daemon {
         self.registry.watcher_panics()
     }
 
-    /// `Err` naming the first of the daemon's own threads (`registry`, `push`, `http`) that
+    /// `Err` naming the first of the daemon's own threads (`registry`, `push`, `http`, `fleet`) that
     /// died; the daemon cannot serve as documented without it, and the caller should stop
     /// it and exit with a failure so that systemd or Kubernetes restarts it. (A dead watcher
     /// is restarted by the registry instead.)
@@ -249,6 +301,12 @@ impl Daemon {
             "push"
         } else if self.http.as_ref().is_some_and(HttpServer::is_dead) {
             "http"
+        } else if self
+            .fleet
+            .as_ref()
+            .is_some_and(|fleet| !fleet.threads_alive())
+        {
+            "fleet"
         } else {
             return Ok(());
         };
@@ -269,6 +327,7 @@ impl Daemon {
             http,
             registry,
             kafka,
+            fleet,
             addr: _,
         } = self;
         health.set_serving(false);
@@ -282,6 +341,11 @@ impl Daemon {
         let server_result = stop_server(server, Instant::now() + GRPC_GRACE.min(grace / 2));
         let watches_result = registry.shutdown(deadline);
         let kafka_result = kafka.shutdown().map_err(|_| StopError::KafkaEvents);
+        if let Some(fleet) = fleet {
+            if !fleet.shutdown(deadline) {
+                warn!("a fleet thread did not stop before the deadline");
+            }
+        }
         if let Err(err) = &watches_result {
             warn!("stopping watches: {err}");
         }
@@ -437,4 +501,15 @@ fn stop_server(mut server: Server, deadline: Instant) -> Result<(), StopError> {
             Ok(())
         }
     }
+}
+
+/// A fleet member's default name: the host's name (a pod's name in Kubernetes) and the
+/// gRPC port, unique per host and kept across restarts.
+fn default_member(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| crate::config::is_fleet_name(name, false))
+        .unwrap_or_else(|| "lagscaler".to_owned());
+    format!("{host}:{port}")
 }

@@ -49,6 +49,8 @@ pub struct Observed {
     pub watch_ttl: Duration,
     /// The Kafka clients, for where committed offsets come from.
     pub clients: Arc<Clients>,
+    /// Fleet mode: the fleet, for its families.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// The running listener.
@@ -163,6 +165,58 @@ fn readiness(observed: &Observed) -> Result<(), String> {
     Ok(())
 }
 
+/// The fleet's families (fleet mode only).
+fn render_fleet(out: &mut String, fleet: &crate::fleet::Fleet) {
+    use std::sync::atomic::Ordering::Relaxed;
+    family(
+        out,
+        "lagscaler_fleet_members",
+        "gauge",
+        "Live members of the fleet as this replica last read them (0 while it is alone).",
+    );
+    let _ = writeln!(out, "lagscaler_fleet_members {}", fleet.members().len());
+    family(
+        out,
+        "lagscaler_fleet_alone",
+        "gauge",
+        "1 while this replica could not renew its fleet lease for the member TTL and polls \
+         every watch it holds itself.",
+    );
+    let _ = writeln!(out, "lagscaler_fleet_alone {}", u8::from(fleet.is_alone()));
+    family(
+        out,
+        "lagscaler_fleet_samples_total",
+        "counter",
+        "Samples by outcome: written (this replica polled and shared them), refused (another \
+         writer had the tick), unwritten (Redis unreachable or the lease lapsed), received \
+         (read from the fleet's feed, this replica's own included).",
+    );
+    let stats = &fleet.stats;
+    for (outcome, count) in [
+        ("written", &stats.written),
+        ("refused", &stats.refused),
+        ("unwritten", &stats.unwritten),
+        ("received", &stats.received),
+    ] {
+        let _ = writeln!(
+            out,
+            "lagscaler_fleet_samples_total{{outcome=\"{outcome}\"}} {}",
+            count.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "lagscaler_fleet_lease_failures_total",
+        "counter",
+        "Lease renewals that failed (Redis unreachable or slow).",
+    );
+    let _ = writeln!(
+        out,
+        "lagscaler_fleet_lease_failures_total {}",
+        stats.renew_failures.load(Relaxed)
+    );
+}
+
 /// Every metric in Prometheus text format 0.0.4.
 pub fn render_metrics(observed: &Observed) -> String {
     let mut out = String::new();
@@ -224,6 +278,10 @@ pub fn render_metrics(observed: &Observed) -> String {
     );
     if let Some(cycle) = observed.registry.last_cycle() {
         let _ = writeln!(out, "lagscaler_poll_cycle_seconds {}", cycle.as_secs_f64());
+    }
+
+    if let Some(fleet) = &observed.fleet {
+        render_fleet(&mut out, fleet);
     }
 
     let mut watches = WatchFamilies::new();

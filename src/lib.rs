@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod directory;
 pub mod estimate;
 pub mod file_stamp;
+pub mod fleet;
 pub mod grpc;
 #[cfg(feature = "test-hooks")]
 pub mod hooks;

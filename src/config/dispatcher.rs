@@ -19,24 +19,30 @@ impl RedisConfig {
     /// The Redis to use, without secrets: scheme, host, port, database and whether a user
     /// and a password are set.
     pub fn describe(&self) -> String {
-        let settings = self.connection.redis_settings();
-        let (scheme, host, port) = match self.connection.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => ("redis", host.as_str(), *port),
-            redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
-            redis::ConnectionAddr::Unix(path) => {
-                return format!("unix:{}?db={}", path.display(), settings.db())
-            }
-            other => return format!("{other}/{}", settings.db()),
-        };
-        let mut text = format!("{scheme}://{host}:{port}/{}", settings.db());
-        if let Some(user) = settings.username() {
-            text.push_str(&format!(" user={user}"));
-        }
-        if settings.password().is_some() {
-            text.push_str(" password=(set)");
-        }
-        text
+        describe_connection(&self.connection)
     }
+}
+
+/// A Redis connection without secrets: scheme, host, port, database and whether a user and
+/// a password are set.
+pub fn describe_connection(connection: &redis::ConnectionInfo) -> String {
+    let settings = connection.redis_settings();
+    let (scheme, host, port) = match connection.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => ("redis", host.as_str(), *port),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.as_str(), *port),
+        redis::ConnectionAddr::Unix(path) => {
+            return format!("unix:{}?db={}", path.display(), settings.db())
+        }
+        other => return format!("{other}/{}", settings.db()),
+    };
+    let mut text = format!("{scheme}://{host}:{port}/{}", settings.db());
+    if let Some(user) = settings.username() {
+        text.push_str(&format!(" user={user}"));
+    }
+    if settings.password().is_some() {
+        text.push_str(" password=(set)");
+    }
+    text
 }
 
 impl fmt::Debug for RedisConfig {

@@ -13,12 +13,16 @@ use crate::spelling::{self, BoolSpelling};
 
 mod clusters;
 mod dispatcher;
+mod fleet;
 mod kafka;
 mod settings;
 mod tls;
 
 pub use clusters::ClusterSet;
-pub use dispatcher::{redact_url, redis_connection, RedisConfig, AZUL_REDIS_DB};
+pub use dispatcher::{
+    describe_connection, redact_url, redis_connection, RedisConfig, AZUL_REDIS_DB,
+};
+pub use fleet::{is_fleet_name, FleetConfig, FleetRedis, DEFAULT_MEMBER_TTL};
 pub(crate) use kafka::parse_bootstrap;
 pub use kafka::{
     CommitSource, KafkaConfig, KafkaSasl, KafkaTls, KerberosLogin, SaslMechanism, Secret,
@@ -38,6 +42,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// gRPC over TLS, or plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// Each gRPC connection is closed (GOAWAY) after this long; `None` is never.
+    pub max_connection_age: Option<Duration>,
     /// Where the HTTP listener binds; `None` is off.
     pub http: Option<SocketAddr>,
     /// The default Kafka cluster.
@@ -56,6 +62,8 @@ pub struct Config {
     pub max_watches: usize,
     /// The Azul dispatcher's Redis, read for plugin triggers only.
     pub redis: RedisConfig,
+    /// Fleet mode: the Redis the replicas share, `None` to run alone.
+    pub fleet: Option<FleetConfig>,
     /// Whether `SCALER_DEBUG` asked for debug logging.
     pub debug: bool,
     /// Variables with the `SCALER_` prefix that no setting reads, to warn about at start.
@@ -159,6 +167,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8090),
             tls: None,
+            max_connection_age: None,
             http: None,
             clusters: BTreeMap::new(),
             kafka: KafkaConfig {
@@ -175,6 +184,7 @@ impl Default for Config {
             watch_ttl: Duration::from_secs(600),
             max_watches: 10_000,
             redis: RedisConfig::default(),
+            fleet: None,
             debug: false,
             unknown_vars: Vec::new(),
         }
@@ -212,6 +222,23 @@ impl Config {
                 )
             })?;
             config.listen.set_ip(ip);
+        }
+        if let Some(value) = vars.get("SCALER_GRPC_MAX_CONNECTION_AGE") {
+            let age = parse_duration(
+                "SCALER_GRPC_MAX_CONNECTION_AGE",
+                value,
+                Duration::ZERO,
+                Duration::from_secs(24 * 3600),
+                "a duration from 1s to 24h, or 0s for never",
+            )?;
+            if !age.is_zero() && age < Duration::from_secs(1) {
+                return Err(invalid(
+                    "SCALER_GRPC_MAX_CONNECTION_AGE",
+                    value,
+                    "a duration from 1s to 24h, or 0s for never",
+                ));
+            }
+            config.max_connection_age = (!age.is_zero()).then_some(age);
         }
         if let Some(value) = vars.get("SCALER_KAFKA_BOOTSTRAP_SERVERS") {
             config.kafka.bootstrap_servers = parse_bootstrap(value)
@@ -358,6 +385,7 @@ impl Config {
         if let Some(prefix) = vars.get("SCALER_TOPIC_PREFIX") {
             config.redis.topic_prefix = prefix.trim().to_owned();
         }
+        config.fleet = fleet::parse_fleet(&vars)?;
         if let Some(value) = vars.get("SCALER_DEBUG") {
             config.debug = parse_bool(value).ok_or_else(|| {
                 invalid("SCALER_DEBUG", value, "true or false (also 1/0, yes/no)")
@@ -371,12 +399,14 @@ impl Config {
     /// password) are left out.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} grpc={} kafka.bootstrap={} kafka.security={:?} kafka.timeout={} \
+            "listen={} grpc={} grpc.max_connection_age={} kafka.bootstrap={} kafka.security={:?} kafka.timeout={} \
              kafka.stats_interval={} kafka.commit_source={} \
              poll_interval={} rate_window={} \
-             stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} debug={}",
+             stale_after={} watch_ttl={} max_watches={} redis={} topic_prefix={:?} fleet={} \
+             debug={}",
             self.listen,
             TlsConfig::describe(self.tls.as_ref()),
+            humantime::format_duration(self.max_connection_age.unwrap_or_default()),
             self.kafka.bootstrap_string(),
             self.kafka.describe_security(),
             humantime::format_duration(self.kafka.request_timeout),
@@ -389,6 +419,16 @@ impl Config {
             self.max_watches,
             self.redis.describe(),
             self.redis.topic_prefix,
+            self.fleet.as_ref().map_or_else(
+                || "off".to_owned(),
+                |fleet| format!(
+                    "{} name={} member={} member_ttl={}",
+                    fleet.describe(),
+                    fleet.name,
+                    fleet.member.as_deref().unwrap_or("(host:port)"),
+                    humantime::format_duration(fleet.member_ttl)
+                )
+            ),
             self.debug,
         )
     }

@@ -24,6 +24,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "IP address to listen on; :: is every interface, IPv4 and IPv6",
     },
     Setting {
+        name: "SCALER_GRPC_MAX_CONNECTION_AGE",
+        default: "0s",
+        help: "close each gRPC connection (GOAWAY, calls in flight finish) after this long, so \
+               that KEDA resolves the Service again and spreads its calls over new replicas; \
+               0s is never (1s to 24h otherwise)",
+    },
+    Setting {
         name: "SCALER_HTTP_PORT",
         default: "",
         help: "port of the HTTP listener for /metrics, /healthz and /readyz, e.g. 9100 \
@@ -237,6 +244,35 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "the dispatcher's topic prefix: a plugin's consumer groups are named \
                <prefix>-azul-<kafka_prefix>[-...]",
+    },
+    Setting {
+        name: "SCALER_FLEET_REDIS_URL",
+        default: "",
+        help: "fleet mode: replicas share polling and history through this Redis \
+               (redis:// or rediss://[user:password@]host:port[/db], database 0 unless \
+               named, or redis+sentinel://[user:password@]host:port[,host:port]/<master>[/db]); \
+               unset: this replica runs alone",
+    },
+    Setting {
+        name: "SCALER_FLEET_REDIS_PASSWORD_FILE",
+        default: "",
+        help: "a file holding the fleet Redis's password (overrides one in the URL)",
+    },
+    Setting {
+        name: "SCALER_FLEET_NAME",
+        default: "lagscaler",
+        help: "the fleet's name: its Redis keys start lagscaler:fleet:<name>:",
+    },
+    Setting {
+        name: "SCALER_FLEET_MEMBER",
+        default: "<host name>:<SCALER_PORT>",
+        help: "this replica's name in the fleet, unique in it and kept across restarts",
+    },
+    Setting {
+        name: "SCALER_FLEET_MEMBER_TTL",
+        default: "10s",
+        help: "a replica that has not renewed its membership for this long is out of the \
+               fleet and its watches move (3s to 5m); it renews every TTL/10",
     },
     Setting {
         name: "SCALER_DEBUG",

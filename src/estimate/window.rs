@@ -389,6 +389,11 @@ impl Window {
             .count()
     }
 
+    /// The time of the latest sample recorded.
+    pub fn last_sample(&self) -> Option<Instant> {
+        self.last_sample
+    }
+
     /// Records a failed poll at `at`: the window keeps its samples (so rates and persistent
     /// lag survive a transient error). Missing data never reads as idle, but a gap no longer
     /// than the one bridged (a leader election, a coordinator moving) does not restart the

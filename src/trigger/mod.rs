@@ -12,6 +12,7 @@ use crate::config::ClusterSet;
 use crate::estimate::{MetricMode, Rules};
 use crate::lag::LagRule;
 
+pub mod codec;
 mod group;
 mod keys;
 mod plugin;

@@ -21,9 +21,10 @@ use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::directory::Directory;
+use crate::fleet::Fleet;
 use crate::kafka::Clients;
 use crate::store::{Slot, Store};
-use crate::trigger::{Trigger, WatchKey};
+use crate::trigger::{codec, Trigger, WatchKey};
 use watcher::{Never, PollResult};
 
 /// Capacity of the channel that carries poll results to the supervisor.
@@ -88,6 +89,8 @@ pub struct Registry {
     panics: Arc<AtomicUsize>,
     control: Sender<Control>,
     supervisor: Mutex<Option<JoinHandle<Result<(), ShutdownError>>>>,
+    /// Fleet mode: told of every watch asked about here.
+    fleet: Option<Arc<Fleet>>,
 }
 
 enum Control {
@@ -109,12 +112,15 @@ impl Control {
 impl Registry {
     /// Starts the supervisor thread. Plugin watches find their groups through `directory`.
     /// The id of each watch whose reading changed is sent to `updates` (dropped when it is
-    /// full: a listener that falls behind re-reads everything anyway).
+    /// full: a listener that falls behind re-reads everything anyway). In fleet mode the
+    /// watchers share their samples through `fleet`, and the registry also holds the
+    /// watches this replica owns that another replica was asked about.
     pub fn start(
         clients: Arc<Clients>,
         directory: Arc<Directory>,
         settings: WatchSettings,
         updates: Sender<u64>,
+        fleet: Option<Arc<Fleet>>,
     ) -> std::io::Result<Registry> {
         let store = Arc::new(Store::default());
         let panics = Arc::new(AtomicUsize::new(0));
@@ -128,7 +134,11 @@ impl Registry {
             directory,
             updates,
             settings,
-            origin: Instant::now(),
+            origin: fleet
+                .as_ref()
+                .map_or_else(Instant::now, |fleet| fleet.origin()),
+            fleet: fleet.clone(),
+            full_warned: false,
             cycle,
             control: control_rx,
             results_tx,
@@ -150,6 +160,7 @@ impl Registry {
             panics,
             control: control_tx,
             supervisor: Mutex::new(Some(handle)),
+            fleet,
         })
     }
 
@@ -159,6 +170,9 @@ impl Registry {
     pub fn watch(&self, trigger: &Trigger) -> Result<Arc<Slot>, WatchLimit> {
         let key = &trigger.watch;
         let needs_time_lag = trigger.rules.needs_time_lag();
+        if let Some(fleet) = &self.fleet {
+            fleet.note_asked(&Arc::from(codec::encode(key)), needs_time_lag);
+        }
         if let Some(slot) = self.store.get(key) {
             slot.touch();
             if needs_time_lag {
@@ -260,6 +274,8 @@ impl Registry {
 
 struct WatcherHandle {
     slot: Arc<Slot>,
+    /// Fleet mode: the watch's key as the fleet names it.
+    name: Option<Arc<str>>,
     /// Dropping this sender stops the watcher.
     stop: Sender<Never>,
     thread: JoinHandle<()>,
@@ -273,6 +289,10 @@ struct Supervisor {
     settings: WatchSettings,
     /// Where the poll schedule every watcher shares starts.
     origin: Instant,
+    /// Fleet mode.
+    fleet: Option<Arc<Fleet>>,
+    /// Whether a watch owned in the fleet was refused for the watch limit (logged once).
+    full_warned: bool,
     /// The poll cycle results are coming in for.
     cycle: Cycle,
     control: Receiver<Control>,
@@ -308,6 +328,7 @@ impl Supervisor {
                 Event::Result(result) => self.record(result),
                 Event::RestartDue => self.restart_due(),
                 Event::Tick => {
+                    self.adopt();
                     self.expire_idle();
                     self.restart_dead();
                     self.restart_due();
@@ -348,6 +369,10 @@ impl Supervisor {
 
     fn start_watcher(&mut self, slot: Arc<Slot>) {
         let (stop_tx, stop_rx) = bounded(0);
+        let name: Option<Arc<str>> = self
+            .fleet
+            .as_ref()
+            .map(|_| Arc::from(codec::encode(&slot.key)));
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
@@ -355,6 +380,11 @@ impl Supervisor {
                 clients: Arc::clone(&self.clients),
                 directory: Arc::clone(&self.directory),
                 time_lag_wanted: slot.time_lag_wanted(),
+                fleet: self
+                    .fleet
+                    .as_ref()
+                    .zip(name.as_ref())
+                    .map(|(fleet, name)| (Arc::clone(fleet), Arc::clone(name))),
             },
             watcher::Schedule {
                 interval: self.settings.poll_interval,
@@ -371,6 +401,7 @@ impl Supervisor {
                     slot.id,
                     WatcherHandle {
                         slot,
+                        name,
                         stop: stop_tx,
                         thread,
                     },
@@ -410,19 +441,61 @@ impl Supervisor {
     }
 
     fn record(&mut self, result: PollResult) {
-        self.cycle.record(
-            self.origin,
-            self.settings.poll_interval,
-            result.scheduled,
-            result.finished,
-        );
+        if result.polled {
+            self.cycle.record(
+                self.origin,
+                self.settings.poll_interval,
+                result.scheduled,
+                result.finished,
+            );
+        }
         // A result from a watcher already expired has no slot to go to.
         if let Some(watcher) = self.watchers.get(&result.watch_id) {
-            let failed = result.reading.failure().is_some();
-            watcher.slot.record_poll(failed, result.took);
+            if result.polled {
+                let failed = result.reading.failure().is_some();
+                watcher.slot.record_poll(failed, result.took);
+            }
             watcher.slot.set_reading(result.reading);
             let _ = self.updates.try_send(result.watch_id);
         }
+    }
+
+    /// Fleet mode: holds the watches this replica owns that another replica was asked
+    /// about, so that they are polled for the fleet.
+    fn adopt(&mut self) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        for (key, time_lag) in fleet.unheld(|key| self.store.get(key).is_some()) {
+            let Some((slot, created)) = self.store.get_or_insert(&key, self.settings.max_watches)
+            else {
+                if !self.full_warned {
+                    warn!(
+                        "the fleet needs this replica to poll {key}, but it holds \
+                         SCALER_MAX_WATCHES={} watches already",
+                        self.settings.max_watches
+                    );
+                    self.full_warned = true;
+                }
+                continue;
+            };
+            if time_lag {
+                slot.want_time_lag();
+            }
+            if created {
+                info!("watch added for the fleet: {key}");
+                self.start_watcher(slot);
+            }
+        }
+    }
+
+    /// Whether the fleet needs this replica to keep `watcher`'s watch although nobody asked
+    /// this replica about it lately.
+    fn kept_for_fleet(&self, watcher: &WatcherHandle) -> bool {
+        self.fleet
+            .as_ref()
+            .zip(watcher.name.as_ref())
+            .is_some_and(|(fleet, name)| fleet.keeps(name))
     }
 
     fn expire_idle(&mut self) {
@@ -431,6 +504,7 @@ impl Supervisor {
             .watchers
             .iter()
             .filter(|(_, watcher)| watcher.slot.idle_for() >= ttl)
+            .filter(|(_, watcher)| !self.kept_for_fleet(watcher))
             .filter(|(_, watcher)| self.store.remove_if_idle(&watcher.slot.key, ttl))
             .map(|(id, _)| *id)
             .collect();
@@ -480,7 +554,11 @@ impl Supervisor {
             self.restarts.drain(..).partition(|(at, _)| *at <= now);
         self.restarts = waiting;
         for (_, slot) in due {
-            if self.store.remove_if_idle(&slot.key, self.settings.ttl) {
+            let kept = self
+                .fleet
+                .as_ref()
+                .is_some_and(|fleet| fleet.keeps(&codec::encode(&slot.key)));
+            if !kept && self.store.remove_if_idle(&slot.key, self.settings.ttl) {
                 info!("watch expired while its watcher was down: {}", slot.key);
                 self.deaths.remove(&slot.id);
                 continue;

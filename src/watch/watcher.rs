@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{after, select, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
 use crate::directory::{Directory, Lookup};
 use crate::estimate::{Estimate, Eta, NotDraining, Window};
+use crate::fleet::{self, Fleet, FleetEvent, Outcome, Published, Sample, Subscription};
 use crate::kafka::{current_tick, next_tick, Clients, KafkaClient, KafkaError, Topics};
 use crate::lag::PartitionOffsets;
 use crate::plugin;
@@ -35,6 +36,9 @@ pub struct PollResult {
     pub finished: Instant,
     /// How long it took.
     pub took: Duration,
+    /// Whether this replica polled Kafka for it (in fleet mode, most samples come from the
+    /// watch's owner instead).
+    pub polled: bool,
 }
 
 /// Never sent: a watcher stops when its stop channel disconnects.
@@ -48,6 +52,8 @@ pub struct Sources {
     pub directory: Arc<Directory>,
     /// Set once a trigger on the watch needs its time lag (`Slot::want_time_lag`).
     pub time_lag_wanted: Arc<AtomicBool>,
+    /// Fleet mode: the fleet, and the watch's key as the fleet names it.
+    pub fleet: Option<(Arc<Fleet>, Arc<str>)>,
 }
 
 /// When a watcher polls and how long its samples count.
@@ -76,7 +82,12 @@ pub fn spawn(
     results: Sender<PollResult>,
     stop: Receiver<Never>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let fleet = sources
+        .fleet
+        .map(|(fleet, name)| FleetLink::new(fleet, name));
     let watcher = Watcher {
+        fleet,
+        last_slot: None,
         watch_id,
         key,
         clients: sources.clients,
@@ -146,7 +157,33 @@ enum PluginState {
     },
 }
 
+/// A watcher's part in its fleet.
+struct FleetLink {
+    fleet: Arc<Fleet>,
+    /// The watch's key as the fleet names it.
+    name: Arc<str>,
+    subscription: Subscription,
+    /// Whether catching up from the watch's stream failed last time, to log changes only.
+    catch_up_failing: bool,
+}
+
+impl FleetLink {
+    fn new(fleet: Arc<Fleet>, name: Arc<str>) -> FleetLink {
+        let subscription = fleet.subscribe(Arc::clone(&name));
+        FleetLink {
+            fleet,
+            name,
+            subscription,
+            catch_up_failing: false,
+        }
+    }
+}
+
 struct Watcher {
+    /// Fleet mode: where samples are shared.
+    fleet: Option<FleetLink>,
+    /// Fleet mode: the tick (ms since the epoch) of the latest sample recorded.
+    last_slot: Option<u64>,
     watch_id: u64,
     key: WatchKey,
     /// Every cluster's client; a poll takes its cluster's current one.
@@ -184,23 +221,24 @@ struct Watcher {
 impl Watcher {
     fn run(mut self) {
         debug!("watcher started: {}", self.key);
+        match self.fleet.take() {
+            None => self.run_alone(),
+            Some(link) => self.run_in_fleet(link),
+        }
+        debug!("watcher stopped: {}", self.key);
+    }
+
+    /// Polls at once, then on every tick, until stopped.
+    fn run_alone(&mut self) {
         // The time the poll is scheduled for: Kafka reads made since then are fresh enough.
         let mut scheduled = Instant::now();
         loop {
             let started = Instant::now();
-            let reading = self.poll(scheduled);
-            let finished = Instant::now();
-            let result = PollResult {
-                watch_id: self.watch_id,
-                reading,
-                scheduled,
-                finished,
-                took: finished - started,
-            };
-            // A full channel must not keep the watcher from seeing its stop signal.
-            select! {
-                send(self.results, result) -> sent => if sent.is_err() { break },
-                recv(self.stop) -> _ => break,
+            let time_lag = self.time_lag_wanted.load(Ordering::Relaxed);
+            let sample = self.sample(scheduled, time_lag);
+            let reading = self.record(sample);
+            if !self.send(reading, scheduled, started, true) {
+                break;
             }
             // The next shared tick; at once, on the tick just passed, if this poll overran.
             let now = Instant::now();
@@ -214,36 +252,252 @@ impl Watcher {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        debug!("watcher stopped: {}", self.key);
     }
 
-    fn poll(&mut self, scheduled: Instant) -> Reading {
+    /// Passes a reading to the supervisor; `false` when the watcher must stop.
+    fn send(&self, reading: Reading, scheduled: Instant, started: Instant, polled: bool) -> bool {
+        let finished = Instant::now();
+        let result = PollResult {
+            watch_id: self.watch_id,
+            reading,
+            scheduled,
+            finished,
+            took: finished - started,
+            polled,
+        };
+        // A full channel must not keep the watcher from seeing its stop signal.
+        select! {
+            send(self.results, result) -> sent => sent.is_ok(),
+            recv(self.stop) -> _ => false,
+        }
+    }
+
+    /// Fleet mode: continues the watch's window from its stream, then on each tick polls
+    /// if this replica owns the watch (or is alone) and shares the sample, and otherwise
+    /// records the samples the owner shares; until stopped.
+    fn run_in_fleet(&mut self, mut link: FleetLink) {
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let now = Instant::now();
+        let mut tick = current_tick(self.origin, self.interval, now);
+        let latest = self.catch_up(&mut link);
+        let recent = self
+            .last_slot
+            .is_some_and(|slot| slot.saturating_add(interval_ms) >= link.fleet.slot_ms(tick));
+        let going = match latest {
+            // The fleet polled it this tick or the one before: no need to ask Kafka.
+            Some(reading) if recent => self.send(reading, now, now, false),
+            // A watch new to the fleet, or one nobody polled lately: poll it now, once.
+            _ => self.poll_for_fleet(&mut link, tick, now),
+        };
+        if !going {
+            return;
+        }
+        loop {
+            let now = Instant::now();
+            let mut next = next_tick(self.origin, self.interval, tick);
+            if next < now {
+                next = current_tick(self.origin, self.interval, now);
+            }
+            let going = select! {
+                recv(self.stop) -> _ => false,
+                recv(link.subscription.events) -> event => match event {
+                    Ok(FleetEvent::Sample { slot_ms, text }) => {
+                        let started = Instant::now();
+                        match self.take(&link.fleet, slot_ms, &text) {
+                            Some(reading) => {
+                                let scheduled = link.fleet.slot_instant(slot_ms);
+                                self.send(reading, scheduled, started, false)
+                            }
+                            None => true,
+                        }
+                    }
+                    Ok(FleetEvent::Wake) => self.wake(&mut link),
+                    Err(_) => false,
+                },
+                recv(after(next.saturating_duration_since(now))) -> _ => {
+                    tick = next;
+                    if link.fleet.owns(&link.name) {
+                        self.poll_for_fleet(&mut link, tick, tick)
+                    } else if self
+                        .last_slot
+                        .is_none_or(|slot| slot.saturating_add(interval_ms) < link.fleet.slot_ms(tick))
+                    {
+                        // The previous tick's sample has not come: read the stream.
+                        let started = Instant::now();
+                        match self.catch_up(&mut link) {
+                            Some(reading) => self.send(reading, tick, started, false),
+                            None => true,
+                        }
+                    } else {
+                        true
+                    }
+                }
+            };
+            if !going {
+                return;
+            }
+        }
+    }
+
+    /// The members changed or the feed was interrupted: a new owner polls the current tick
+    /// if nobody has; a replica that does not own the watch catches up from its stream.
+    fn wake(&mut self, link: &mut FleetLink) -> bool {
+        let now = Instant::now();
+        let tick = current_tick(self.origin, self.interval, now);
+        if link.fleet.owns(&link.name) {
+            return self.poll_for_fleet(link, tick, now);
+        }
+        match self.catch_up(link) {
+            Some(reading) => self.send(reading, now, now, false),
+            None => true,
+        }
+    }
+
+    /// Polls Kafka for the tick `tick` (reads since `scheduled` are fresh enough), shares
+    /// the sample and records it; when another replica wrote the tick first, records
+    /// that one instead. Nothing when the tick is recorded already.
+    fn poll_for_fleet(&mut self, link: &mut FleetLink, tick: Instant, scheduled: Instant) -> bool {
+        let slot = link.fleet.slot_ms(tick);
+        if self.last_slot.is_some_and(|last| last >= slot) {
+            return true;
+        }
+        let started = Instant::now();
+        let time_lag =
+            self.time_lag_wanted.load(Ordering::Relaxed) || link.fleet.time_lag_wanted(&link.name);
+        let sample = self.sample(scheduled, time_lag);
+        let text = fleet::sample::encode(&sample, link.fleet.clock());
+        let reading = match link.fleet.publish(&link.name, slot, text.clone()) {
+            Published::Refused => self.catch_up(link),
+            // Written; or not shareable now (Redis down, lease lapsed), but a sample
+            // nonetheless. Recorded as the others decode it, so that all windows agree.
+            Published::Accepted | Published::NotMember | Published::Unavailable(_) => {
+                self.take(&link.fleet, slot, &text)
+            }
+        };
+        match reading {
+            Some(reading) => self.send(reading, scheduled, started, true),
+            None => true,
+        }
+    }
+
+    /// Records the samples of the watch's stream after the latest recorded one; the
+    /// reading of the last of them.
+    fn catch_up(&mut self, link: &mut FleetLink) -> Option<Reading> {
+        match link.fleet.history(&link.name, self.last_slot) {
+            Ok(entries) => {
+                if link.catch_up_failing {
+                    info!(
+                        "{}: reading its samples from the fleet works again",
+                        self.key
+                    );
+                    link.catch_up_failing = false;
+                }
+                let mut latest = None;
+                for (slot, text) in entries {
+                    if let Some(reading) = self.take(&link.fleet, slot, &text) {
+                        latest = Some(reading);
+                    }
+                }
+                latest
+            }
+            Err(cause) => {
+                if !link.catch_up_failing {
+                    warn!(
+                        "{}: cannot read its samples from the fleet: {cause}",
+                        self.key
+                    );
+                    link.catch_up_failing = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// Records the shared sample `text` of tick `slot` unless a sample of that tick or a
+    /// later one is recorded already. Ticks missed since the latest recorded sample count
+    /// as failed polls (the idle window never reads missing data as idle).
+    fn take(&mut self, fleet: &Fleet, slot: u64, text: &str) -> Option<Reading> {
+        if self.last_slot.is_some_and(|last| last >= slot) {
+            return None;
+        }
+        let mut sample = match fleet::sample::decode(text, fleet.clock()) {
+            Ok(sample) => sample,
+            Err(err) => {
+                warn!(
+                    "{}: a shared sample cannot be read ({err}); skipped",
+                    self.key
+                );
+                return None;
+            }
+        };
+        let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if let Some(last) = self.last_slot {
+            if slot > last.saturating_add(interval_ms) {
+                self.window
+                    .record_failure(fleet.slot_instant(last.saturating_add(interval_ms)));
+            }
+        }
+        self.last_slot = Some(slot);
+        // Replicas' clocks differ a little: a sample is never recorded before the previous.
+        if let Some(last) = self.window.last_sample() {
+            sample.taken_at = sample.taken_at.max(last);
+        }
+        Some(self.record(sample))
+    }
+
+    /// One poll of Kafka, checked, not yet recorded.
+    fn sample(&mut self, scheduled: Instant, time_lag: bool) -> Sample {
         #[cfg(feature = "test-hooks")]
         if crate::hooks::take_watcher_panic(self.key.source.name()) {
             panic!("panic injected by a test into the watcher of {}", self.key);
         }
         let started = Instant::now();
-        match self
+        let outcome = match self
             .read(scheduled)
             .and_then(|read| self.check_commits(read, started))
             .and_then(|read| Ok((self.check_unread(&read.0, started)?, read)))
         {
             Ok((oldest_read, (mut offsets, members))) => {
-                if self.time_lag_wanted.load(Ordering::Relaxed) {
+                if time_lag {
                     self.read_waited(&mut offsets, started);
                 }
-                let mut estimate = self
-                    .window
-                    .record(started, offsets, members, self.key.lag_rule);
+                Outcome::Fresh {
+                    offsets,
+                    members,
+                    oldest_read,
+                }
+            }
+            Err(PollFailure::Failed(cause)) => Outcome::Failed(cause),
+            Err(PollFailure::Gone(cause)) => Outcome::Gone(cause),
+        };
+        Sample {
+            taken_at: started,
+            outcome,
+        }
+    }
+
+    /// Records a sample in the window: the reading the watch serves.
+    fn record(&mut self, sample: Sample) -> Reading {
+        let taken_at = sample.taken_at;
+        match sample.outcome {
+            Outcome::Fresh {
+                offsets,
+                members,
+                oldest_read,
+            } => {
+                let mut estimate =
+                    self.window
+                        .record(taken_at, offsets, members, self.key.lag_rule);
                 estimate.oldest_read = estimate.oldest_read.min(oldest_read);
                 debug!(
-                    "poll {}: lag {} over {} partitions, rates {:?}, members {:?}, in {:?}",
+                    "sample {}: lag {} over {} partitions, rates {:?}, members {:?}, {:?} after \
+                     it was taken",
                     self.key,
                     estimate.total_lag,
                     estimate.partitions.len(),
                     estimate.rates,
                     estimate.members,
-                    started.elapsed()
+                    taken_at.elapsed()
                 );
                 if self.failing {
                     info!("watch recovered: {}", self.key);
@@ -252,25 +506,27 @@ impl Watcher {
                 self.log_drain_change(&estimate);
                 Reading::Fresh(Arc::new(estimate))
             }
-            Err(failure) => {
-                let cause = match &failure {
-                    PollFailure::Failed(cause) | PollFailure::Gone(cause) => cause,
-                };
-                self.window.record_failure(started);
-                if cause.ends_with(crate::kafka::STOPPING) {
-                    // The daemon is stopping: not a failure anyone needs to hear of.
-                    debug!("poll {} given up: {cause}", self.key);
-                } else if !self.failing {
-                    warn!("watch failing: {}: {cause}", self.key);
-                    self.failing = true;
-                } else {
-                    debug!("poll {} failed again: {cause}", self.key);
-                }
-                match failure {
-                    PollFailure::Failed(cause) => Reading::Failed(cause.into()),
-                    PollFailure::Gone(cause) => Reading::Gone(cause.into()),
-                }
-            }
+            Outcome::Failed(cause) => self.record_failure(taken_at, cause, false),
+            Outcome::Gone(cause) => self.record_failure(taken_at, cause, true),
+        }
+    }
+
+    /// Records a failed poll at `at` (`gone`: what the watch measures no longer exists).
+    fn record_failure(&mut self, at: Instant, cause: String, gone: bool) -> Reading {
+        self.window.record_failure(at);
+        if cause.ends_with(crate::kafka::STOPPING) {
+            // The daemon is stopping: not a failure anyone needs to hear of.
+            debug!("poll {} given up: {cause}", self.key);
+        } else if !self.failing {
+            warn!("watch failing: {}: {cause}", self.key);
+            self.failing = true;
+        } else {
+            debug!("poll {} failed again: {cause}", self.key);
+        }
+        if gone {
+            Reading::Gone(cause.into())
+        } else {
+            Reading::Failed(cause.into())
         }
     }
 

@@ -59,6 +59,14 @@ fn template(sets: &[&str]) -> Output {
     command.output().expect("run helm")
 }
 
+/// The manifests of deploy/ that are whole objects of built-in kinds (the others are a
+/// patch and KEDA's ScaledObjects).
+const PLAIN_MANIFESTS: &[&str] = &[
+    "lagscaler.yaml",
+    "lagscaler-fleet.yaml",
+    "networkpolicy.yaml",
+];
+
 /// An option of the chart: the values that turn it on, the kinds it adds to the default
 /// Deployment and Service, and some of what lagscaler's environment must then hold.
 struct ChartOption {
@@ -200,6 +208,30 @@ const OPTIONS: &[ChartOption] = &[
         ],
         kinds: &["PodDisruptionBudget"],
         env: &[],
+    },
+    ChartOption {
+        name: "fleet mode through Redis Sentinel, 3 replicas, headless, PDB, max connection age",
+        sets: &[
+            "fleet.enabled=true",
+            "fleet.redisUrl=redis+sentinel://sentinel-0.redis:26379\\,sentinel-1.redis:26379/lagscaler",
+            "fleet.passwordSecret.name=lagscaler-fleet-redis",
+            "fleet.name=production",
+            "fleet.memberTtl=15s",
+            "replicaCount=3",
+            "service.headless=true",
+            "podDisruptionBudget.enabled=true",
+            "settings.grpcMaxConnectionAge=5m",
+        ],
+        kinds: &["PodDisruptionBudget"],
+        env: &[
+            (
+                "SCALER_FLEET_REDIS_URL",
+                "redis+sentinel://sentinel-0.redis:26379,sentinel-1.redis:26379/lagscaler",
+            ),
+            ("SCALER_FLEET_NAME", "production"),
+            ("SCALER_FLEET_MEMBER_TTL", "15s"),
+            ("SCALER_GRPC_MAX_CONNECTION_AGE", "5m"),
+        ],
     },
     ChartOption {
         name: "NetworkPolicy",
@@ -461,14 +493,36 @@ fn the_helm_chart_lints_renders_each_option_and_validates_against_the_kubernetes
         println!("{option}: {kinds:?}, {} environment variables", env.len());
     }
 
+    // The plain manifests of deploy/ go through the same checks: their environment through
+    // --check-config, their kinds through kubectl-validate with the renderings.
+    for manifest in PLAIN_MANIFESTS {
+        let text = std::fs::read_to_string(root().join("deploy").join(manifest)).expect(manifest);
+        let documents = by_kind(&text);
+        if let Some(deployment) = documents.get("Deployment") {
+            let checked = check_config(&environment(deployment));
+            assert!(
+                checked.status.success(),
+                "deploy/{manifest}: --check-config:\n{}",
+                output_text(&checked)
+            );
+        }
+        std::fs::write(
+            rendered_dir.path().join(format!("deploy-{manifest}")),
+            &text,
+        )
+        .expect("write the manifest");
+    }
+
     // Every rendering against the Kubernetes API's schemas, the Prometheus Operator's CRDs
     // for its kinds.
     for version in KUBERNETES {
         let (passed, report) = validate(rendered_dir.path(), version);
         assert!(passed, "kubectl-validate (Kubernetes {version}):\n{report}");
         println!(
-            "kubectl-validate, Kubernetes {version}: {} renderings valid",
-            OPTIONS.len()
+            "kubectl-validate, Kubernetes {version}: {} renderings and {} manifests of deploy/ \
+             valid",
+            OPTIONS.len(),
+            PLAIN_MANIFESTS.len()
         );
     }
 
@@ -555,6 +609,14 @@ fn values_that_cannot_work_are_refused_naming_the_key() {
             "certKey and keyKey",
         ),
         (&["grpcTls.enabled=true"], "grpcTls.secret"),
+        (&["fleet.enabled=true"], "fleet.redisUrl: the fleet's Redis"),
+        (
+            &[
+                "fleet.enabled=true",
+                "fleet.redisUrl=redis://u:pw@redis:6379",
+            ],
+            "fleet.redisUrl: no password in the URL",
+        ),
     ];
     for (sets, key) in refused {
         let output = template(sets);

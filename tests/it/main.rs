@@ -8,6 +8,7 @@ mod chart;
 mod commits;
 mod estimator;
 mod faults;
+mod fleet;
 mod groups;
 mod kerberos;
 mod lifecycle;

@@ -151,6 +151,7 @@ pub struct Redis {
     server: LoggedChild,
     /// Whether it speaks only TLS.
     tls: bool,
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
@@ -196,15 +197,21 @@ impl Redis {
     }
 
     fn launch(listen: &[&str], port: u16, config: &[&str], tls: bool) -> Redis {
+        // A directory of its own: a replica writes the RDB of its full sync to its
+        // directory, and a Redis started in a directory with one would load it.
+        let dir = tempfile::tempdir().expect("temp dir for Redis");
         let mut command = Command::new("redis-server");
         command
             .args(listen)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
             .args(config);
         Redis {
             server: LoggedChild::start(command, port, Duration::from_secs(10)),
             tls,
+            _dir: dir,
         }
     }
 
@@ -247,6 +254,50 @@ impl Redis {
             connection: lagscaler::config::redis_connection("127.0.0.1", self.server.port),
             topic_prefix: topic_prefix.to_owned(),
         }
+    }
+}
+
+/// A real Redis Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring
+/// the master `name` at a port, with a quorum; it declares the master down after 1 s.
+pub struct Sentinel {
+    server: LoggedChild,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    /// Starts it and waits until it accepts connections.
+    pub fn start(name: &str, master_port: u16, quorum: u32) -> Sentinel {
+        let dir = tempfile::tempdir().expect("temp dir for the sentinel's configuration");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write the sentinel's configuration");
+        let mut command = Command::new("redis-server");
+        command.arg(&conf).arg("--sentinel");
+        Sentinel {
+            server: LoggedChild::start(command, port, Duration::from_secs(10)),
+            _dir: dir,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        self.server.log()
     }
 }
 

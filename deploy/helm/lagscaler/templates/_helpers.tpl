@@ -47,6 +47,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if ne (empty .Values.kafka.tls.secret.certKey) (empty .Values.kafka.tls.secret.keyKey) -}}
 {{- fail "kafka.tls.secret.certKey and keyKey: both or neither (mutual TLS needs the certificate and its key)" -}}
 {{- end -}}
+{{- if and .Values.fleet.enabled (not .Values.fleet.redisUrl) -}}
+{{- fail "fleet.redisUrl: the fleet's Redis is needed with fleet.enabled" -}}
+{{- end -}}
+{{- if and .Values.fleet.enabled (regexMatch "://[^/@]*:[^/@]*@" .Values.fleet.redisUrl) -}}
+{{- fail "fleet.redisUrl: no password in the URL (it would be in the Pod spec); put it in the Secret fleet.passwordSecret names" -}}
+{{- end -}}
 {{- if and .Values.grpcTls.enabled (not .Values.grpcTls.secret) -}}
 {{- fail "grpcTls.secret: a kubernetes.io/tls Secret is needed with grpcTls.enabled" -}}
 {{- end -}}
