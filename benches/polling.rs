@@ -10,7 +10,6 @@
 //! runs a seconds-long smoke version (debug, no thresholds) so that it never rots.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+use support::bench::{clock_ticks_per_second, commit_all, cpu_ticks, parse_stat, tail};
 use support::{Kafka, Process};
 
 /// Shape of one run.
@@ -242,45 +242,6 @@ fn run(broker: &Kafka, topics: &[String], plan: &Plan, watches: usize, source: &
     drop(process);
 }
 
-/// Commits offset 1 on every partition for each (group, topic), from 16 threads (each commit is a
-/// consumer of its own, mostly waiting for the broker).
-fn commit_all(broker: &Kafka, groups: &[(String, String)], partitions: u32) {
-    let next = AtomicUsize::new(0);
-    thread::scope(|scope| {
-        for _ in 0..16 {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((group, topic)) = groups.get(i) else {
-                    break;
-                };
-                let offsets: Vec<(&str, i32, i64)> = (0..partitions as i32)
-                    .map(|partition| (topic.as_str(), partition, 1))
-                    .collect();
-                broker.commit(group, &offsets);
-            });
-        }
-    });
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
-    parse_stat(&stat).1
-}
-
-/// (name, utime + stime) from a /proc stat line.
-fn parse_stat(stat: &str) -> (String, u64) {
-    let open = stat.find('(').unwrap_or(0);
-    let close = stat.rfind(')').expect("comm");
-    let name = stat[open + 1..close].to_owned();
-    // Fields after the command name; utime and stime are fields 14 and 15 of the whole
-    // line, 12 and 13 after the name.
-    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-    let ticks =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    (name, ticks)
-}
-
 /// Every thread of `pid`: id → (name, clock ticks).
 fn thread_ticks(pid: u32) -> HashMap<String, (String, u64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -321,24 +282,4 @@ fn cpu_by_thread_kind(
     let mut kinds: Vec<(String, u64)> = kinds.into_iter().filter(|(_, t)| *t > 0).collect();
     kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
     kinds
-}
-
-fn clock_ticks_per_second() -> f64 {
-    let output = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf CLK_TCK");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK")
-}
-
-/// The end of a log, for failure messages.
-fn tail(log: &str) -> &str {
-    let start = log.len().saturating_sub(4_000);
-    let start = (start..log.len())
-        .find(|&i| log.is_char_boundary(i))
-        .unwrap_or(log.len());
-    &log[start..]
 }

@@ -43,8 +43,9 @@ pub use sample::{Clock, Outcome, Sample};
 /// Every Redis command, and connecting, gives up after this long.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long the feed keeps an entry: it only carries samples to replicas that are up.
-const FEED_KEEP: Duration = Duration::from_secs(60);
+/// How long the feed keeps an entry, at least: it only carries samples to replicas that are
+/// up (one that was cut off catches up from the watches' streams), so three poll intervals.
+const FEED_KEEP_MIN: Duration = Duration::from_secs(5);
 
 /// A feed read blocks at most this long, so its thread sees a stop in time.
 const FEED_BLOCK: Duration = Duration::from_secs(1);
@@ -598,6 +599,12 @@ impl Fleet {
         let keep_ms = u64::try_from(self.settings.keep.as_millis()).unwrap_or(u64::MAX);
         let expire_ms = u64::try_from((self.settings.watch_ttl + self.settings.keep).as_millis())
             .unwrap_or(u64::MAX);
+        let feed_keep_ms = u64::try_from(
+            (3 * self.settings.poll_interval)
+                .max(FEED_KEEP_MIN)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX);
         for request in batch {
             match request {
                 IoRequest::Write {
@@ -614,7 +621,7 @@ impl Fleet {
                         .arg(slot_ms)
                         .arg(text.as_str())
                         .arg(slot_ms.saturating_sub(keep_ms))
-                        .arg(FEED_KEEP.as_millis() as u64)
+                        .arg(feed_keep_ms)
                         .arg(expire_ms)
                         .arg(&**key);
                 }

@@ -385,8 +385,9 @@ impl Watcher {
     fn catch_up(&mut self, link: &mut FleetLink) -> Option<Reading> {
         match link.fleet.history(&link.name, self.last_slot) {
             Ok(entries) => {
+                // Debug only: the fleet's threads log an outage of its Redis once.
                 if link.catch_up_failing {
-                    info!(
+                    debug!(
                         "{}: reading its samples from the fleet works again",
                         self.key
                     );
@@ -402,7 +403,7 @@ impl Watcher {
             }
             Err(cause) => {
                 if !link.catch_up_failing {
-                    warn!(
+                    debug!(
                         "{}: cannot read its samples from the fleet: {cause}",
                         self.key
                     );

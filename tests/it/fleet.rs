@@ -1226,3 +1226,102 @@ fn scaling_the_fleet_from_3_to_5_moves_only_the_watches_the_new_members_win() {
         groups.len() * 2 / 5
     );
 }
+
+#[test]
+fn a_watch_asked_on_one_replica_is_polled_by_its_owner_streams_there_follow_it_and_it_expires_fleet_wide(
+) {
+    use crate::support::StreamEvent;
+    let broker = Kafka::shared();
+    broker.create_topic("fleet-alive", 1);
+    broker.commit("fleet-alive-group", &[("fleet-alive", 0, 0)]);
+    let redis = Redis::start();
+    let url = url_of(&redis);
+    let members = ["a0", "a1"];
+    let metadata = [
+        ("consumerGroup", "fleet-alive-group"),
+        ("topic", "fleet-alive"),
+    ];
+    let owner = owner_of(&metadata, &members);
+    let owner_index = members.iter().position(|m| *m == owner).expect("member");
+    let other_index = 1 - owner_index;
+    let replicas: Vec<Replica> = members
+        .iter()
+        .map(|name| Replica::start(name, &url, broker, &[("SCALER_WATCH_TTL", "4s")]))
+        .collect();
+    let other = replicas[other_index].process.client();
+    let lag = wait_for(Duration::from_secs(20), || other.lag(&metadata).ok());
+    assert_eq!(lag, Some(0));
+    // KEDA asks only the replica that does not own the watch, and holds a stream open there.
+    let asking = {
+        let client = replicas[other_index].process.client();
+        Background::spawn("fleet-asking", move |stop: &AtomicBool| {
+            let metadata = [
+                ("consumerGroup", "fleet-alive-group"),
+                ("topic", "fleet-alive"),
+            ];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.lag(&metadata);
+                thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let stream = other.stream_is_active(&metadata);
+    let first = stream.next(Duration::from_secs(5));
+    assert!(
+        matches!(first, Some(StreamEvent::Message(false, _))),
+        "{first:?}"
+    );
+    let polls = |index: usize| {
+        watch_value(
+            &replicas[index].metrics(),
+            "lagscaler_watch_polls_total",
+            "fleet-alive-group",
+        )
+        .unwrap_or(0.0)
+    };
+    let owner_polls = wait_for(Duration::from_secs(15), || {
+        let now = polls(owner_index);
+        (now >= 3.0).then_some(now)
+    });
+    assert!(
+        owner_polls.is_some(),
+        "the owner, never asked, does not poll the watch"
+    );
+
+    // A record: the owner's next sample reaches the stream on the other replica.
+    broker.produce("fleet-alive", 0, 5);
+    let produced_at = Instant::now();
+    let event = stream.next(Duration::from_secs(10));
+    let Some(StreamEvent::Message(true, at)) = event else {
+        panic!("no activity on the other replica's stream: {event:?}");
+    };
+    let reaction = at.duration_since(produced_at);
+    let other_polls = polls(other_index);
+    println!(
+        "asked on {} only: {owner} polled it ({} polls so far), the other {other_polls}; a \
+         record reached the other's StreamIsActive {:.2} s after it was acknowledged",
+        members[other_index],
+        polls(owner_index),
+        reaction.as_secs_f64()
+    );
+    // The owner polls on the next tick; the feed and the push thread take milliseconds.
+    assert!(reaction <= POLL + Duration::from_secs(1), "{reaction:?}");
+    // The replica that was asked polled only for its first answer.
+    assert!(
+        other_polls <= 1.0,
+        "{other_polls} polls on the replica that does not own it"
+    );
+
+    // Nobody asks any more: after the watch TTL the watch is gone from both.
+    stream.cancel();
+    asking.finish();
+    let stopped = Instant::now();
+    let gone = wait_for(Duration::from_secs(30), || {
+        replicas
+            .iter()
+            .all(|r| r.metrics().lines().any(|l| l == "lagscaler_watches 0"))
+            .then(|| stopped.elapsed())
+    });
+    println!("gone from both replicas {gone:?} after the last ask (watch TTL 4 s)");
+    assert!(gone.is_some(), "the watch did not expire fleet-wide");
+}

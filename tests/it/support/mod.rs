@@ -3,6 +3,9 @@
 //! Everything started here is stopped by its guard's `Drop`, and every wait has a deadline.
 
 mod kafka;
+// Helpers only the benchmarks use (the integration tests compile them too).
+#[allow(dead_code)]
+pub mod bench;
 pub mod kerberos;
 pub mod oauth;
 pub mod prometheus;
