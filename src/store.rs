@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -70,6 +70,8 @@ pub struct Slot {
     /// Set once a trigger on this watch needs its time lag: its watcher then reads the
     /// broker's record timestamps where its own history does not reach back.
     time_lag_wanted: Arc<AtomicBool>,
+    /// The key as fleet mode names it in Redis, made once when first needed.
+    fleet_name: OnceLock<Arc<str>>,
 }
 
 /// A watch's poll counts, for `/metrics`.
@@ -209,6 +211,14 @@ impl Slot {
         Arc::clone(&self.time_lag_wanted)
     }
 
+    /// The watch's key as fleet mode names it (`trigger::codec`).
+    pub fn fleet_name(&self) -> Arc<str> {
+        Arc::clone(
+            self.fleet_name
+                .get_or_init(|| crate::trigger::codec::encode(&self.key).into()),
+        )
+    }
+
     /// Records that an RPC asked about this watch now.
     pub fn touch(&self) {
         let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -277,6 +287,7 @@ impl Store {
             last_poll_us: AtomicU64::new(0),
             triggers: Mutex::new(Vec::new()),
             time_lag_wanted: Arc::new(AtomicBool::new(false)),
+            fleet_name: OnceLock::new(),
         });
         slot.touch();
         slots.insert(key.clone(), Arc::clone(&slot));

@@ -371,21 +371,14 @@ impl Fleet {
             self.stats.unwritten.fetch_add(1, Ordering::Relaxed);
             return Published::NotMember;
         }
-        let (reply, answer) = bounded(1);
-        let deadline = Instant::now() + REDIS_TIMEOUT;
-        let request = IoRequest::Write {
+        self.ask(|reply, deadline| IoRequest::Write {
             key: Arc::clone(key),
             slot_ms,
             text,
             reply,
             deadline,
-        };
-        if self.io.try_send(request).is_err() {
-            return Published::Unavailable("the fleet's Redis queue is full".into());
-        }
-        answer
-            .recv_deadline(deadline + Duration::from_millis(100))
-            .unwrap_or_else(|_| Published::Unavailable("no answer from Redis in time".into()))
+        })
+        .unwrap_or_else(Published::Unavailable)
     }
 
     /// The samples of the watch `key` in its stream after tick `after` (all with `None`),
@@ -395,20 +388,25 @@ impl Fleet {
         key: &Arc<str>,
         after: Option<u64>,
     ) -> Result<Vec<(u64, String)>, String> {
-        let (reply, answer) = bounded(1);
-        let deadline = Instant::now() + REDIS_TIMEOUT;
-        let request = IoRequest::History {
+        self.ask(|reply, deadline| IoRequest::History {
             key: Arc::clone(key),
             after,
             reply,
             deadline,
-        };
+        })?
+    }
+
+    /// Hands the request `make` builds to thread `fleet-io` and waits for its reply, at most
+    /// [`REDIS_TIMEOUT`] (the thread drops a request whose deadline passed).
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>, Instant) -> IoRequest) -> Result<T, String> {
+        let (reply, answer) = bounded(1);
+        let deadline = Instant::now() + REDIS_TIMEOUT;
         self.io
-            .try_send(request)
+            .try_send(make(reply, deadline))
             .map_err(|_| "the fleet's Redis queue is full".to_owned())?;
         answer
             .recv_deadline(deadline + Duration::from_millis(100))
-            .unwrap_or_else(|_| Err("no answer from Redis in time".into()))
+            .map_err(|_| "no answer from Redis in time".to_owned())
     }
 
     /// Stops the fleet's threads, joining them before `deadline`; `false` if one did not

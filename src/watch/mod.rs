@@ -170,10 +170,10 @@ impl Registry {
     pub fn watch(&self, trigger: &Trigger) -> Result<Arc<Slot>, WatchLimit> {
         let key = &trigger.watch;
         let needs_time_lag = trigger.rules.needs_time_lag();
-        if let Some(fleet) = &self.fleet {
-            fleet.note_asked(&Arc::from(codec::encode(key)), needs_time_lag);
-        }
         if let Some(slot) = self.store.get(key) {
+            if let Some(fleet) = &self.fleet {
+                fleet.note_asked(&slot.fleet_name(), needs_time_lag);
+            }
             slot.touch();
             if needs_time_lag {
                 slot.want_time_lag();
@@ -182,9 +182,16 @@ impl Registry {
         }
         let max = self.max_watches;
         let Some((slot, created)) = self.store.get_or_insert(key, max) else {
+            // Another replica may hold it: the fleet hears of it all the same.
+            if let Some(fleet) = &self.fleet {
+                fleet.note_asked(&Arc::from(codec::encode(key)), needs_time_lag);
+            }
             warn!("watch refused, {max} watches already: {key}");
             return Err(WatchLimit { max });
         };
+        if let Some(fleet) = &self.fleet {
+            fleet.note_asked(&slot.fleet_name(), needs_time_lag);
+        }
         slot.touch();
         // Before the watcher starts, so that its first poll reads what the trigger needs.
         if needs_time_lag {
@@ -274,8 +281,6 @@ impl Registry {
 
 struct WatcherHandle {
     slot: Arc<Slot>,
-    /// Fleet mode: the watch's key as the fleet names it.
-    name: Option<Arc<str>>,
     /// Dropping this sender stops the watcher.
     stop: Sender<Never>,
     thread: JoinHandle<()>,
@@ -369,10 +374,6 @@ impl Supervisor {
 
     fn start_watcher(&mut self, slot: Arc<Slot>) {
         let (stop_tx, stop_rx) = bounded(0);
-        let name: Option<Arc<str>> = self
-            .fleet
-            .as_ref()
-            .map(|_| Arc::from(codec::encode(&slot.key)));
         let spawned = watcher::spawn(
             slot.id,
             slot.key.clone(),
@@ -383,8 +384,7 @@ impl Supervisor {
                 fleet: self
                     .fleet
                     .as_ref()
-                    .zip(name.as_ref())
-                    .map(|(fleet, name)| (Arc::clone(fleet), Arc::clone(name))),
+                    .map(|fleet| (Arc::clone(fleet), slot.fleet_name())),
             },
             watcher::Schedule {
                 interval: self.settings.poll_interval,
@@ -401,7 +401,6 @@ impl Supervisor {
                     slot.id,
                     WatcherHandle {
                         slot,
-                        name,
                         stop: stop_tx,
                         thread,
                     },
@@ -494,8 +493,7 @@ impl Supervisor {
     fn kept_for_fleet(&self, watcher: &WatcherHandle) -> bool {
         self.fleet
             .as_ref()
-            .zip(watcher.name.as_ref())
-            .is_some_and(|(fleet, name)| fleet.keeps(name))
+            .is_some_and(|fleet| fleet.keeps(&watcher.slot.fleet_name()))
     }
 
     fn expire_idle(&mut self) {
@@ -557,7 +555,7 @@ impl Supervisor {
             let kept = self
                 .fleet
                 .as_ref()
-                .is_some_and(|fleet| fleet.keeps(&codec::encode(&slot.key)));
+                .is_some_and(|fleet| fleet.keeps(&slot.fleet_name()));
             if !kept && self.store.remove_if_idle(&slot.key, self.settings.ttl) {
                 info!("watch expired while its watcher was down: {}", slot.key);
                 self.deaths.remove(&slot.id);

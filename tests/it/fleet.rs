@@ -76,13 +76,7 @@ fn url_of(redis: &Redis) -> String {
 
 /// Who owns the watch of `metadata` among `members`, as every replica computes it.
 fn owner_of<'a>(metadata: &[(&str, &str)], members: &[&'a str]) -> &'a str {
-    let metadata: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let trigger = Trigger::parse(&metadata, &Config::default().cluster_set()).expect("trigger");
-    let name = codec::encode(&trigger.watch);
-    assign::owner(&name, members.iter().copied()).expect("an owner")
+    assign::owner(&watch_name(metadata), members.iter().copied()).expect("an owner")
 }
 
 /// Sleeps until the middle of the fleet's current poll interval (ticks are the multiples of
@@ -385,14 +379,18 @@ fn fleet_redis(redis: &Redis) -> redis::Connection {
         .expect("connect to the fleet's Redis")
 }
 
-/// The fleet's name for the watch of `metadata`.
-fn watch_name(metadata: &[(&str, &str)]) -> String {
+/// The trigger `metadata` makes, as lagscaler parses it.
+fn trigger_of(metadata: &[(&str, &str)]) -> Trigger {
     let metadata: HashMap<String, String> = metadata
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let trigger = Trigger::parse(&metadata, &Config::default().cluster_set()).expect("trigger");
-    codec::encode(&trigger.watch)
+    Trigger::parse(&metadata, &Config::default().cluster_set()).expect("trigger")
+}
+
+/// The fleet's name for the watch of `metadata`.
+fn watch_name(metadata: &[(&str, &str)]) -> String {
+    codec::encode(&trigger_of(metadata).watch)
 }
 
 /// `(slot, sample text)` of every entry of the watch's stream.
@@ -658,16 +656,7 @@ fn killing_the_owner_moves_its_watches_within_the_ttl_and_a_poll_without_losing_
             .position(|m| *m == new_owner)
             .expect("member");
         let replica = replicas[index].as_ref().expect("survivor");
-        let rule = {
-            let metadata: HashMap<String, String> = metadata
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            Trigger::parse(&metadata, &Config::default().cluster_set())
-                .expect("trigger")
-                .watch
-                .lag_rule
-        };
+        let rule = trigger_of(&metadata).watch.lag_rule;
         let agreed = wait_for(Duration::from_secs(10), || {
             sleep_to_mid_tick();
             let before = replica.metrics();
