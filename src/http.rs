@@ -185,6 +185,21 @@ fn render_fleet(out: &mut String, fleet: &crate::fleet::Fleet) {
     let _ = writeln!(out, "lagscaler_fleet_alone {}", u8::from(fleet.is_alone()));
     family(
         out,
+        "lagscaler_fleet_polls_cluster",
+        "gauge",
+        "1 for a Kafka cluster whose watches this replica polls for the fleet (it owns the \
+         cluster, or it is alone), 0 for one another replica polls.",
+    );
+    for (cluster, polled) in fleet.polled_clusters() {
+        let _ = writeln!(
+            out,
+            "lagscaler_fleet_polls_cluster{{cluster=\"{}\"}} {}",
+            escape(&cluster),
+            u8::from(polled)
+        );
+    }
+    family(
+        out,
         "lagscaler_fleet_samples_total",
         "counter",
         "Samples by outcome: written (this replica polled and shared them), refused (another \

@@ -23,6 +23,9 @@ pub struct KafkaConfig {
     pub tls: Option<KafkaTls>,
     /// Where committed offsets come from (`SCALER_COMMIT_SOURCE`).
     pub commit_source: CommitSource,
+    /// A commit reader no poll used for this long stops (see `commit_reader_idle` in the
+    /// config module).
+    pub commit_reader_idle: Duration,
 }
 
 /// Where committed offsets come from (`SCALER_COMMIT_SOURCE`).

@@ -157,6 +157,15 @@ const DEFAULT_KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `SCALER_STALE_AFTER` when unset: three missed polls, plus the time the last poll may
 /// legitimately take.
+/// How long a cluster's commit reader runs with no poll using it: 3 poll intervals, at
+/// least 10 s. Then it stops (its consumer and thread), and the next poll of the cluster
+/// starts a new one. In a fleet, a replica reads a cluster it does not own only for a
+/// watch's first answer, and a cluster that moved to another replica is not read any more:
+/// their readers would otherwise fetch from `__consumer_offsets` on every replica.
+fn commit_reader_idle(poll_interval: Duration) -> Duration {
+    (3 * poll_interval).max(Duration::from_secs(10))
+}
+
 fn default_stale_after(poll_interval: Duration, kafka_timeout: Duration) -> Duration {
     3 * poll_interval + kafka_timeout
 }
@@ -177,6 +186,7 @@ impl Default for Config {
                 sasl: None,
                 tls: None,
                 commit_source: CommitSource::Auto,
+                commit_reader_idle: commit_reader_idle(DEFAULT_POLL_INTERVAL),
             },
             poll_interval: DEFAULT_POLL_INTERVAL,
             rate_window: Duration::from_secs(300),
@@ -340,6 +350,7 @@ impl Config {
         config.kafka.sasl = parse_kafka_sasl(&vars)?;
         config.kafka.tls = parse_kafka_tls(&vars)?;
         check_plain_password(&vars, &config.kafka)?;
+        config.kafka.commit_reader_idle = commit_reader_idle(config.poll_interval);
         if let Some(path) = vars.set("SCALER_KAFKA_CLUSTERS_FILE") {
             config.clusters = read_clusters(path, &config.kafka)?;
             check_one_kerberos_principal(path, &config)?;

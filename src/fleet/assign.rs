@@ -1,6 +1,17 @@
-//! Which replica owns a watch: rendezvous (highest random weight) hashing over the live
-//! members, computed by every replica from the same member list, so no lock per watch is
-//! needed. When a member joins or leaves, only the watches it wins or held move. Pure.
+//! Which replica owns a watch: rendezvous (highest random weight) hashing of the watch's
+//! cluster ([`shard`]) over the live members, computed by every replica from the same member
+//! list, so no lock per watch is needed. When a member joins or leaves, only the clusters it
+//! wins or held move. Pure.
+
+/// What ownership is decided on for a watch of `cluster` (`None`: the default cluster): the
+/// cluster's name, so every watch of a cluster has the same owner. Every Kafka read a poll
+/// makes is shared by the watches of its cluster within a process (a topic's ends, the group
+/// list, the topic list, the commit stream); watches of one cluster split between replicas
+/// would make each of those reads once per replica. (Names of the clusters file are never
+/// `default`.)
+pub fn shard(cluster: Option<&str>) -> &str {
+    cluster.unwrap_or("default")
+}
 
 /// FNV-1a over `bytes`, continuing from `hash`.
 fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {

@@ -4,8 +4,9 @@
 //! - Membership: each replica renews a lease in a sorted set every TTL/10 (thread `fleet`),
 //!   by Redis's clock. A replica that could not renew for the TTL is *alone*: it polls
 //!   every watch it holds itself, as a single replica does, until it renews again.
-//! - Ownership: rendezvous hashing of the watch key over the live members ([`assign`]),
-//!   computed by each replica; no lock per watch.
+//! - Ownership: rendezvous hashing of the watch's cluster over the live members
+//!   ([`assign`]), computed by each replica; no lock per watch. Every watch of a cluster has
+//!   one owner, so the fleet makes a cluster's shared reads once, as a single replica does.
 //! - Samples: the owner of a watch polls it once per tick for the whole fleet and appends
 //!   the sample to the watch's stream with the tick as entry id ([`scripts::WRITE`]): the
 //!   stream refuses a second writer of a tick and a late writer of an earlier one. Accepted
@@ -283,14 +284,33 @@ impl Fleet {
             .is_none_or(|at| at.elapsed() >= self.settings.member_ttl)
     }
 
-    /// Whether this replica polls the watch `key` now: it owns it, or it is alone.
-    pub fn owns(&self, key: &str) -> bool {
+    /// Whether this replica polls the watch `key` now: it owns its cluster, or it is alone.
+    pub fn owns(&self, key: &WatchKey) -> bool {
         let state = self.state.read();
         self.alone(&state) || self.owner_in(&state, key)
     }
 
-    fn owner_in(&self, state: &State, key: &str) -> bool {
-        assign::owner(key, state.members.iter().map(String::as_str)) == Some(self.member())
+    fn owner_in(&self, state: &State, key: &WatchKey) -> bool {
+        self.owns_shard(state, assign::shard(key.cluster.as_deref()))
+    }
+
+    fn owns_shard(&self, state: &State, shard: &str) -> bool {
+        assign::owner(shard, state.members.iter().map(String::as_str)) == Some(self.member())
+    }
+
+    /// Every configured cluster (`default` first) with whether this replica polls its
+    /// watches now: it owns the cluster, or it is alone.
+    pub fn polled_clusters(&self) -> Vec<(String, bool)> {
+        let state = self.state.read();
+        let alone = self.alone(&state);
+        self.clusters
+            .names()
+            .into_iter()
+            .map(|name| {
+                let polled = alone || self.owns_shard(&state, name);
+                (name.to_owned(), polled)
+            })
+            .collect()
     }
 
     /// The live members, sorted (empty while alone).
@@ -306,7 +326,11 @@ impl Fleet {
     /// watch: some replica was asked within the watch TTL and this one owns it.
     pub fn keeps(&self, key: &str) -> bool {
         let state = self.state.read();
-        !self.alone(&state) && state.live.contains_key(key) && self.owner_in(&state, key)
+        !self.alone(&state)
+            && state
+                .live
+                .get(key)
+                .is_some_and(|(watch, _)| self.owner_in(&state, watch))
     }
 
     /// The watches this replica owns that some replica was asked about, and which `held`
@@ -319,7 +343,7 @@ impl Fleet {
         state
             .live
             .iter()
-            .filter(|(text, (key, _))| self.owner_in(&state, text) && !held(key))
+            .filter(|(_, (key, _))| self.owner_in(&state, key) && !held(key))
             .map(|(_, (key, time_lag))| (key.clone(), *time_lag))
             .collect()
     }

@@ -97,6 +97,8 @@ struct Shared {
     /// Signalled when positions move.
     moved: Condvar,
     stop: AtomicBool,
+    /// Set when the thread stopped because no poll used the reader for its idle time.
+    idled_out: AtomicBool,
 }
 
 #[derive(Default)]
@@ -109,6 +111,8 @@ struct State {
     failure: Option<String>,
     /// Records that could not be decoded.
     undecodable: u64,
+    /// When a poll last asked the reader about a group.
+    used_at: Option<Instant>,
 }
 
 impl State {
@@ -141,6 +145,7 @@ impl CommitReader {
         request_timeout: Duration,
         starts: &[(i32, i64)],
         stats: (Option<Duration>, Arc<ReaderRequests>),
+        idle: Duration,
     ) -> Result<CommitReader, String> {
         let (stats_interval, requests) = stats;
         let fetch_wait = MAX_FETCH_WAIT
@@ -178,16 +183,18 @@ impl CommitReader {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 positions: starts.iter().copied().collect(),
+                used_at: Some(Instant::now()),
                 ..State::default()
             }),
             moved: Condvar::new(),
             stop: AtomicBool::new(false),
+            idled_out: AtomicBool::new(false),
         });
         let thread = thread::Builder::new()
             .name("commit-reader".to_owned())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || read(&consumer, &shared)
+                move || read(&consumer, &shared, idle)
             })
             .map_err(|err| err.to_string())?;
         info!(
@@ -201,6 +208,12 @@ impl CommitReader {
         })
     }
 
+    /// Whether the reader stopped because no poll used it for its idle time: the cluster's
+    /// client then starts a new one when a poll needs it.
+    pub fn idled_out(&self) -> bool {
+        self.shared.idled_out.load(Ordering::Acquire)
+    }
+
     /// Why the reader cannot read, if it cannot.
     pub fn failure(&self) -> Option<String> {
         self.shared.state.lock().failure.clone()
@@ -210,6 +223,7 @@ impl CommitReader {
     /// bootstrapped); marks the group as asked about.
     pub fn commits(&self, group: &str) -> Option<Vec<CommittedOffset>> {
         let mut state = self.shared.state.lock();
+        state.used_at = Some(Instant::now());
         let tracked = state.groups.get_mut(group)?;
         tracked.last_used = Instant::now();
         if !tracked.bootstrapped {
@@ -222,6 +236,7 @@ impl CommitReader {
     /// was not kept; a group not bootstrapped yet starts afresh.
     pub fn track(&self, group: &str) {
         let mut state = self.shared.state.lock();
+        state.used_at = Some(Instant::now());
         let tracked = state.tracked(group);
         tracked.last_used = Instant::now();
     }
@@ -314,8 +329,9 @@ fn listed(commits: &HashMap<(String, i32), Option<i64>>) -> Vec<CommittedOffset>
     offsets
 }
 
-/// The reader thread: records in, commits of tracked groups kept, positions moved.
-fn read(consumer: &BaseConsumer<ReaderContext>, shared: &Shared) {
+/// The reader thread: records in, commits of tracked groups kept, positions moved; it ends
+/// when stopped, or when no poll asked it about a group for `idle`.
+fn read(consumer: &BaseConsumer<ReaderContext>, shared: &Shared, idle: Duration) {
     let mut synced = Instant::now();
     let mut swept = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
@@ -367,9 +383,22 @@ fn read(consumer: &BaseConsumer<ReaderContext>, shared: &Shared) {
             Some(Err(err)) => note_error(shared, &err),
             None => {}
         }
-        if synced.elapsed() >= SYNC_EVERY {
-            synced = Instant::now();
-            sync_positions(consumer, shared);
+        if synced.elapsed() < SYNC_EVERY {
+            continue;
+        }
+        synced = Instant::now();
+        sync_positions(consumer, shared);
+        let unused = shared.state.lock().used_at.map(|at| at.elapsed());
+        if unused.is_some_and(|unused| unused >= idle) {
+            info!(
+                "commit reader stopped: no poll used it for {} (a poll of the cluster starts \
+                 it again)",
+                humantime::format_duration(idle)
+            );
+            shared.idled_out.store(true, Ordering::Release);
+            shared.stop.store(true, Ordering::Release);
+            shared.moved.notify_all();
+            return;
         }
         if swept.elapsed() >= FORGET_AFTER / 60 {
             swept = Instant::now();

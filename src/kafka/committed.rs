@@ -346,7 +346,7 @@ impl KafkaClient {
                 self.stats_interval,
                 Arc::clone(&self.consumer.context().readers),
             );
-            CommitReader::start(&self.reader, self.timeout, &starts, stats)
+            CommitReader::start(&self.reader, self.timeout, &starts, stats, self.reader_idle)
         });
         let mut stream = self.stream.lock();
         match started {
@@ -379,7 +379,19 @@ impl KafkaClient {
     /// The running reader, or why the stream is refused while it stays so; `None` when a
     /// reader is to be started.
     fn stream_now(&self) -> Option<Result<Arc<CommitReader>, Unstarted>> {
-        match &*self.stream.lock() {
+        let mut stream = self.stream.lock();
+        if matches!(&*stream, StreamState::Running(reader) if reader.idled_out()) {
+            let StreamState::Running(reader) =
+                std::mem::replace(&mut *stream, StreamState::NotStarted)
+            else {
+                unreachable!("matched just above");
+            };
+            drop(stream);
+            // Its thread has ended: this joins it and keeps its request counts.
+            let _ = reader.shutdown();
+            return None;
+        }
+        match &*stream {
             StreamState::Running(reader) => Some(Ok(Arc::clone(reader))),
             StreamState::Refused {
                 since: refused,

@@ -213,6 +213,8 @@ pub struct KafkaClient {
     commit_source: CommitSource,
     /// How often librdkafka reports statistics (`SCALER_KAFKA_STATS_INTERVAL`).
     stats_interval: Option<Duration>,
+    /// A commit reader no poll used for this long stops.
+    reader_idle: Duration,
     /// The cluster's commit stream (module `committed`).
     stream: Mutex<committed::StreamState>,
     /// Whether the stream's reader was found behind, so that it is logged once.
@@ -452,6 +454,7 @@ impl KafkaClient {
             reader,
             commit_source: config.commit_source,
             stats_interval: config.stats_interval,
+            reader_idle: config.commit_reader_idle,
             stream: Mutex::new(committed::StreamState::default()),
             stream_behind: AtomicBool::new(false),
             bootstraps: committed::Bootstraps::default(),

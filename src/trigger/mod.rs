@@ -235,6 +235,7 @@ mod tests {
             sasl: None,
             tls: None,
             commit_source: crate::config::CommitSource::Fetch,
+            commit_reader_idle: Duration::from_secs(15),
         };
         let analytics = KafkaConfig {
             bootstrap_servers: vec!["a1:9093".to_owned()],

@@ -316,7 +316,7 @@ impl Watcher {
                 },
                 recv(after(next.saturating_duration_since(now))) -> _ => {
                     tick = next;
-                    if link.fleet.owns(&link.name) {
+                    if link.fleet.owns(&self.key) {
                         self.poll_for_fleet(&mut link, tick, tick)
                     } else if self
                         .last_slot
@@ -344,7 +344,7 @@ impl Watcher {
     fn wake(&mut self, link: &mut FleetLink) -> bool {
         let now = Instant::now();
         let tick = current_tick(self.origin, self.interval, now);
-        if link.fleet.owns(&link.name) {
+        if link.fleet.owns(&self.key) {
             return self.poll_for_fleet(link, tick, now);
         }
         match self.catch_up(link) {

@@ -821,6 +821,7 @@ impl Scaler {
                 sasl: None,
                 tls: None,
                 commit_source: lagscaler::config::CommitSource::Fetch,
+                commit_reader_idle: Duration::from_secs(10),
             },
             poll_interval,
             watch_ttl,
