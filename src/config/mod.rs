@@ -155,8 +155,6 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// `SCALER_KAFKA_TIMEOUT` when unset.
 const DEFAULT_KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `SCALER_STALE_AFTER` when unset: three missed polls, plus the time the last poll may
-/// legitimately take.
 /// How long a cluster's commit reader runs with no poll using it: 3 poll intervals, at
 /// least 10 s. Then it stops (its consumer and thread), and the next poll of the cluster
 /// starts a new one. In a fleet, a replica reads a cluster it does not own only for a
@@ -166,6 +164,8 @@ fn commit_reader_idle(poll_interval: Duration) -> Duration {
     (3 * poll_interval).max(Duration::from_secs(10))
 }
 
+/// `SCALER_STALE_AFTER` when unset: three missed polls, plus the time the last poll may
+/// legitimately take.
 fn default_stale_after(poll_interval: Duration, kafka_timeout: Duration) -> Duration {
     3 * poll_interval + kafka_timeout
 }
