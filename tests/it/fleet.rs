@@ -565,10 +565,11 @@ fn a_replica_that_does_not_own_a_cluster_stops_its_commit_reader_and_sends_kafka
         "the owner's reader stopped:\n{owner_log}"
     );
     assert!(sent[owner_index] >= 10, "owner: {by_api:?}");
-    // What every client sends, owner or not: the broker list, refreshed every 10 s.
+    // What its client sends, owner or not: the broker list, refreshed every 5 s (10 s while
+    // it references no topic); 3 in 10 s at most, as counts are reported each second.
     let other = &by_api[other_index];
     assert!(
-        other.get("Metadata").copied().unwrap_or(0) <= 2
+        other.get("Metadata").copied().unwrap_or(0) <= 3
             && other
                 .iter()
                 .all(|(api, count)| api == "Metadata" || *count == 0),
