@@ -134,8 +134,8 @@ mod tests {
     /// An estimate of one partition with `lag`, taken at `at`.
     fn estimate(window: &mut Window, at: Instant, lag: i64) -> Arc<Estimate> {
         let offsets = PartitionOffsets {
-            group: "g".to_owned(),
-            topic: "t".to_owned(),
+            group: "g".into(),
+            topic: "t".into(),
             topic_id: "id".into(),
             partition: 0,
             log_start: 0,

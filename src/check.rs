@@ -263,8 +263,8 @@ mod tests {
         let clusters = Config::default().cluster_set();
         let now = Instant::now();
         let offsets = |partition, unread| crate::lag::PartitionOffsets {
-            group: "orders".to_owned(),
-            topic: "events".to_owned(),
+            group: "orders".into(),
+            topic: "events".into(),
             topic_id: "id".into(),
             partition,
             log_start: 0,

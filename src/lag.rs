@@ -77,10 +77,11 @@ impl fmt::Display for LagRule {
 /// The offsets of one partition at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
-    /// The consumer group whose committed offset this is (a plugin's watch spans several).
-    pub group: String,
-    /// Topic name.
-    pub topic: String,
+    /// The consumer group whose committed offset this is (a plugin's watch spans several);
+    /// shared by the partitions of a sample.
+    pub group: Arc<str>,
+    /// Topic name, shared with the cycle's read of the topic.
+    pub topic: Arc<str>,
     /// The topic's id: a topic deleted and created again under the same name gets a new one
     /// (empty where unknown).
     pub topic_id: Arc<str>,
@@ -174,8 +175,8 @@ mod tests {
 
     fn partition(log_start: i64, high: i64, committed: Option<i64>) -> PartitionOffsets {
         PartitionOffsets {
-            group: "g".to_owned(),
-            topic: "t".to_owned(),
+            group: "g".into(),
+            topic: "t".into(),
             topic_id: Arc::from(""),
             partition: 0,
             log_start,

@@ -662,8 +662,8 @@ mod tests {
         let mut window = Window::new(Duration::from_secs(60), STALE);
         let offsets = |high: i64| {
             vec![PartitionOffsets {
-                group: "g".to_owned(),
-                topic: "t".to_owned(),
+                group: "g".into(),
+                topic: "t".into(),
                 topic_id: "".into(),
                 partition: 0,
                 log_start: 0,
@@ -884,8 +884,8 @@ mod tests {
                         .iter()
                         .enumerate()
                         .map(|(i, (high, committed, log_start, waited))| PartitionOffsets {
-                            group: "g".to_owned(),
-                            topic: "t".to_owned(),
+                            group: "g".into(),
+                            topic: "t".into(),
                             topic_id: "".into(),
                             partition: i as i32,
                             log_start: *log_start,

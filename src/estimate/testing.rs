@@ -16,8 +16,8 @@ pub(crate) fn close(actual: f64, expected: f64) -> bool {
 
 pub(crate) fn offsets(partition: i32, high: i64, committed: Option<i64>) -> PartitionOffsets {
     PartitionOffsets {
-        group: "g".to_owned(),
-        topic: "t".to_owned(),
+        group: "g".into(),
+        topic: "t".into(),
         topic_id: "".into(),
         partition,
         log_start: 0,

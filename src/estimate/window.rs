@@ -59,9 +59,9 @@ pub struct Window {
 #[derive(Debug)]
 struct PartitionHistory {
     /// The group whose committed offsets these are.
-    group: String,
+    group: Arc<str>,
     /// The topic.
-    topic: String,
+    topic: Arc<str>,
     /// The partition number.
     partition: i32,
     /// The topic id the points belong to: a topic created again under the same name starts
@@ -81,8 +81,8 @@ impl PartitionHistory {
     /// An empty history of the partition of `offsets`.
     fn new(offsets: &PartitionOffsets) -> PartitionHistory {
         PartitionHistory {
-            group: offsets.group.clone(),
-            topic: offsets.topic.clone(),
+            group: Arc::clone(&offsets.group),
+            topic: Arc::clone(&offsets.topic),
             partition: offsets.partition,
             topic_id: Arc::clone(&offsets.topic_id),
             produced: Series::default(),
@@ -234,7 +234,10 @@ impl Window {
         // The histories are matched to the sample's partitions in one ordered pass (both
         // sorted by key); partitions gone from the sample (topic deleted, group left a topic)
         // are forgotten, and only a partition seen for the first time allocates.
-        offsets.sort_by(|a, b| key(a).cmp(&key(b)));
+        // Samples come sorted; checking is cheaper than sorting.
+        if !offsets.is_sorted_by(|a, b| key(a) <= key(b)) {
+            offsets.sort_by(|a, b| key(a).cmp(&key(b)));
+        }
         let mut known = std::mem::take(&mut self.partitions).into_iter().peekable();
         let mut partitions = Vec::with_capacity(offsets.len());
         let mut total_lag = 0i64;

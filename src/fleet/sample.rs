@@ -126,8 +126,8 @@ pub fn encode(sample: &Sample, clock: &Clock) -> String {
                 .iter()
                 .map(|p| {
                     json!([
-                        groups[p.group.as_str()],
-                        topics[&(p.topic.as_str(), &*p.topic_id)],
+                        groups[&*p.group],
+                        topics[&(&*p.topic, &*p.topic_id)],
                         p.partition,
                         p.log_start,
                         p.high_watermark,
@@ -195,21 +195,21 @@ pub fn decode(text: &str, clock: &Clock) -> Result<Sample, String> {
             .and_then(Value::as_i64)
             .ok_or_else(|| bad("read time"))?,
     );
-    let groups: Vec<&str> = ok
+    let groups: Vec<Arc<str>> = ok
         .get("g")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("group list"))?
         .iter()
-        .map(|g| g.as_str().ok_or_else(|| bad("group")))
+        .map(|g| g.as_str().map(Arc::from).ok_or_else(|| bad("group")))
         .collect::<Result<_, _>>()?;
-    let topics: Vec<(&str, Arc<str>)> = ok
+    let topics: Vec<(Arc<str>, Arc<str>)> = ok
         .get("tp")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("topic list"))?
         .iter()
         .map(|t| match t.as_array().map(Vec::as_slice) {
             Some([Value::String(name), Value::String(id)]) => {
-                Ok((name.as_str(), id.as_str().into()))
+                Ok((name.as_str().into(), id.as_str().into()))
             }
             _ => Err(bad("topic")),
         })
@@ -231,7 +231,7 @@ pub fn decode(text: &str, clock: &Clock) -> Result<Sample, String> {
                 .and_then(|i| usize::try_from(i).ok())
                 .filter(|i| *i < len)
         };
-        let group = groups[index(group, groups.len()).ok_or_else(|| bad("group index"))?];
+        let group = &groups[index(group, groups.len()).ok_or_else(|| bad("group index"))?];
         let (topic, topic_id) =
             &topics[index(topic, topics.len()).ok_or_else(|| bad("topic index"))?];
         let optional_i64 = |v: &Value, what: &str| match v {
@@ -247,8 +247,8 @@ pub fn decode(text: &str, clock: &Clock) -> Result<Sample, String> {
             _ => return Err(bad("stand-in")),
         };
         offsets.push(PartitionOffsets {
-            group: group.to_owned(),
-            topic: (*topic).to_owned(),
+            group: Arc::clone(group),
+            topic: Arc::clone(topic),
             topic_id: Arc::clone(topic_id),
             partition: partition
                 .as_i64()

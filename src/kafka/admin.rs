@@ -14,6 +14,7 @@
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
@@ -32,7 +33,7 @@ pub const STOPPING: &str = "lagscaler is stopping";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedOffset {
     /// Topic name.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Partition number.
     pub partition: i32,
     /// The committed offset, or a negative value for none.
@@ -160,7 +161,7 @@ pub fn list_group_offsets<C: ClientContext>(
             }
             offsets.push(CommittedOffset {
                 // SAFETY: every element of a result list names its topic as a C string.
-                topic: unsafe { c_text(elem.topic) },
+                topic: unsafe { c_text(elem.topic) }.into(),
                 partition: elem.partition,
                 offset: elem.offset,
             });

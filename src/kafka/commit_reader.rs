@@ -24,7 +24,7 @@
 //! not there within [`CATCH_UP_WAIT`], the poll asks OffsetFetch instead (the reader fell
 //! behind). A record the reader cannot decode makes every group be bootstrapped again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -116,12 +116,21 @@ struct State {
 }
 
 impl State {
+    /// `group`'s entry, if it is tracked, marked used now (as the reader is).
+    fn used(&mut self, group: &str) -> Option<&mut Tracked> {
+        let now = Instant::now();
+        self.used_at = Some(now);
+        let tracked = self.groups.get_mut(group)?;
+        tracked.last_used = now;
+        Some(tracked)
+    }
+
     /// `group`'s entry, a new one (nothing seen, not bootstrapped) if it was not tracked.
     fn tracked(&mut self, group: &str) -> &mut Tracked {
         self.groups
             .entry(group.to_owned())
             .or_insert_with(|| Tracked {
-                commits: HashMap::new(),
+                commits: BTreeMap::new(),
                 bootstrapped: false,
                 last_used: Instant::now(),
             })
@@ -131,7 +140,7 @@ impl State {
 struct Tracked {
     /// By topic and partition, the offset committed since tracking began (`None`: deleted),
     /// and once bootstrapped every committed offset of the group.
-    commits: HashMap<(String, i32), Option<i64>>,
+    commits: BTreeMap<(Arc<str>, i32), Option<i64>>,
     /// Whether OffsetFetch's answer was merged in.
     bootstrapped: bool,
     last_used: Instant,
@@ -223,13 +232,17 @@ impl CommitReader {
     /// bootstrapped); marks the group as asked about.
     pub fn commits(&self, group: &str) -> Option<Vec<CommittedOffset>> {
         let mut state = self.shared.state.lock();
-        state.used_at = Some(Instant::now());
-        let tracked = state.groups.get_mut(group)?;
-        tracked.last_used = Instant::now();
-        if !tracked.bootstrapped {
-            return None;
-        }
-        Some(listed(&tracked.commits))
+        let tracked = state.used(group)?;
+        tracked.bootstrapped.then(|| listed(&tracked.commits))
+    }
+
+    /// Whether `group`'s commits are known ([`CommitReader::commits`] answers), without
+    /// copying them.
+    pub fn knows(&self, group: &str) -> bool {
+        let mut state = self.shared.state.lock();
+        state
+            .used(group)
+            .is_some_and(|tracked| tracked.bootstrapped)
     }
 
     /// Starts keeping `group`'s commits (from the reader's current positions on), if it
@@ -250,7 +263,7 @@ impl CommitReader {
         for offset in fetched {
             tracked
                 .commits
-                .entry((offset.topic.clone(), offset.partition))
+                .entry((Arc::clone(&offset.topic), offset.partition))
                 .or_insert(Some(offset.offset));
         }
         tracked.commits.retain(|_, offset| offset.is_some());
@@ -314,19 +327,17 @@ impl CommitReader {
 }
 
 /// The committed offsets in `commits`, sorted.
-fn listed(commits: &HashMap<(String, i32), Option<i64>>) -> Vec<CommittedOffset> {
-    let mut offsets: Vec<CommittedOffset> = commits
+fn listed(commits: &BTreeMap<(Arc<str>, i32), Option<i64>>) -> Vec<CommittedOffset> {
+    commits
         .iter()
         .filter_map(|((topic, partition), offset)| {
             offset.map(|offset| CommittedOffset {
-                topic: topic.clone(),
+                topic: Arc::clone(topic),
                 partition: *partition,
                 offset,
             })
         })
-        .collect();
-    offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    offsets
+        .collect()
 }
 
 /// The reader thread: records in, commits of tracked groups kept, positions moved; it ends
@@ -354,7 +365,7 @@ fn read(consumer: &BaseConsumer<ReaderContext>, shared: &Shared, idle: Duration)
                     }) => {
                         if let Some(tracked) = state.groups.get_mut(&group) {
                             let offset = offset.filter(|offset| *offset >= 0);
-                            tracked.commits.insert((topic, partition), offset);
+                            tracked.commits.insert((topic.into(), partition), offset);
                         }
                     }
                     Ok(Record::Other) => {}

@@ -161,7 +161,7 @@ impl KafkaClient {
                 return Ok(Streamed::Fetched(self.group_offsets(group)?));
             }
         };
-        if reader.commits(group).is_some() {
+        if reader.knows(group) {
             let end = match self.group_partition_end(group, since) {
                 Ok(Some(end)) => end,
                 // A transaction open on the group's partition hides the commits after it

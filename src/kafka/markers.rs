@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -39,13 +40,20 @@ pub const MAX_PROBED_LAG: i64 = 100;
 /// Probes of one cluster start at least this far apart.
 pub const READ_SPACING: Duration = Duration::from_secs(1);
 
-/// Verdicts kept at most; beyond, the memory starts over (each verdict costs one read).
-const MAX_MEMO: usize = 100_000;
+/// Verdicts kept at most (about 100 bytes each). Beyond, those no poll looked at for
+/// [`FORGET_UNSEEN`] are forgotten, and if more than half are left the memory starts over
+/// (each verdict costs one read). Until 2026-12-03 the bound was 100,000 and reaching it
+/// started over at once, so 10,000 watches of 16 partitions (160,000 verdicts) lost every
+/// verdict once a cycle.
+const MAX_MEMO: usize = 400_000;
+
+/// A verdict no poll looked at for this long is forgotten once the memory is full.
+const FORGET_UNSEEN: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct MemoKey {
-    group: String,
-    topic: String,
+    group: Arc<str>,
+    topic: Arc<str>,
     partition: i32,
     isolation: Isolation,
 }
@@ -67,7 +75,12 @@ struct Memo {
     verdict: Verdict,
     /// A record a read found: (the committed offset it read from, the record's offset).
     record: Option<(i64, i64)>,
+    /// The tick of the latest cycle whose poll looked at it.
+    looked_at: Instant,
 }
+
+/// A partition to read: (index in the snapshot, partition, committed offset, end).
+type ToRead = (usize, i32, i64, i64);
 
 /// Finds partitions whose lag holds nothing to read, and remembers what it found.
 pub struct MarkerProbe {
@@ -75,6 +88,8 @@ pub struct MarkerProbe {
     config: ClientConfig,
     timeout: Duration,
     memo: Mutex<HashMap<MemoKey, Memo>>,
+    /// [`MAX_MEMO`], smaller in tests.
+    max_memo: usize,
     /// When the latest probe started; held while a probe reads, so one reads at a time.
     last_read: Mutex<Option<Instant>>,
 }
@@ -87,6 +102,7 @@ impl MarkerProbe {
             config,
             timeout,
             memo: Mutex::new(HashMap::new()),
+            max_memo: MAX_MEMO,
             last_read: Mutex::new(None),
         }
     }
@@ -100,12 +116,16 @@ impl MarkerProbe {
         tick: Instant,
         stop: &AtomicBool,
     ) {
-        // Partitions to read, by topic: (index in the snapshot, partition, committed, end).
-        let mut to_read: BTreeMap<String, Vec<(usize, i32, i64, i64)>> = BTreeMap::new();
+        let mut to_read: BTreeMap<Arc<str>, Vec<ToRead>> = BTreeMap::new();
         {
             let mut memo = self.memo.lock();
-            if memo.len() > MAX_MEMO {
-                memo.clear();
+            if memo.len() > self.max_memo {
+                memo.retain(|_, known| {
+                    tick.saturating_duration_since(known.looked_at) < FORGET_UNSEEN
+                });
+                if memo.len() > self.max_memo / 2 {
+                    memo.clear();
+                }
             }
             for (index, offsets) in snapshot.iter_mut().enumerate() {
                 let Some(committed) = offsets
@@ -120,12 +140,15 @@ impl MarkerProbe {
                     continue;
                 }
                 let key = MemoKey {
-                    group: offsets.group.clone(),
-                    topic: offsets.topic.clone(),
+                    group: Arc::clone(&offsets.group),
+                    topic: Arc::clone(&offsets.topic),
                     partition: offsets.partition,
                     isolation,
                 };
-                let known = memo.get(&key).copied();
+                let known = memo.get_mut(&key).map(|known| {
+                    known.looked_at = known.looked_at.max(tick);
+                    *known
+                });
                 // A record found after this same committed offset is still there.
                 let record = known
                     .and_then(|known| known.record)
@@ -141,7 +164,7 @@ impl MarkerProbe {
                     Some(Verdict::Readable) => {}
                     // A partition whose leader the cycle could not reach is not read either.
                     Some(Verdict::Seen(seen)) if seen < tick && offsets.unread.is_none() => to_read
-                        .entry(offsets.topic.clone())
+                        .entry(Arc::clone(&offsets.topic))
                         .or_default()
                         .push((index, offsets.partition, committed, end)),
                     Some(Verdict::Seen(_)) => {}
@@ -153,6 +176,7 @@ impl MarkerProbe {
                                 end,
                                 verdict: Verdict::Seen(tick),
                                 record,
+                                looked_at: tick,
                             },
                         );
                     }
@@ -199,8 +223,8 @@ impl MarkerProbe {
                 offsets.nothing_to_read = !readable;
                 memo.insert(
                     MemoKey {
-                        group: offsets.group.clone(),
-                        topic: topic.clone(),
+                        group: Arc::clone(&offsets.group),
+                        topic: Arc::clone(&topic),
                         partition,
                         isolation,
                     },
@@ -213,6 +237,7 @@ impl MarkerProbe {
                             Verdict::NothingToRead
                         },
                         record: first.map(|offset| (committed, offset)),
+                        looked_at: tick,
                     },
                 );
             }
@@ -225,7 +250,7 @@ impl MarkerProbe {
     fn read(
         &self,
         topic: &str,
-        partitions: &[(usize, i32, i64, i64)],
+        partitions: &[ToRead],
         isolation: Isolation,
         stop: &AtomicBool,
     ) -> Result<HashMap<i32, Option<i64>>, String> {
@@ -239,5 +264,66 @@ impl MarkerProbe {
             .into_iter()
             .map(|(partition, first)| (partition, first.map(|record| record.offset)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` partitions of `group` on topic `t`, `lag` records behind each.
+    fn snapshot(group: &str, n: i32, lag: i64) -> Vec<PartitionOffsets> {
+        (0..n)
+            .map(|partition| PartitionOffsets {
+                group: group.into(),
+                topic: "t".into(),
+                topic_id: "id".into(),
+                partition,
+                log_start: 0,
+                high_watermark: 10 + lag,
+                committed: Some(10),
+                nothing_to_read: false,
+                unread: None,
+                waited: None,
+            })
+            .collect()
+    }
+
+    /// Marks `snapshot` at `tick`. Partitions seen for the first time are only noted
+    /// (nothing is read), and the stop flag is raised so that nothing would be.
+    fn mark(probe: &MarkerProbe, mut snapshot: Vec<PartitionOffsets>, tick: Instant) {
+        let stop = AtomicBool::new(true);
+        probe.mark(&mut snapshot, Isolation::ReadUncommitted, tick, &stop);
+    }
+
+    /// A probe that keeps at most 8 verdicts.
+    fn small_probe() -> MarkerProbe {
+        let mut probe = MarkerProbe::new(ClientConfig::new(), Duration::from_secs(1));
+        probe.max_memo = 8;
+        probe
+    }
+
+    #[test]
+    fn a_full_memory_forgets_verdicts_nobody_looked_at_and_keeps_the_others() {
+        let probe = small_probe();
+        let start = Instant::now();
+        mark(&probe, snapshot("a", 6, 2), start);
+        let later = start + FORGET_UNSEEN + Duration::from_secs(60);
+        mark(&probe, snapshot("b", 4, 2), later);
+        assert_eq!(probe.memo.lock().len(), 10);
+        // Over the bound: a's verdicts, unseen for longer than FORGET_UNSEEN, go; b's stay.
+        mark(&probe, snapshot("c", 2, 0), later + Duration::from_secs(5));
+        let memo = probe.memo.lock();
+        assert_eq!(memo.len(), 4);
+        assert!(memo.keys().all(|key| &*key.group == "b"));
+    }
+
+    #[test]
+    fn a_memory_full_of_verdicts_looked_at_lately_starts_over() {
+        let probe = small_probe();
+        let start = Instant::now();
+        mark(&probe, snapshot("a", 9, 2), start);
+        mark(&probe, snapshot("c", 1, 0), start);
+        assert!(probe.memo.lock().is_empty());
     }
 }

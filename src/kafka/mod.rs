@@ -521,7 +521,7 @@ impl KafkaClient {
         let committed_topics = committed
             .iter()
             .filter(|offset| offset.offset >= 0)
-            .map(|offset| offset.topic.as_str());
+            .map(|offset| &*offset.topic);
         let cluster_topics;
         let selected: BTreeSet<&str> = match topics {
             // One topic, or several comma-separated (a topic name never holds a comma).
@@ -547,11 +547,21 @@ impl KafkaClient {
                 },
             });
         }
-        let committed: HashMap<(&str, i32), i64> = committed
+        // Sorted by topic and partition (the commit stream's already are), for a binary
+        // search per partition.
+        let mut committed: Vec<(&str, i32, i64)> = committed
             .iter()
             .filter(|offset| offset.offset >= 0)
-            .map(|offset| ((offset.topic.as_str(), offset.partition), offset.offset))
+            .map(|offset| (&*offset.topic, offset.partition, offset.offset))
             .collect();
+        committed.sort_unstable();
+        let committed_at = |topic: &str, partition: i32| {
+            committed
+                .binary_search_by(|(t, p, _)| (*t, *p).cmp(&(topic, partition)))
+                .ok()
+                .map(|index| committed[index].2)
+        };
+        let group_name: Arc<str> = group.into();
         let mut snapshot = Vec::new();
         let mut deleted = Vec::new();
         for topic in selected {
@@ -575,11 +585,11 @@ impl KafkaClient {
                 Err(err) => return Err(err),
             };
             snapshot.extend(read.partitions.iter().map(|partition| PartitionOffsets {
-                group: group.to_owned(),
+                group: Arc::clone(&group_name),
                 log_start: partition.log_start,
                 high_watermark: partition.high_watermark,
-                committed: committed.get(&(topic, partition.partition)).copied(),
-                topic: topic.to_owned(),
+                committed: committed_at(topic, partition.partition),
+                topic: Arc::clone(&read.name),
                 topic_id: Arc::clone(&read.id),
                 partition: partition.partition,
                 nothing_to_read: false,

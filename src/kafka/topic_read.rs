@@ -9,6 +9,8 @@ use crate::lag::Unread;
 
 /// A topic as read in a cycle.
 pub(super) struct TopicRead {
+    /// The topic's name, which every sample of the cycle's watches shares.
+    pub(super) name: Arc<str>,
     /// The topic id, which a topic deleted and created again does not keep.
     pub(super) id: Arc<str>,
     /// Its partitions, sorted by number.
@@ -111,6 +113,7 @@ pub(super) fn merge(
     }
     read.sort_by_key(|partition| partition.partition);
     Ok(TopicRead {
+        name: topic.into(),
         id,
         partitions: read,
         read_at,

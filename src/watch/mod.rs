@@ -27,8 +27,12 @@ use crate::store::{Slot, Store};
 use crate::trigger::{codec, Trigger, WatchKey};
 use watcher::{Never, PollResult};
 
-/// Capacity of the channel that carries poll results to the supervisor.
-const RESULTS_CAPACITY: usize = 1024;
+/// Bounds of the capacity of the channel that carries poll results to the supervisor: one
+/// result per watch (`SCALER_MAX_WATCHES`) within these. Every watcher sends its result on
+/// the same tick, and a full channel parks each sender and has the supervisor wake them one
+/// by one: at 10,000 watches behind a capacity of 1,024, those wakes were most of the
+/// supervisor's work (BENCHMARKS.md, §2).
+const RESULTS_CAPACITY: (usize, usize) = (1024, 65_536);
 
 /// How often to sleep between checks while joining threads at shutdown.
 const JOIN_CHECK: Duration = Duration::from_millis(10);
@@ -127,7 +131,10 @@ impl Registry {
         let cycle = Cycle::default();
         let last_cycle = Arc::clone(&cycle.last);
         let (control_tx, control_rx) = unbounded();
-        let (results_tx, results_rx) = bounded(RESULTS_CAPACITY);
+        let capacity = settings
+            .max_watches
+            .clamp(RESULTS_CAPACITY.0, RESULTS_CAPACITY.1);
+        let (results_tx, results_rx) = bounded(capacity);
         let supervisor = Supervisor {
             store: Arc::clone(&store),
             clients,

@@ -648,7 +648,7 @@ impl Watcher {
             .iter()
             .map(|&(index, offset)| {
                 let partition = &offsets[index];
-                (partition.topic.as_str(), partition.partition, offset)
+                (&*partition.topic, partition.partition, offset)
             })
             .collect();
         let read = client.first_records(&wanted, rule.isolation);
@@ -673,7 +673,8 @@ impl Watcher {
         };
         for (index, _) in unreached {
             let partition = &mut offsets[index];
-            partition.waited = match found.get(&(partition.topic.clone(), partition.partition)) {
+            partition.waited = match found.get(&(partition.topic.to_string(), partition.partition))
+            {
                 // Nothing a consumer at the watch's isolation reads lies there: nothing waits.
                 Some(None) => Some(Duration::ZERO),
                 Some(Some(record)) => record
