@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::bench::{clock_ticks_per_second, commit_all, cpu_ticks, tail};
+use support::bench::{clock_ticks_per_second, commit_all, cpu_ticks, tail, watches_from_env};
 use support::{Kafka, Process, Redis};
 
 /// Shape of one run.
@@ -45,14 +45,7 @@ struct Figures {
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    let watches = std::env::var("FLEET_WATCHES")
-        .ok()
-        .map(|list| {
-            list.split(',')
-                .map(|w| w.trim().parse().expect("FLEET_WATCHES: numbers"))
-                .collect()
-        })
-        .unwrap_or_else(|| vec![1_000]);
+    let watches = watches_from_env("FLEET_WATCHES", &[1_000]);
     let plan = if full {
         Plan {
             watches,

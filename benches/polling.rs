@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::bench::{clock_ticks_per_second, commit_all, cpu_ticks, parse_stat, tail};
+use support::bench::{
+    clock_ticks_per_second, commit_all, cpu_ticks, parse_stat, tail, watches_from_env,
+};
 use support::{Kafka, Process};
 
 /// Shape of one run.
@@ -41,14 +43,7 @@ fn keda_requests_per_watch(brokers: usize) -> f64 {
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     // POLLING_WATCHES=10000 (comma-separated) and POLLING_SOURCES=stream narrow a full run.
-    let watches = std::env::var("POLLING_WATCHES")
-        .ok()
-        .map(|list| {
-            list.split(',')
-                .map(|w| w.trim().parse().expect("POLLING_WATCHES: numbers"))
-                .collect()
-        })
-        .unwrap_or_else(|| vec![100, 1_000]);
+    let watches = watches_from_env("POLLING_WATCHES", &[100, 1_000]);
     let plan = if full {
         Plan {
             watches,

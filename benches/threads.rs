@@ -10,7 +10,7 @@
 //! `cargo bench --bench threads` runs it in full (W = 1,000 and 10,000, 5 s ticks, 60 s
 //! measured each); `THREADS_WATCHES` (comma-separated) narrows it. `cargo test --bench
 //! threads` runs a seconds-long smoke version. It borrows the integration tests' `support`
-//! module for its `/proc` readings only.
+//! module for its `/proc` readings and `THREADS_WATCHES`.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::bench::{clock_ticks_per_second, cpu_ticks};
+use support::bench::{clock_ticks_per_second, cpu_ticks, watches_from_env};
 
 /// What each thread does on a tick.
 #[derive(Clone, Copy, Debug)]
@@ -35,14 +35,7 @@ enum Variant {
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let (watches, interval, measured): (Vec<usize>, _, _) = if full {
-        let watches = std::env::var("THREADS_WATCHES")
-            .ok()
-            .map(|list| {
-                list.split(',')
-                    .map(|w| w.trim().parse().expect("THREADS_WATCHES: numbers"))
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![1_000, 10_000]);
+        let watches = watches_from_env("THREADS_WATCHES", &[1_000, 10_000]);
         (watches, Duration::from_secs(5), Duration::from_secs(60))
     } else {
         (

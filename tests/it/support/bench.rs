@@ -25,6 +25,23 @@ pub fn commit_all(broker: &Kafka, groups: &[(String, String)], partitions: u32) 
     });
 }
 
+/// The watch counts a benchmark runs: the comma-separated numbers of the environment variable
+/// `name` (e.g. `POLLING_WATCHES=10000`), or `default`. Panics naming the variable when one
+/// is not a number.
+pub fn watches_from_env(name: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(name) {
+        Ok(list) => list
+            .split(',')
+            .map(|w| {
+                w.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: numbers"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
 /// utime + stime of `pid`, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
