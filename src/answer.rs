@@ -18,9 +18,10 @@ pub struct Served {
     pub estimate: Arc<Estimate>,
     /// Why the polls since it failed, if they did.
     pub failing: Option<Arc<str>>,
-    /// The time decisions are made for: the time of asking, or, while polls fail, the
-    /// estimate's own: a sample served through failed polls answers as it stood when taken,
-    /// so missing data neither completes an idle window nor wakes an idle workload.
+    /// The time decisions are made for: the time of asking, or the estimate's own while
+    /// polls fail or once the next poll's sample is overdue (see [`Freshness`]): such a
+    /// sample answers as it stood when taken, so missing data neither completes an idle
+    /// window nor wakes an idle workload.
     decided_at: Instant,
 }
 
@@ -34,6 +35,34 @@ impl Served {
     pub fn active(&self, rules: &Rules) -> bool {
         rules.active(&self.estimate, self.decided_at)
     }
+}
+
+/// How long a watch's latest sample stands for the present (see [`serve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// A sample whose poll started longer ago than this is decided at its own time, not at
+    /// the time of asking: the next poll's sample is overdue (a poll hangs, or the fleet's
+    /// owner has not shared it), and nothing is known of the time since.
+    pub current_for: Duration,
+    /// A sample older than this (`SCALER_STALE_AFTER`, by its oldest offsets) is not served.
+    pub stale_after: Duration,
+}
+
+impl Freshness {
+    /// Samples every `poll_interval`, served for up to `stale_after`: a sample stands for
+    /// the present for one interval plus [`poll_slack`].
+    pub fn new(poll_interval: Duration, stale_after: Duration) -> Freshness {
+        Freshness {
+            current_for: poll_interval + poll_slack(poll_interval),
+            stale_after,
+        }
+    }
+}
+
+/// How late a poll's sample may come and still be on time: half an interval, at least a
+/// second (a poll of thousands of watches on a loaded machine takes up to about that).
+pub fn poll_slack(poll_interval: Duration) -> Duration {
+    (poll_interval / 2).max(Duration::from_secs(1))
 }
 
 /// Why a watch has nothing to serve: KEDA is told `UNAVAILABLE` and applies its fallback.
@@ -94,7 +123,10 @@ pub fn round_to_ms(duration: Duration) -> Duration {
 
 /// What a watch whose view is `view` may serve at `now`: its latest good estimate while that
 /// is at most `stale_after` old (by its oldest offsets), even if the polls since failed.
-pub fn serve(view: View, stale_after: Duration, now: Instant) -> Result<Served, Unavailable> {
+/// It is decided at `now` while it is current: no poll failed since, and its poll started
+/// at most [`Freshness::current_for`] ago; otherwise at its own time, never extended.
+pub fn serve(view: View, freshness: Freshness, now: Instant) -> Result<Served, Unavailable> {
+    let stale_after = freshness.stale_after;
     let failing = match view.reading {
         Reading::Pending => return Err(Unavailable::Pending),
         Reading::Fresh(_) => None,
@@ -111,7 +143,8 @@ pub fn serve(view: View, stale_after: Duration, now: Instant) -> Result<Served, 
             cause: failing,
         });
     }
-    let decided_at = if failing.is_some() {
+    let overdue = now.saturating_duration_since(estimate.taken_at) > freshness.current_for;
+    let decided_at = if failing.is_some() || overdue {
         estimate.taken_at.min(now)
     } else {
         now
@@ -130,6 +163,11 @@ mod tests {
     use crate::lag::{LagRule, PartitionOffsets};
 
     const STALE: Duration = Duration::from_secs(20);
+    /// 5 s polls served for up to 20 s: current for 7.5 s.
+    const FRESHNESS: Freshness = Freshness {
+        current_for: Duration::from_millis(7500),
+        stale_after: STALE,
+    };
 
     /// An estimate of one partition with `lag`, taken at `at`.
     fn estimate(window: &mut Window, at: Instant, lag: i64) -> Arc<Estimate> {
@@ -152,14 +190,22 @@ mod tests {
         View { reading, last_good }
     }
 
+    /// The view of a watch whose latest poll gave `estimate`.
+    fn fresh(estimate: &Arc<Estimate>) -> View {
+        view(
+            Reading::Fresh(Arc::clone(estimate)),
+            Some(Arc::clone(estimate)),
+        )
+    }
+
     #[test]
     fn nothing_is_served_before_a_good_poll_or_once_stale() {
         let t0 = Instant::now();
         assert_eq!(
-            serve(view(Reading::Pending, None), STALE, t0).unwrap_err(),
+            serve(view(Reading::Pending, None), FRESHNESS, t0).unwrap_err(),
             Unavailable::Pending
         );
-        let failed = serve(view(Reading::Failed("down".into()), None), STALE, t0).unwrap_err();
+        let failed = serve(view(Reading::Failed("down".into()), None), FRESHNESS, t0).unwrap_err();
         assert!(
             failed.message(&"w").contains("polling w failed: down"),
             "{failed:?}"
@@ -167,13 +213,66 @@ mod tests {
         let mut window = Window::new(Duration::from_secs(60), STALE);
         let old = estimate(&mut window, t0, 5);
         let at = t0 + STALE + Duration::from_millis(1);
-        let stale = serve(view(Reading::Failed("down".into()), Some(old)), STALE, at);
+        let stale = serve(
+            view(Reading::Failed("down".into()), Some(old)),
+            FRESHNESS,
+            at,
+        );
         let message = stale.unwrap_err().message(&"w");
         assert!(
             message.contains("is 20s 1ms old (stale after 20s)"),
             "{message}"
         );
         assert!(message.contains("polls fail since: down"), "{message}");
+    }
+
+    /// 5 s polls and a 10 s idle window; lag 500 at 0 s, 0 at 5 s, and the poll of 10 s
+    /// hangs until 20 s (a frozen coordinator): nothing is known after 5 s, so the watch is
+    /// never idle meanwhile. Once a poll sees 0 again, idle 10 s after the first sample at 0.
+    #[test]
+    fn a_hanging_poll_never_completes_an_idle_window() {
+        let t0 = Instant::now();
+        let ms = |ms: u64| t0 + Duration::from_millis(ms);
+        let rules = Rules {
+            idle_window: Duration::from_secs(10),
+            ..Rules::default()
+        };
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        estimate(&mut window, ms(0), 500);
+        let drained = estimate(&mut window, ms(5000), 0);
+        let idle_at: Vec<u64> = (5000..=20_000)
+            .step_by(100)
+            .filter(|at| {
+                let served = serve(fresh(&drained), FRESHNESS, ms(*at)).unwrap();
+                !served.active(&rules) || !served.decide(&rules).active
+            })
+            .collect();
+        assert!(idle_at.is_empty(), "idle at {idle_at:?} ms");
+        // The hung poll fails; the next one sees 0 at 20 s: a gap shorter than the stale
+        // bound is bridged, and the window from 5 s on is complete.
+        window.record_failure(ms(10_000));
+        let back = estimate(&mut window, ms(20_000), 0);
+        let served = serve(fresh(&back), FRESHNESS, ms(20_000)).unwrap();
+        assert!(!served.active(&rules));
+    }
+
+    /// The idle window starts at the first sample that saw the lag at 0, not at the last
+    /// that saw it above: the lag between them is unknown.
+    #[test]
+    fn the_idle_window_starts_at_the_first_sample_at_zero() {
+        let t0 = Instant::now();
+        let ms = |ms: u64| t0 + Duration::from_millis(ms);
+        let rules = Rules {
+            idle_window: Duration::from_secs(10),
+            ..Rules::default()
+        };
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        estimate(&mut window, ms(0), 500);
+        for at in (5000..=15_000).step_by(5000) {
+            let latest = estimate(&mut window, ms(at), 0);
+            let served = serve(fresh(&latest), FRESHNESS, ms(at));
+            assert_eq!(served.unwrap().active(&rules), at < 15_000, "at {at} ms");
+        }
     }
 
     #[test]
@@ -188,19 +287,12 @@ mod tests {
         estimate(&mut window, at(0), 0);
         let latest = estimate(&mut window, at(5), 0);
         // Fresh, the idle window is read up to the time of asking: idle 10 s after 0 s.
-        let fresh = serve(
-            view(
-                Reading::Fresh(Arc::clone(&latest)),
-                Some(Arc::clone(&latest)),
-            ),
-            STALE,
-            at(11),
-        );
-        assert!(!fresh.unwrap().active(&rules));
+        let served = serve(fresh(&latest), FRESHNESS, at(11));
+        assert!(!served.unwrap().active(&rules));
         // Polls failing since: what the sample said at 5 s, when the window was not full.
         let failing = serve(
             view(Reading::Failed("down".into()), Some(latest)),
-            STALE,
+            FRESHNESS,
             at(11),
         );
         let failing = failing.unwrap();

@@ -168,21 +168,22 @@ impl Daemon {
         let (scaler, pusher) = grpc::external_scaler(
             Arc::clone(&registry),
             config.cluster_set(),
-            config.stale_after,
+            crate::answer::Freshness::new(config.poll_interval, config.stale_after),
             updates_rx,
             Arc::clone(&rpc_stats),
         )?;
         let mut builder = ServerBuilder::new(Arc::clone(&env));
         if let Some(age) = config.max_connection_age {
-            // gRPC core's own server arguments: GOAWAY after the age, then up to 10 s for
-            // the calls in flight (a StreamIsActive stream is ended then, and KEDA reopens it).
+            // gRPC core's own server arguments: GOAWAY after the age, so that new calls go
+            // over a new connection (and KEDA resolves the Service again), and no grace
+            // limit (gRPC core's INT_MAX): the calls in flight finish on the old one. Unary
+            // calls take milliseconds; a StreamIsActive stream goes on until it ends, since
+            // KEDA's push client backs off up to a minute after a cut stream and keeps that
+            // backoff after a good one.
             let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
             let args = grpcio::ChannelBuilder::new(Arc::clone(&env))
                 .raw_cfg_int(c"grpc.max_connection_age_ms".into(), millis(age))
-                .raw_cfg_int(
-                    c"grpc.max_connection_age_grace_ms".into(),
-                    millis(Duration::from_secs(10)),
-                )
+                .raw_cfg_int(c"grpc.max_connection_age_grace_ms".into(), i32::MAX)
                 .build_args();
             builder = builder.channel_args(args);
         }

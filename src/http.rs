@@ -302,6 +302,7 @@ pub fn render_metrics(observed: &Observed) -> String {
     let mut watches = WatchFamilies::new();
     let mut triggers = TriggerFamilies::new();
     let now = Instant::now();
+    let freshness = answer::Freshness::new(observed.poll_interval, observed.stale_after);
     for slot in &slots {
         let (kind, name) = match &slot.key.source {
             Source::Group(group) => ("group", group.as_str()),
@@ -350,7 +351,7 @@ pub fn render_metrics(observed: &Observed) -> String {
 
         // Each trigger's answers, as gRPC gives them (module `answer`): none while the
         // watch has nothing to serve.
-        let Ok(served) = answer::serve(view, observed.stale_after, now) else {
+        let Ok(served) = answer::serve(view, freshness, now) else {
             continue;
         };
         for seen in slot.triggers(observed.watch_ttl) {

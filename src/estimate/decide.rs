@@ -539,7 +539,7 @@ mod tests {
             ..Rules::default()
         };
         // Lag flaps around the threshold every 5 s for 10 minutes: never idle.
-        let mut last_above = start;
+        let mut first_below = None;
         for i in 0..120u64 {
             let at = start + Duration::from_secs(5 * i);
             let lag = if i % 7 == 3 { 6 } else { 4 };
@@ -554,10 +554,14 @@ mod tests {
                 "false idle at sample {i}"
             );
             if lag > 5 {
-                last_above = at;
+                first_below = None;
+            } else {
+                first_below.get_or_insert(at);
             }
         }
-        // Then quiet (lag 4): active until the window has passed the last sample above.
+        // Then quiet (lag 4): active until the window has passed the first sample below
+        // after the last one above (the lag between two samples counts as the earlier's).
+        let first_below = first_below.unwrap();
         let quiet_from = start + Duration::from_secs(600);
         let mut seen_idle = false;
         for s in (0..=120u64).step_by(5) {
@@ -566,7 +570,7 @@ mod tests {
             let active = rules.decide(&estimate, at).active;
             assert_eq!(
                 active,
-                at - rules.idle_window <= last_above,
+                at - rules.idle_window < first_below,
                 "at quiet +{s}s"
             );
             seen_idle |= !active;
@@ -577,16 +581,16 @@ mod tests {
         let up = window.record(up_at, vec![offsets(0, 1000, Some(990))], Some(1), LATEST);
         assert!(rules.decide(&up, up_at).active);
         // Failed polls for longer than the bridged gap (from +130 s to the sample at
-        // +155 s, 30 s after the one at +125 s): active until the window passes the first
-        // failure.
+        // +155 s, 30 s after the one at +125 s): unknown from the first failure until that
+        // sample, so active until the window has passed it.
         for failed in [130u64, 135, 140, 145, 150] {
             window.record_failure(quiet_from + Duration::from_secs(failed));
         }
-        for s in [155u64, 200, 249, 251] {
+        for s in [155u64, 200, 249, 251, 274, 275, 276] {
             let at = quiet_from + Duration::from_secs(s);
             let estimate = window.record(at, vec![offsets(0, 1000, Some(1000))], Some(1), LATEST);
             let active = rules.decide(&estimate, at).active;
-            assert_eq!(active, s <= 250, "at quiet +{s}s");
+            assert_eq!(active, s < 275, "at quiet +{s}s");
         }
     }
 
@@ -621,21 +625,25 @@ mod tests {
         window.record_failure(at(160));
         let after = window.record(at(170), idle.clone(), Some(1), LATEST);
         assert!(rules.decide(&after, at(170)).active);
-        let later = window.record(at(215), idle.clone(), Some(1), LATEST);
-        assert!(rules.decide(&later, at(215)).active, "155 s is within 60 s");
-        let idle_again = window.record(at(216), idle.clone(), Some(1), LATEST);
-        assert!(!rules.decide(&idle_again, at(216)).active);
-        // A gap longer than the stale bound counts as activity from its first failure.
-        window.record_failure(at(220));
-        let back = window.record(at(240), idle.clone(), Some(1), LATEST);
-        assert!(rules.decide(&back, at(240)).active);
-        let still = window.record(at(279), idle.clone(), Some(1), LATEST);
+        let later = window.record(at(229), idle.clone(), Some(1), LATEST);
         assert!(
-            rules.decide(&still, at(279)).active,
-            "the gap began at 220 s"
+            rules.decide(&later, at(229)).active,
+            "the lag seen at 155 s stood until the sample at 170 s"
         );
-        let done = window.record(at(281), idle, Some(1), LATEST);
-        assert!(!rules.decide(&done, at(281)).active);
+        let idle_again = window.record(at(230), idle.clone(), Some(1), LATEST);
+        assert!(!rules.decide(&idle_again, at(230)).active);
+        // A gap longer than the stale bound counts as activity from its first failure to
+        // the sample after it.
+        window.record_failure(at(235));
+        let back = window.record(at(260), idle.clone(), Some(1), LATEST);
+        assert!(rules.decide(&back, at(260)).active);
+        let still = window.record(at(319), idle.clone(), Some(1), LATEST);
+        assert!(
+            rules.decide(&still, at(319)).active,
+            "nothing was known from 235 s to 260 s"
+        );
+        let done = window.record(at(320), idle, Some(1), LATEST);
+        assert!(!rules.decide(&done, at(320)).active);
     }
 
     #[test]

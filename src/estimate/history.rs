@@ -11,13 +11,19 @@ pub const MAX_IDLE_WINDOW: Duration = Duration::from_secs(3600);
 const MAX_HISTORY: usize = 4096;
 
 /// Total lag over time, reduced to what "was the lag at most A during the last W" needs for
-/// any A and any W up to [`MAX_IDLE_WINDOW`]: the suffix maxima. An entry is kept only while
-/// no later entry is at least as large, so the largest lag since time t is the first entry at
-/// or after t. A gap of failed polls longer than the window's bridged gap is recorded as
-/// unbounded lag: missing data never reads as idle.
+/// any A and any W up to [`MAX_IDLE_WINDOW`]. A recorded lag stands from its sample until the
+/// next one: nothing is known of the time between, so a drop to zero counts from the first
+/// sample that saw it, never from the last one that saw lag. Each lag that was replaced is
+/// kept as the time it was replaced, and only while no later-replaced one is at least as
+/// large (suffix maxima), so the largest lag standing at any time since t is the first kept
+/// entry replaced after t, or the current lag. A gap of failed polls longer than the window's
+/// bridged gap is recorded as unbounded lag: missing data never reads as idle.
 #[derive(Clone, Debug, Default)]
 pub struct LagHistory {
-    entries: VecDeque<(Instant, i64)>,
+    /// `(replaced at, lag)`, oldest first, the lags strictly decreasing.
+    replaced: VecDeque<(Instant, i64)>,
+    /// The latest lag recorded: it stands since its sample.
+    current: Option<i64>,
     /// Windows starting before this are not covered: nothing was recorded then, or entries
     /// from then were dropped to bound memory.
     covered_since: Option<Instant>,
@@ -26,53 +32,63 @@ pub struct LagHistory {
 impl LagHistory {
     /// Adds the lag seen at `at` (not before the previous entry).
     pub fn record(&mut self, at: Instant, lag: i64) {
-        if self.covered_since.is_none() {
-            self.covered_since = Some(at);
+        match self.current.replace(lag) {
+            None => self.covered_since = Some(at),
+            Some(previous) => {
+                while self
+                    .replaced
+                    .back()
+                    .is_some_and(|(_, last)| *last <= previous)
+                {
+                    self.replaced.pop_back();
+                }
+                self.replaced.push_back((at, previous));
+            }
         }
-        while self.entries.back().is_some_and(|(_, last)| *last <= lag) {
-            self.entries.pop_back();
-        }
-        self.entries.push_back((at, lag));
+        // An entry replaced before the horizon stood only before it: no window reaches back
+        // that far (windows end at a sample of this history, at most its newest).
         let horizon = at.checked_sub(MAX_IDLE_WINDOW);
-        // The first entry also stands for the maxima before it, so it goes only when the one
-        // after it is itself beyond the horizon.
-        while let (Some(horizon), Some((next, _))) = (horizon, self.entries.get(1)) {
-            if *next > horizon {
+        while let (Some(horizon), Some((replaced_at, _))) = (horizon, self.replaced.front()) {
+            if *replaced_at > horizon {
                 break;
             }
-            self.entries.pop_front();
+            self.forget_oldest();
         }
-        if self.entries.len() > MAX_HISTORY {
-            if let Some((dropped_at, _)) = self.entries.pop_front() {
-                // What the dropped entry stood for is lost: windows reaching back that far
-                // are no longer covered, and read as active.
-                self.covered_since = Some(dropped_at + Duration::from_nanos(1));
-            }
+        if self.replaced.len() > MAX_HISTORY {
+            self.forget_oldest();
         }
     }
 
-    /// The largest lag recorded at or after `since`, `None` when the history does not
-    /// reach back to `since` (or holds nothing).
+    /// Drops the oldest entry: windows that began while it stood are no longer covered, and
+    /// read as active.
+    fn forget_oldest(&mut self) {
+        if let Some((replaced_at, _)) = self.replaced.pop_front() {
+            self.covered_since = self.covered_since.max(Some(replaced_at));
+        }
+    }
+
+    /// The largest lag standing at any time from `since` on, `None` when the history does
+    /// not reach back to `since` (or holds nothing).
     pub fn max_since(&self, since: Instant) -> Option<i64> {
         if self.covered_since? > since {
             return None;
         }
-        let first_after = self.entries.partition_point(|(at, _)| *at < since);
-        match self.entries.get(first_after) {
-            Some((_, lag)) => Some(*lag),
-            // Nothing recorded since `since`: the lag then is the one recorded last.
-            None => self.entries.back().map(|(_, lag)| *lag),
-        }
+        let current = self.current?;
+        let first_after = self.replaced.partition_point(|(at, _)| *at <= since);
+        Some(match self.replaced.get(first_after) {
+            Some((_, lag)) => (*lag).max(current),
+            None => current,
+        })
     }
 
     /// Number of entries kept.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.replaced.len() + usize::from(self.current.is_some())
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.current.is_none()
     }
 }
 
@@ -89,8 +105,11 @@ mod tests {
             history.record(at(s), lag);
         }
         assert_eq!(history.max_since(at(0)), Some(50));
-        assert_eq!(history.max_since(at(5)), Some(30));
-        assert_eq!(history.max_since(at(25)), Some(2));
+        // 50 stood until the sample at 10 s replaced it.
+        assert_eq!(history.max_since(at(5)), Some(50));
+        assert_eq!(history.max_since(at(10)), Some(30));
+        assert_eq!(history.max_since(at(25)), Some(30));
+        assert_eq!(history.max_since(at(30)), Some(2));
         assert_eq!(history.max_since(at(45)), Some(1));
         assert_eq!(
             history.max_since(at(55)),
@@ -102,7 +121,28 @@ mod tests {
             None,
             "before the first sample is unknown"
         );
-        assert_eq!(history.len(), 4, "only suffix maxima are kept");
+        assert_eq!(history.len(), 5, "only suffix maxima are kept");
+    }
+
+    /// A drop to zero is known from the first sample at zero, not from the last with lag:
+    /// the lag between two samples is unknown, and counts as the earlier one.
+    #[test]
+    fn the_idle_window_counts_from_the_first_sample_at_zero() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut history = LagHistory::default();
+        history.record(at(0), 500);
+        history.record(at(5), 0);
+        // A 10 s window ending at 10.1 s starts at 0.1 s, when 500 still stood.
+        assert_eq!(
+            history.max_since(at(0) + Duration::from_millis(100)),
+            Some(500)
+        );
+        assert_eq!(
+            history.max_since(at(5) - Duration::from_millis(1)),
+            Some(500)
+        );
+        assert_eq!(history.max_since(at(5)), Some(0));
     }
 
     #[test]

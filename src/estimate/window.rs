@@ -402,7 +402,8 @@ impl Window {
     /// than the one bridged (a leader election, a coordinator moving) does not restart the
     /// idle window either: while it lasts the previous sample is served as it stood, and
     /// once a sample arrives within the bridged gap of the previous one, the idle window
-    /// reads the two as neighbours. A longer gap counts as activity from its first failure.
+    /// reads the two as neighbours. A longer gap counts as activity from its first failure
+    /// until the sample after it.
     pub fn record_failure(&mut self, at: Instant) {
         self.failing_since.get_or_insert(at);
     }

@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, Service, ServiceBuilder, UnarySink};
 use log::{debug, warn};
 
-use crate::answer::{self, Served};
+use crate::answer::{self, Freshness, Served};
 use crate::config::ClusterSet;
 use crate::estimate::Decision;
 use crate::trigger::Trigger;
@@ -54,21 +54,21 @@ const NO_WAIT: Duration = Duration::ZERO;
 /// streams; `updates` carries the ids of watches with a new reading. `cluster` is the
 /// configured Kafka cluster, the only one triggers may name.
 ///
-/// While polls fail, the last good sample is served until it is `stale_after` old, as it
-/// stood when taken (IsActive included: missing data neither completes an idle window nor
-/// wakes an idle workload). An older sample is not served: KEDA must fall back rather than
-/// scale on old data.
+/// While polls fail, or once the next poll's sample is overdue, the last good sample is
+/// served until it is `freshness.stale_after` old, as it stood when taken (IsActive
+/// included: missing data neither completes an idle window nor wakes an idle workload). An
+/// older sample is not served: KEDA must fall back rather than scale on old data.
 pub fn external_scaler(
     registry: Arc<Registry>,
     clusters: ClusterSet,
-    stale_after: Duration,
+    freshness: Freshness,
     updates: Receiver<u64>,
     stats: Arc<RpcStats>,
 ) -> std::io::Result<(Service, Arc<Pusher>)> {
     let scaler = Scaler {
         registry,
         clusters: Arc::new(clusters),
-        stale_after,
+        freshness,
         stats,
     };
     let pusher = Arc::new(Pusher::start(scaler.clone(), updates)?);
@@ -184,7 +184,7 @@ pub fn external_scaler(
 struct Scaler {
     registry: Arc<Registry>,
     clusters: Arc<ClusterSet>,
-    stale_after: Duration,
+    freshness: Freshness,
     stats: Arc<RpcStats>,
 }
 
@@ -298,13 +298,14 @@ impl Scaler {
     ) -> Result<(Served, u64), RpcStatus> {
         let slot = self.registry.watch(trigger).map_err(exhausted)?;
         slot.note_trigger(caller, &trigger.rules);
-        let served = answer::serve(slot.first_view(wait), self.stale_after, Instant::now())
-            .map_err(|unavailable| {
+        let served = answer::serve(slot.first_view(wait), self.freshness, Instant::now()).map_err(
+            |unavailable| {
                 RpcStatus::with_message(
                     RpcStatusCode::UNAVAILABLE,
                     unavailable.message(&trigger.watch),
                 )
-            })?;
+            },
+        )?;
         Ok((served, slot.id))
     }
 }

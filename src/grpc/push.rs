@@ -250,7 +250,8 @@ fn run(scaler: &Scaler, commands: &Receiver<Command>, updates: &Receiver<u64>) {
 
 /// Re-decides one stream (which also keeps its watch alive) and sends what changed, or the
 /// current activity when the stream was quiet for [`KEEPALIVE`]. Unknown or stale data
-/// sends nothing: KEDA only acts on a pushed `true`, and its polling reports the error.
+/// sends nothing (KEDA's polling reports the error). A pushed `false` is acted on by KEDA
+/// 2.13 to 2.17, so it comes from the same decision as IsActive, never from missing data.
 fn decide(scaler: &Scaler, stream: &mut Stream, now: Instant) {
     let Kind::Activity { sender, sent } = &mut stream.kind else {
         if let Err(err) = scaler.registry.watch(&stream.trigger) {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -450,11 +450,27 @@ fn sync_positions(consumer: &BaseConsumer<ReaderContext>, shared: &Shared) {
     }
 }
 
-/// A consumer error: one that means the topic cannot be read (authorization) is the
-/// reader's failure until a record comes; others are logged.
+/// Whether a Kafka error's text is the topic's own authorization error
+/// (TOPIC_AUTHORIZATION_FAILED, as librdkafka and rdkafka spell it). Any other refusal is
+/// not the topic's: librdkafka looks the reader's group id up although the reader never
+/// joins that group, and a broker that grants no ACL on it answers
+/// GROUP_AUTHORIZATION_FAILED while the topic reads fine.
+pub(super) fn topic_refused(why: &str) -> bool {
+    [
+        "Topic authorization failed",
+        "TopicAuthorizationFailed",
+        "TOPIC_AUTHORIZATION_FAILED",
+    ]
+    .iter()
+    .any(|spelling| why.contains(spelling))
+}
+
+/// A consumer error: one that means the topic cannot be read (its authorization error) is
+/// the reader's failure until a record comes; others are logged.
 fn note_error(shared: &Shared, err: &RdKafkaError) {
     let text = err.to_string();
-    let refused = text.contains("uthoriz");
+    let refused = err.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        || topic_refused(&text);
     let mut state = shared.state.lock();
     if refused {
         if state.failure.is_none() {

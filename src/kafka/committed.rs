@@ -98,9 +98,9 @@ enum Unstarted {
 }
 
 /// Whether a Kafka error says that the topic may not be read (rather than that Kafka did
-/// not answer).
+/// not answer, or that another resource was refused).
 fn refused(why: &str) -> bool {
-    why.contains("uthoriz")
+    super::commit_reader::topic_refused(why)
 }
 
 /// What the stream answered for one group.

@@ -195,9 +195,11 @@ impl MarkerProbe {
             return;
         }
         *last_read = Some(Instant::now());
+        // One deadline for every topic: a frozen broker costs one timeout, not one a topic.
+        let deadline = Instant::now() + self.timeout;
         for (topic, partitions) in to_read {
             let started = Instant::now();
-            let found = match self.read(&topic, &partitions, isolation, stop) {
+            let found = match self.read(&topic, &partitions, isolation, deadline, stop) {
                 Ok(found) => {
                     debug!(
                         "read {} of {} partitions of topic {topic} for markers ({isolation}) in \
@@ -246,12 +248,13 @@ impl MarkerProbe {
 
     /// Reads each of `partitions` of `topic` from its committed offset: by partition, the
     /// offset of the first record, or `None` when the end came first. A partition the read
-    /// did not settle within the request timeout is left out.
+    /// did not settle before `deadline` is left out.
     fn read(
         &self,
         topic: &str,
         partitions: &[ToRead],
         isolation: Isolation,
+        deadline: Instant,
         stop: &AtomicBool,
     ) -> Result<HashMap<i32, Option<i64>>, String> {
         let wanted: Vec<(i32, i64)> = partitions
@@ -259,7 +262,7 @@ impl MarkerProbe {
             .map(|&(_, partition, committed, _)| (partition, committed))
             .collect();
         let found =
-            records::first_records(&self.config, self.timeout, topic, &wanted, isolation, stop)?;
+            records::first_records(&self.config, deadline, topic, &wanted, isolation, stop)?;
         Ok(found
             .into_iter()
             .map(|(partition, first)| (partition, first.map(|record| record.offset)))

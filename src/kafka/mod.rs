@@ -700,9 +700,10 @@ impl KafkaClient {
 
     /// The first record at or after each `(topic, partition, offset)` of `wanted`, read at
     /// `isolation`, by topic and partition (see [`FirstRecord`]); `None` where the end came
-    /// before any record. A partition not settled within the request timeout is left out.
-    /// For the time lag, where a watch's own history does not reach back to the group's
-    /// position: one short-lived consumer per topic (module `records`).
+    /// before any record. A partition not settled within the request timeout, which all
+    /// the topics share, is left out. For the time lag, where a watch's own history does
+    /// not reach back to the group's position: one short-lived consumer per topic (module
+    /// `records`).
     pub fn first_records(
         &self,
         wanted: &[(&str, i32, i64)],
@@ -713,6 +714,7 @@ impl KafkaClient {
             by_topic.entry(topic).or_default().push((partition, offset));
         }
         let mut found = HashMap::with_capacity(wanted.len());
+        let deadline = Instant::now() + self.timeout;
         for (topic, partitions) in by_topic {
             #[cfg(feature = "test-hooks")]
             if crate::hooks::record_reads_fail(topic) {
@@ -723,7 +725,7 @@ impl KafkaClient {
             }
             let read = records::first_records(
                 &self.reader,
-                self.timeout,
+                deadline,
                 topic,
                 &partitions,
                 isolation,

@@ -5,12 +5,12 @@
 //! probe's group id (`lagscaler-probe`: librdkafka assigns partitions only to a consumer with
 //! a group id; it never joins the group nor commits), at the watch's isolation level,
 //! assigned to the partitions asked at their offsets. It polls until each partition gave a
-//! record or its end, or the request timeout passes. Fetches return whole record batches,
+//! record or its end, or the caller's deadline passes: one for all the topics a poll reads. Fetches return whole record batches,
 //! but only the first record of each partition is looked at.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::debug;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -49,15 +49,20 @@ pub fn reader_config(mut config: ClientConfig) -> ClientConfig {
 
 /// Reads each `(partition, offset)` of `topic` in `wanted` from its offset: by partition, the
 /// first record, or `None` when the end came first. A partition the read did not settle
-/// within `timeout` is left out.
+/// before `deadline` is left out; past it, nothing is read. Reads of several topics share
+/// one deadline, so that a frozen broker costs one Kafka timeout, not one per topic.
 pub fn first_records(
     config: &ClientConfig,
-    timeout: Duration,
+    deadline: Instant,
     topic: &str,
     wanted: &[(i32, i64)],
     isolation: Isolation,
     stop: &AtomicBool,
 ) -> Result<HashMap<i32, Option<FirstRecord>>, String> {
+    if Instant::now() >= deadline {
+        debug!("reading topic {topic}: no time left before the deadline");
+        return Ok(HashMap::new());
+    }
     let consumer: BaseConsumer = config
         .clone()
         .set("isolation.level", isolation.to_string())
@@ -73,7 +78,6 @@ pub fn first_records(
         .assign(&assignment)
         .map_err(|err| err.to_string())?;
     let mut pending: Vec<i32> = wanted.iter().map(|(partition, _)| *partition).collect();
-    let deadline = Instant::now() + timeout;
     let mut found = HashMap::with_capacity(pending.len());
     // The consumer is this read's own and assigned this one topic only, so every record and
     // end of partition it reports is one of `wanted`.
@@ -81,7 +85,8 @@ pub fn first_records(
         if stop.load(Ordering::Acquire) {
             return Err(STOPPING.to_owned());
         }
-        let (partition, first) = match consumer.poll(SLICE) {
+        let slice = SLICE.min(deadline.saturating_duration_since(Instant::now()));
+        let (partition, first) = match consumer.poll(slice) {
             Some(Ok(record)) => (
                 record.partition(),
                 Some(FirstRecord {

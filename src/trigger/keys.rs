@@ -8,11 +8,16 @@ use super::values::{invalid, quote};
 use super::{Entity, TriggerError};
 use crate::config::{self, ClusterSet, KafkaConfig};
 
-/// Keys KEDA itself puts in an external trigger's metadata; they are not lagscaler's.
+/// Keys of KEDA's own in an external trigger's metadata, which KEDA forwards with the rest;
+/// they are not lagscaler's. KEDA's `external` and `external-push` scalers read
+/// `scalerAddress` and `unsafeSsl` (v2.13 on), `tlsCertFile` (v2.13 to v2.16) and
+/// `enableTLS` (v2.17 on) from the metadata, and `caCert`, `tlsClientCert` and
+/// `tlsClientKey` from the TriggerAuthentication, which may stand in the metadata too.
 pub(super) const KEDA_KEYS: &[&str] = &[
     "scalerAddress",
     "enableTLS",
     "unsafeSsl",
+    "tlsCertFile",
     "caCert",
     "tlsClientCert",
     "tlsClientKey",

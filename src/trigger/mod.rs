@@ -308,6 +308,28 @@ mod tests {
         parse(&all)
     }
 
+    /// KEDA's external scalers read these from the metadata they forward (v2.13 to v2.21:
+    /// `tlsCertFile` up to 2.16, `enableTLS` from 2.17); the TLS material of its
+    /// TriggerAuthentication may stand there too.
+    #[test]
+    fn every_key_kedas_external_scaler_reads_is_accepted_with_either_entity() {
+        let keda = [
+            ("scalerAddress", "lagscaler:8090"),
+            ("unsafeSsl", "true"),
+            ("tlsCertFile", "/certs/ca.crt"),
+            ("enableTLS", "true"),
+            ("caCert", "pem"),
+            ("tlsClientCert", "pem"),
+            ("tlsClientKey", "pem"),
+        ];
+        for key in keda {
+            let group = parse(&[("consumerGroup", "orders"), key]);
+            assert!(group.is_ok(), "{}: {group:?}", key.0);
+            let plugin = plugin(&[("targetSize", "5"), key]);
+            assert!(plugin.is_ok(), "{}: {plugin:?}", key.0);
+        }
+    }
+
     #[test]
     fn azul_plugin_metadata_is_read_as_azul_does() {
         let trigger = plugin(&[("targetSize", "5"), ("scalerAddress", "x:8090")]).unwrap();
@@ -507,6 +529,8 @@ mod tests {
         let on_plugin = plugin(&[("metric", "timeLag"), ("timeLagThreshold", "30")]).unwrap();
         assert_eq!(on_plugin.metric_name(), "plugin-timeLag-plugin-tika");
         assert_eq!(on_plugin.target(), 30.0);
+        let shortest = parse(&[g, ("metric", "timeLag"), ("timeLagThreshold", "0.001")]).unwrap();
+        assert_eq!(shortest.target(), 0.001);
 
         // Each refusal names the key, never echoing a bad value back unquoted.
         for (metadata, key) in [
@@ -517,6 +541,16 @@ mod tests {
             ),
             (
                 &[g, ("metric", "timeLag"), ("timeLagThreshold", "-3")],
+                "timeLagThreshold",
+            ),
+            // Below a millisecond, KEDA's target (in milli-units) would be 0, which the HPA
+            // refuses.
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "0.0009")],
+                "timeLagThreshold",
+            ),
+            (
+                &[g, ("metric", "timeLag"), ("timeLagThreshold", "1e-7")],
                 "timeLagThreshold",
             ),
             (
@@ -594,6 +628,10 @@ mod tests {
         for (metadata, key) in [
             (&[g, ("topicPattern", "orders-(")][..], "topicPattern"),
             (&[g, ("topicPattern", "(?<=a)b")], "topicPattern"),
+            // Invalid alone, it would close the anchoring group around it and match
+            // orders-archive and eu-payments.
+            (&[g, ("topicPattern", "orders)|(payments")], "topicPattern"),
+            (&[g, ("topicPattern", "a)|(?:b")], "topicPattern"),
             (&[g, ("topicPattern", long.as_str())], "topicPattern"),
             (&[g, ("topicPattern", "a{1000}{1000}")], "topicPattern"),
             (

@@ -220,8 +220,10 @@ pub(super) fn parse_target_eta(value: &str) -> Result<Duration, TriggerError> {
         })
 }
 
-/// A time lag in seconds (`timeLagThreshold` above 0, `activationTimeLagThreshold` from 0),
-/// at most a week, as a number; `key` names it in the error.
+/// A time lag in seconds, at most a week, as a number; `key` names it in the error. A
+/// target (`timeLagThreshold`, `zero_allowed` false) is at least a millisecond, as
+/// `targetEtaSeconds`: KEDA sends targets in milli-units, and a smaller one would reach the
+/// HPA as 0, which it refuses. A threshold (`activationTimeLagThreshold`) may be 0.
 pub(super) fn parse_time_lag(
     key: &str,
     value: &str,
@@ -232,13 +234,13 @@ pub(super) fn parse_time_lag(
         .parse::<f64>()
         .ok()
         .filter(|seconds| seconds.is_finite() && *seconds <= MAX_TARGET_ETA_SECONDS)
-        .filter(|seconds| *seconds > 0.0 || (zero_allowed && *seconds == 0.0))
+        .filter(|seconds| *seconds >= MIN_TARGET_ETA_SECONDS || (zero_allowed && *seconds >= 0.0))
         .map(Duration::from_secs_f64)
         .ok_or_else(|| {
             let accepted = if zero_allowed {
                 "a number of seconds from 0 to 604800 (a week), e.g. 30"
             } else {
-                "a number of seconds above 0, at most 604800 (a week), e.g. 60"
+                "a number of seconds from 0.001 to 604800 (a week), e.g. 60"
             };
             invalid(key, value, accepted)
         })
@@ -274,6 +276,13 @@ impl TopicPattern {
         if text.is_empty() || text.len() > MAX_TOPIC_PATTERN_LEN {
             return Err(refuse());
         }
+        // The text alone first: one that is not a whole expression by itself could close the
+        // anchoring group around it (`orders)|(payments` would match any name starting with
+        // orders or ending with payments).
+        regex::RegexBuilder::new(text)
+            .size_limit(TOPIC_PATTERN_SIZE_LIMIT)
+            .build()
+            .map_err(|_| refuse())?;
         let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
             .size_limit(TOPIC_PATTERN_SIZE_LIMIT)
             .build()

@@ -326,7 +326,11 @@ impl Watcher {
                         let started = Instant::now();
                         match self.catch_up(&mut link) {
                             Some(reading) => self.send(reading, tick, started, false),
-                            None => true,
+                            None => {
+                                let missed = tick.checked_sub(self.interval).unwrap_or(tick);
+                                let reading = self.missed_tick(&link, missed);
+                                self.send(reading, tick, started, false)
+                            }
                         }
                     } else {
                         true
@@ -367,7 +371,10 @@ impl Watcher {
         let sample = self.sample(scheduled, time_lag);
         let text = fleet::sample::encode(&sample, link.fleet.clock());
         let reading = match link.fleet.publish(&link.name, slot, text.clone()) {
-            Published::Refused => self.catch_up(link),
+            // Another replica wrote the tick first: its sample, or, unreadable, none.
+            Published::Refused => self
+                .catch_up(link)
+                .or_else(|| Some(self.missed_tick(link, tick))),
             // Written; or not shareable now (Redis down, lease lapsed), but a sample
             // nonetheless. Recorded as the others decode it, so that all windows agree.
             Published::Accepted | Published::NotMember | Published::Unavailable(_) => {
@@ -378,6 +385,24 @@ impl Watcher {
             Some(reading) => self.send(reading, scheduled, started, true),
             None => true,
         }
+    }
+
+    /// A tick whose sample this replica neither made nor could read from the fleet: a
+    /// failed poll at `at`, so that the latest sample is decided as it stood and the idle
+    /// window never reads the missing tick as idle. Logged at debug: the fleet's threads log
+    /// an outage of its Redis once, and an owner that stopped sharing is replaced within the
+    /// member TTL.
+    fn missed_tick(&mut self, link: &FleetLink, at: Instant) -> Reading {
+        self.window.record_failure(at);
+        let cause = format!(
+            "the fleet has no sample of {} for the tick at {} (its owner has not shared it)",
+            self.key,
+            humantime::format_rfc3339_millis(
+                UNIX_EPOCH + Duration::from_millis(link.fleet.slot_ms(at))
+            )
+        );
+        debug!("{cause}");
+        Reading::Failed(cause.into())
     }
 
     /// Records the samples of the watch's stream after the latest recorded one; the

@@ -247,6 +247,20 @@ fn the_commit_stream_follows_every_commit_with_no_offset_fetch_per_poll() {
     scaler.stop();
 }
 
+/// lagscaler logged in to `broker` as alice (SCRAM), reading commits from `source`.
+fn as_alice(broker: &Kafka, source: CommitSource) -> Scaler {
+    let mut config = Scaler::config(&broker.bootstrap_for(Listener::SaslPlaintext), POLL, TTL);
+    config.kafka.sasl = Some(KafkaSasl {
+        mechanism: SaslMechanism::ScramSha512,
+        username: "alice".to_owned(),
+        password: Secret(ALICE_PASSWORD.to_owned()),
+        oauth: None,
+        kerberos: None,
+    });
+    config.kafka.commit_source = source;
+    Scaler::start_with(config)
+}
+
 /// Where `__consumer_offsets` cannot be read (an ACL denies it), `auto` reads committed
 /// offsets with OffsetFetch and says so; `stream` fails the polls naming the stream.
 #[test]
@@ -257,18 +271,7 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
     broker.produce("guarded", 1, 4);
     broker.commit("guarded-readers", &[("guarded", 0, 2), ("guarded", 1, 1)]);
     broker.deny("User:alice", &["Read", "Describe"], "__consumer_offsets");
-    let as_alice = |source: CommitSource| {
-        let mut config = Scaler::config(&broker.bootstrap_for(Listener::SaslPlaintext), POLL, TTL);
-        config.kafka.sasl = Some(KafkaSasl {
-            mechanism: SaslMechanism::ScramSha512,
-            username: "alice".to_owned(),
-            password: Secret(ALICE_PASSWORD.to_owned()),
-            oauth: None,
-            kerberos: None,
-        });
-        config.kafka.commit_source = source;
-        Scaler::start_with(config)
-    };
+    let as_alice = |source: CommitSource| as_alice(&broker, source);
     let metadata = [("consumerGroup", "guarded-readers"), ("topic", "guarded")];
 
     let auto = as_alice(CommitSource::Auto);
@@ -298,6 +301,62 @@ fn where_the_commit_topic_is_denied_auto_falls_back_and_stream_refuses() {
     assert_eq!(allowed.lag(&metadata).expect("lag from the stream"), 3);
     assert_eq!(allowed.daemon().commits_from(), CommitsFrom::Stream);
     allowed.stop();
+}
+
+/// Where a principal may do only what an ACL allows (`allow.everyone.if.no.acl.found=false`),
+/// Read on `__consumer_offsets` is all the stream needs: the reader's own group id, which
+/// librdkafka looks up although the reader never joins it, may be refused
+/// (GROUP_AUTHORIZATION_FAILED) without the topic being called refused.
+#[test]
+fn the_commit_stream_needs_read_on_its_topic_and_nothing_on_its_own_group() {
+    let broker = Kafka::start_with_strict_acls();
+    broker.create_topic("strict", 2);
+    broker.produce("strict", 0, 6);
+    broker.produce("strict", 1, 4);
+    broker.commit("strict-readers", &[("strict", 0, 2), ("strict", 1, 1)]);
+    // What a watch of the group needs, and Read on the commit topic.
+    broker.allow("User:alice", &["Read"], ["--topic", "strict"]);
+    broker.allow("User:alice", &["Describe"], ["--group", "strict-readers"]);
+    broker.allow("User:alice", &["Read"], ["--topic", "__consumer_offsets"]);
+    let metadata = [("consumerGroup", "strict-readers"), ("topic", "strict")];
+    for (step, source) in [CommitSource::Auto, CommitSource::Stream]
+        .into_iter()
+        .enumerate()
+    {
+        let step = step as i64;
+        let lag = 7 - step;
+        let scaler = as_alice(&broker, source);
+        assert_eq!(
+            scaler
+                .lag(&metadata)
+                .map_err(|s| format!("{source:?}: {s:?}")),
+            Ok(lag)
+        );
+        // A commit is followed, and polls go on for a while, so that the refusal of the
+        // reader's own group has come.
+        broker.commit("strict-readers", &[("strict", 1, 2 + step)]);
+        let followed = wait_for(Duration::from_secs(10), || {
+            (scaler.lag(&metadata).ok()? == lag - 1).then_some(())
+        });
+        assert!(
+            followed.is_some(),
+            "{source:?}: {:?}",
+            scaler.lag(&metadata)
+        );
+        thread::sleep(10 * POLL);
+        assert_eq!(
+            scaler
+                .lag(&metadata)
+                .map_err(|s| format!("{source:?}: {s:?}")),
+            Ok(lag - 1)
+        );
+        assert_eq!(
+            scaler.daemon().commits_from(),
+            CommitsFrom::Stream,
+            "{source:?}"
+        );
+        scaler.stop();
+    }
 }
 
 /// Offsets committed inside a transaction (a read-process-write application,

@@ -13,6 +13,7 @@ use lagscaler::hooks;
 
 use crate::support::{wait_for, Kafka, Process, Scaler};
 
+const TTL: Duration = Duration::from_secs(600);
 const GROUP: [(&str, &str); 2] = [("consumerGroup", "ops"), ("topic", "events")];
 /// Lag 8 is never above 100: false while data is fresh, and while polls fail and the last
 /// good sample is served as it stood.
@@ -113,6 +114,109 @@ fn broker_restart_goes_fresh_stale_unavailable_fresh() {
 }
 
 /// The p99 of `n` GetMetrics calls, answered or refused.
+/// The group drains, and the broker freezes (SIGSTOP, 10 s) right after the first poll that
+/// saw it drained; 2 s polls, a 6 s idle window. Nothing is known after that sample, so
+/// neither IsActive nor StreamIsActive says `false` while the broker is frozen: not while
+/// the next poll hangs, nor once it failed. Thawed, the watch goes idle.
+#[test]
+fn a_broker_frozen_right_after_the_drain_never_reads_as_idle() {
+    let broker = Kafka::start();
+    load(&broker);
+    let poll = Duration::from_secs(2);
+    let mut config = Scaler::config(&broker.bootstrap(), poll, TTL);
+    config.stale_after = Duration::from_secs(11);
+    let scaler = Scaler::start_with(config);
+    let trigger = [
+        ("consumerGroup", "ops"),
+        ("topic", "events"),
+        ("idleWindow", "6s"),
+    ];
+    assert!(scaler.is_active(&trigger).expect("active with lag 8"));
+    let stream = scaler.stream_is_active(&trigger);
+    broker.commit("ops", &[("events", 0, 6), ("events", 1, 4)]);
+    let drained = wait_for(Duration::from_secs(10), || {
+        (scaler.lag(&trigger).ok() == Some(0)).then_some(())
+    });
+    assert!(drained.is_some(), "the drain was not seen");
+    let frozen = broker.freeze_node(0);
+    let frozen_at = Instant::now();
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut idle_at = Vec::new();
+    while frozen_at.elapsed() < Duration::from_secs(10) {
+        let answer = match scaler.is_active(&trigger) {
+            Ok(true) => "true".to_owned(),
+            Ok(false) => {
+                idle_at.push(frozen_at.elapsed());
+                "false".to_owned()
+            }
+            Err(status) => format!("{:?}", status.code()),
+        };
+        *answers.entry(answer).or_default() += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut pushed = Vec::new();
+    while let Some(event) = stream.next(Duration::ZERO) {
+        pushed.push(event);
+    }
+    drop(frozen);
+    println!("while frozen: IsActive {answers:?}; pushed {pushed:?}");
+    assert!(
+        idle_at.is_empty(),
+        "IsActive false {} times while frozen, the first {:?} into the freeze; answers {answers:?}",
+        idle_at.len(),
+        idle_at.first()
+    );
+    let pushed_idle = pushed
+        .iter()
+        .filter(|event| matches!(event, crate::support::StreamEvent::Message(false, _)))
+        .count();
+    assert_eq!(pushed_idle, 0, "pushed while frozen: {pushed:?}");
+
+    let idle = wait_for(Duration::from_secs(30), || {
+        (scaler.is_active(&trigger).ok() == Some(false)).then_some(())
+    });
+    assert!(idle.is_some(), "never idle once thawed");
+    drop(stream);
+    scaler.stop();
+}
+
+/// Record reads (the time lag's and the marker checks') of many topics share one deadline:
+/// ten topics against a frozen broker take about one Kafka timeout, not one each.
+#[test]
+fn record_reads_of_many_topics_share_one_deadline() {
+    let broker = Kafka::start();
+    let topics: Vec<String> = (0..10).map(|n| format!("probed-{n}")).collect();
+    for topic in &topics {
+        broker.create_topic(topic, 1);
+        broker.produce(topic, 0, 2);
+    }
+    let timeout = Duration::from_secs(1);
+    let mut config = Scaler::config(&broker.bootstrap(), Duration::from_secs(1), TTL).kafka;
+    config.request_timeout = timeout;
+    let client = lagscaler::kafka::KafkaClient::connect(&config).expect("client");
+    let wanted: Vec<(&str, i32, i64)> = topics.iter().map(|topic| (topic.as_str(), 0, 1)).collect();
+    let isolation = lagscaler::lag::Isolation::ReadUncommitted;
+    let found = client
+        .first_records(&wanted, isolation)
+        .expect("healthy read");
+    assert_eq!(found.len(), topics.len(), "{found:?}");
+    assert!(
+        found
+            .values()
+            .all(|first| first.is_some_and(|record| record.offset == 1)),
+        "{found:?}"
+    );
+
+    let frozen = broker.freeze_node(0);
+    let started = Instant::now();
+    let read = client.first_records(&wanted, isolation);
+    let took = started.elapsed();
+    drop(frozen);
+    println!("10 topics against a frozen broker: {took:?}, {read:?}");
+    assert!(took < 3 * timeout, "{took:?} for a {timeout:?} timeout");
+    client.shutdown().expect("client threads");
+}
+
 fn p99_latency(client: &crate::support::GrpcClient, n: usize) -> Duration {
     let mut latencies: Vec<Duration> = (0..n)
         .map(|_| {

@@ -1348,6 +1348,57 @@ fn a_max_connection_age_makes_keda_reconnect_without_a_failed_call() {
     assert!(failed.len() <= 1, "{:?}", &failed[..failed.len().min(3)]);
 }
 
+/// The max connection age moves unary calls to new connections but never cuts a
+/// StreamIsActive stream: KEDA's push client backs off up to a minute after a cut stream and
+/// does not reset that after a good one, so cuts every few minutes would leave each
+/// ScaledObject without a stream for a minute in every few.
+#[test]
+fn a_max_connection_age_never_cuts_a_stream() {
+    let broker = Kafka::shared();
+    broker.create_topic("fleet-age-stream", 1);
+    broker.produce("fleet-age-stream", 0, 3);
+    broker.commit("fleet-age-stream-group", &[("fleet-age-stream", 0, 1)]);
+    let process = Process::start(
+        &broker.bootstrap(),
+        &[("SCALER_GRPC_MAX_CONNECTION_AGE", "1s")],
+    );
+    let client = process.client();
+    let metadata = [
+        ("consumerGroup", "fleet-age-stream-group"),
+        ("topic", "fleet-age-stream"),
+    ];
+    let stream = client.stream_is_active(&metadata);
+    let first = stream.next(Duration::from_secs(10));
+    assert!(
+        matches!(first, Some(crate::support::StreamEvent::Message(true, _))),
+        "{first:?}"
+    );
+    // Past the age and the 10 s grace calls in flight used to get, with unary calls on.
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    let mut events = Vec::new();
+    while started.elapsed() < Duration::from_secs(16) {
+        if let Err(err) = client.lag(&metadata) {
+            failed.push(err);
+        }
+        while let Some(event) = stream.next(Duration::ZERO) {
+            events.push((started.elapsed(), event));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|(_, event)| !matches!(event, crate::support::StreamEvent::Message(..)))
+        .collect();
+    println!(
+        "max connection age 1 s, 16 s: stream events {events:?}, {} failed calls",
+        failed.len()
+    );
+    assert!(ended.is_empty(), "the stream was cut: {ended:?}");
+    assert!(failed.is_empty(), "{:?}", &failed[..failed.len().min(3)]);
+    drop(stream);
+}
+
 /// Per replica, the groups it polled in a 3 s window (only a watch's owner polls it).
 fn polled_by(replicas: &[Replica], groups: &[String]) -> Vec<Vec<String>> {
     let polls = |replica: &Replica| -> Vec<f64> {

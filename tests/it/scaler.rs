@@ -333,6 +333,56 @@ fn bad_metadata_is_invalid_argument_naming_the_key() {
     scaler.stop();
 }
 
+/// The keys KEDA's own `external` and `external-push` scalers read from a trigger's
+/// metadata, which KEDA forwards to the scaler with the rest (kedacore/keda
+/// `pkg/scalers/external_scaler.go`, v2.13 to v2.21): `scalerAddress` and `unsafeSsl` in all,
+/// `tlsCertFile` up to 2.16, `enableTLS` from 2.17; `caCert`, `tlsClientCert` and
+/// `tlsClientKey` are read from its TriggerAuthentication, and are accepted here too in case a
+/// ScaledObject puts them in its metadata.
+const KEDA_EXTERNAL_KEYS: &[(&str, &str)] = &[
+    ("scalerAddress", "lagscaler.keda.svc:8090"),
+    ("unsafeSsl", "false"),
+    ("tlsCertFile", "/certs/lagscaler-ca.crt"),
+    ("enableTLS", "true"),
+    ("caCert", "-----BEGIN CERTIFICATE-----"),
+    ("tlsClientCert", "-----BEGIN CERTIFICATE-----"),
+    ("tlsClientKey", "-----BEGIN PRIVATE KEY-----"),
+];
+
+#[test]
+fn every_key_kedas_external_scaler_reads_is_accepted_by_every_call() {
+    let broker = Kafka::shared();
+    broker.create_topic("keda-keys", 1);
+    broker.produce("keda-keys", 0, 3);
+    broker.commit("keda-keys-group", &[("keda-keys", 0, 1)]);
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let base = [("consumerGroup", "keda-keys-group"), ("topic", "keda-keys")];
+    for key in KEDA_EXTERNAL_KEYS {
+        let mut metadata = base.to_vec();
+        metadata.push(*key);
+        let name = key.0;
+        scaler
+            .metric_spec(&metadata)
+            .unwrap_or_else(|status| panic!("GetMetricSpec with {name}: {status:?}"));
+        let refused = |status: grpcio::RpcStatus| format!("{name}: {status:?}");
+        assert_eq!(scaler.lag(&metadata).map_err(refused), Ok(2));
+        assert_eq!(scaler.is_active(&metadata).map_err(refused), Ok(true));
+        let stream = scaler.stream_is_active(&metadata);
+        let first = stream.next(Duration::from_secs(10));
+        assert!(
+            matches!(first, Some(crate::support::StreamEvent::Message(true, _))),
+            "StreamIsActive with {name}: {first:?}"
+        );
+        drop(stream);
+    }
+    // All of them at once, as a ScaledObject with TLS to the scaler has them.
+    let mut metadata = base.to_vec();
+    metadata.extend_from_slice(KEDA_EXTERNAL_KEYS);
+    let refused = |status: grpcio::RpcStatus| format!("{status:?}");
+    assert_eq!(scaler.lag(&metadata).map_err(refused), Ok(2));
+    scaler.stop();
+}
+
 #[test]
 fn scaled_object_names_must_be_kubernetes_names_and_are_never_echoed() {
     // No broker needed: a bad name is refused before any watch exists.

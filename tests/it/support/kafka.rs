@@ -260,6 +260,15 @@ pub struct Kafka {
     _dir: tempfile::TempDir,
 }
 
+/// What a principal may do where no ACL names the resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AclDefault {
+    /// Anything (`allow.everyone.if.no.acl.found=true`).
+    Allow,
+    /// Nothing.
+    Deny,
+}
+
 /// What to start.
 struct Setup {
     nodes: usize,
@@ -267,10 +276,9 @@ struct Setup {
     /// The shared broker's: its temp dir (which a static never removes) is named after this
     /// process, so that a later run removes it.
     shared: bool,
-    /// ACLs checked (Kafka's StandardAuthorizer): every principal may do what no ACL names,
-    /// and the anonymous one (plaintext, TLS without a client certificate, the nodes among
-    /// themselves) everything.
-    acls: bool,
+    /// ACLs checked (Kafka's StandardAuthorizer), and the anonymous principal (plaintext,
+    /// TLS without a client certificate, the nodes among themselves) may do everything.
+    acls: Option<AclDefault>,
     /// A login listener of its own on each node.
     extra: Option<ExtraLogin>,
 }
@@ -315,7 +323,7 @@ impl Kafka {
                             nodes: 1,
                             secure: true,
                             shared: true,
-                            acls: false,
+                            acls: None,
                             extra: None,
                         })
                     });
@@ -343,7 +351,7 @@ impl Kafka {
             nodes: 1,
             secure: false,
             shared: false,
-            acls: false,
+            acls: None,
             extra: None,
         })
     }
@@ -354,7 +362,7 @@ impl Kafka {
             nodes: 3,
             secure: false,
             shared: false,
-            acls: false,
+            acls: None,
             extra: None,
         })
     }
@@ -366,7 +374,7 @@ impl Kafka {
             nodes: 1,
             secure: true,
             shared: false,
-            acls: true,
+            acls: Some(AclDefault::Allow),
             extra: None,
         })
     }
@@ -381,7 +389,7 @@ impl Kafka {
             nodes: 1,
             secure: false,
             shared: false,
-            acls: false,
+            acls: None,
             extra: Some(ExtraLogin::OAuth {
                 jwks: jwks_url.to_owned(),
             }),
@@ -396,13 +404,42 @@ impl Kafka {
             nodes: 1,
             secure: false,
             shared: false,
-            acls: false,
+            acls: None,
             extra: Some(ExtraLogin::Kerberos {
                 krb5_conf: kdc.krb5_conf(),
                 keytab: kdc.keytab(super::kerberos::BROKER_PRINCIPAL),
                 principal: kdc.principal(super::kerberos::BROKER_PRINCIPAL),
             }),
         })
+    }
+
+    /// One node of its own with every listener (as the shared one) where a principal other
+    /// than the anonymous one may do only what an ACL allows
+    /// (`allow.everyone.if.no.acl.found=false`): see [`Kafka::allow`].
+    pub fn start_with_strict_acls() -> Kafka {
+        Kafka::launch(Setup {
+            nodes: 1,
+            secure: true,
+            shared: false,
+            acls: Some(AclDefault::Deny),
+            extra: None,
+        })
+    }
+
+    /// Allows `principal` (e.g. `User:alice`) the `operations` on `resource` (e.g.
+    /// `["--topic", "orders"]` or `["--group", "billing"]`), through Kafka's own ACL tool.
+    pub fn allow(&self, principal: &str, operations: &[&str], resource: [&str; 2]) {
+        let mut args = vec![
+            "--add",
+            "--allow-principal",
+            principal,
+            resource[0],
+            resource[1],
+        ];
+        for operation in operations {
+            args.extend(["--operation", operation]);
+        }
+        self.run_tool("org.apache.kafka.tools.AclCommand", &args);
     }
 
     /// Denies `principal` (e.g. `User:alice`) the `operations` on `topic`, through Kafka's
@@ -468,13 +505,14 @@ impl Kafka {
             .join(",");
         for node in &nodes {
             let mut text = server_properties(node, &voters, setup.nodes, pki.as_ref());
-            if setup.acls {
-                text.push_str(
+            if let Some(default) = setup.acls {
+                text.push_str(&format!(
                     "authorizer.class.name=\
                      org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
                      super.users=User:ANONYMOUS\n\
-                     allow.everyone.if.no.acl.found=true\n",
-                );
+                     allow.everyone.if.no.acl.found={}\n",
+                    default == AclDefault::Allow
+                ));
             }
             std::fs::write(node.properties(), text).expect("write server.properties");
         }
