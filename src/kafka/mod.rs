@@ -698,51 +698,6 @@ impl KafkaClient {
         }
     }
 
-    /// The first record at or after each `(topic, partition, offset)` of `wanted`, read at
-    /// `isolation`, by topic and partition (see [`FirstRecord`]); `None` where the end came
-    /// before any record. A partition not settled within the request timeout, which all
-    /// the topics share, is left out. For the time lag, where a watch's own history does
-    /// not reach back to the group's position: one short-lived consumer per topic (module
-    /// `records`).
-    pub fn first_records(
-        &self,
-        wanted: &[(&str, i32, i64)],
-        isolation: Isolation,
-    ) -> Result<HashMap<(String, i32), Option<FirstRecord>>, KafkaError> {
-        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
-        for &(topic, partition, offset) in wanted {
-            by_topic.entry(topic).or_default().push((partition, offset));
-        }
-        let mut found = HashMap::with_capacity(wanted.len());
-        let deadline = Instant::now() + self.timeout;
-        for (topic, partitions) in by_topic {
-            #[cfg(feature = "test-hooks")]
-            if crate::hooks::record_reads_fail(topic) {
-                return Err(KafkaError::Records {
-                    topic: topic.to_owned(),
-                    cause: "refused (injected by a test)".to_owned(),
-                });
-            }
-            let read = records::first_records(
-                &self.reader,
-                deadline,
-                topic,
-                &partitions,
-                isolation,
-                &self.stopping,
-            )
-            .map_err(|cause| KafkaError::Records {
-                topic: topic.to_owned(),
-                cause,
-            })?;
-            found.extend(
-                read.into_iter()
-                    .map(|(partition, first)| ((topic.to_owned(), partition), first)),
-            );
-        }
-        Ok(found)
-    }
-
     /// The names of the cluster's topics, sorted, read at or after `since` (one Metadata
     /// request for every topic, shared by the cycle's polls).
     pub fn topic_names(&self, since: Instant) -> Result<Arc<Vec<String>>, KafkaError> {

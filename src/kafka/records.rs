@@ -8,7 +8,7 @@
 //! record or its end, or the caller's deadline passes: one for all the topics a poll reads. Fetches return whole record batches,
 //! but only the first record of each partition is looked at.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::admin::{SLICE, STOPPING};
+use super::{KafkaClient, KafkaError};
 use crate::lag::Isolation;
 
 /// The first record a consumer at the read's isolation level gets from an offset on.
@@ -45,6 +46,53 @@ pub fn reader_config(mut config: ClientConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
     config
+}
+
+impl KafkaClient {
+    /// The first record at or after each `(topic, partition, offset)` of `wanted`, read at
+    /// `isolation`, by topic and partition (see [`FirstRecord`]); `None` where the end came
+    /// before any record. A partition not settled within the request timeout, which all
+    /// the topics share, is left out. For the time lag, where a watch's own history does
+    /// not reach back to the group's position: one short-lived consumer per topic (module
+    /// `records`).
+    pub fn first_records(
+        &self,
+        wanted: &[(&str, i32, i64)],
+        isolation: Isolation,
+    ) -> Result<HashMap<(String, i32), Option<FirstRecord>>, KafkaError> {
+        let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for &(topic, partition, offset) in wanted {
+            by_topic.entry(topic).or_default().push((partition, offset));
+        }
+        let mut found = HashMap::with_capacity(wanted.len());
+        let deadline = Instant::now() + self.timeout;
+        for (topic, partitions) in by_topic {
+            #[cfg(feature = "test-hooks")]
+            if crate::hooks::record_reads_fail(topic) {
+                return Err(KafkaError::Records {
+                    topic: topic.to_owned(),
+                    cause: "refused (injected by a test)".to_owned(),
+                });
+            }
+            let read = first_records(
+                &self.reader,
+                deadline,
+                topic,
+                &partitions,
+                isolation,
+                &self.stopping,
+            )
+            .map_err(|cause| KafkaError::Records {
+                topic: topic.to_owned(),
+                cause,
+            })?;
+            found.extend(
+                read.into_iter()
+                    .map(|(partition, first)| ((topic.to_owned(), partition), first)),
+            );
+        }
+        Ok(found)
+    }
 }
 
 /// Reads each `(partition, offset)` of `topic` in `wanted` from its offset: by partition, the
