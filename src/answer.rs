@@ -18,10 +18,11 @@ pub struct Served {
     pub estimate: Arc<Estimate>,
     /// Why the polls since it failed, if they did.
     pub failing: Option<Arc<str>>,
-    /// The time decisions are made for: the time of asking, or the estimate's own while
-    /// polls fail or once the next poll's sample is overdue (see [`Freshness`]): such a
-    /// sample answers as it stood when taken, so missing data neither completes an idle
-    /// window nor wakes an idle workload.
+    /// The time decisions are made for: the time of asking, but never later than
+    /// [`Freshness::current_for`] after the estimate's poll started. A sample stands for
+    /// the present only until the next poll's is due (plus slack); while polls fail or hang
+    /// it answers as it stood then, so missing data neither completes an idle window nor
+    /// wakes an idle workload.
     decided_at: Instant,
 }
 
@@ -40,9 +41,10 @@ impl Served {
 /// How long a watch's latest sample stands for the present (see [`serve`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Freshness {
-    /// A sample whose poll started longer ago than this is decided at its own time, not at
-    /// the time of asking: the next poll's sample is overdue (a poll hangs, or the fleet's
-    /// owner has not shared it), and nothing is known of the time since.
+    /// How long after its poll started a sample stands for the present: as long as the
+    /// time between two polls that are on time. Past it the next poll's sample is overdue
+    /// (it failed, it hangs, or the fleet's owner has not shared it), nothing is known of
+    /// the time since, and answers are decided as of this point, never later.
     pub current_for: Duration,
     /// A sample older than this (`SCALER_STALE_AFTER`, by its oldest offsets) is not served.
     pub stale_after: Duration,
@@ -123,8 +125,10 @@ pub fn round_to_ms(duration: Duration) -> Duration {
 
 /// What a watch whose view is `view` may serve at `now`: its latest good estimate while that
 /// is at most `stale_after` old (by its oldest offsets), even if the polls since failed.
-/// It is decided at `now` while it is current: no poll failed since, and its poll started
-/// at most [`Freshness::current_for`] ago; otherwise at its own time, never extended.
+/// It is decided at `now`, or, once its poll started more than [`Freshness::current_for`]
+/// ago, at that point: never extended further, whether the polls since failed, hang or
+/// have not been shared. A decision made then does not change until a sample comes (an
+/// idle watch is not woken by a poll that overran, nor is an idle window completed by it).
 pub fn serve(view: View, freshness: Freshness, now: Instant) -> Result<Served, Unavailable> {
     let stale_after = freshness.stale_after;
     let failing = match view.reading {
@@ -143,12 +147,7 @@ pub fn serve(view: View, freshness: Freshness, now: Instant) -> Result<Served, U
             cause: failing,
         });
     }
-    let overdue = now.saturating_duration_since(estimate.taken_at) > freshness.current_for;
-    let decided_at = if failing.is_some() || overdue {
-        estimate.taken_at.min(now)
-    } else {
-        now
-    };
+    let decided_at = now.min(estimate.taken_at + freshness.current_for);
     Ok(Served {
         estimate,
         failing,
@@ -254,6 +253,17 @@ mod tests {
         let back = estimate(&mut window, ms(20_000), 0);
         let served = serve(fresh(&back), FRESHNESS, ms(20_000)).unwrap();
         assert!(!served.active(&rules));
+        // The next polls hang in turn: the idle watch stays idle (a poll that overran does
+        // not wake it), as it stood when the next poll was due.
+        let woken: Vec<u64> = (20_000..=40_000)
+            .step_by(100)
+            .filter(|at| {
+                serve(fresh(&back), FRESHNESS, ms(*at))
+                    .unwrap()
+                    .active(&rules)
+            })
+            .collect();
+        assert!(woken.is_empty(), "active at {woken:?} ms");
     }
 
     /// The idle window starts at the first sample that saw the lag at 0, not at the last
@@ -275,6 +285,9 @@ mod tests {
         }
     }
 
+    /// Through failed polls a sample answers as it stood when the next poll was due (a
+    /// poll interval plus slack after it was taken), however long they fail: it neither
+    /// completes an idle window nor wakes an idle workload.
     #[test]
     fn a_sample_served_through_failed_polls_answers_as_it_stood() {
         let t0 = Instant::now();
@@ -283,21 +296,31 @@ mod tests {
             idle_window: Duration::from_secs(10),
             ..Rules::default()
         };
+        let failing = |estimate: &Arc<Estimate>, asked: u64| {
+            let view = view(Reading::Failed("down".into()), Some(Arc::clone(estimate)));
+            serve(view, FRESHNESS, at(asked)).unwrap()
+        };
         let mut window = Window::new(Duration::from_secs(60), STALE);
-        estimate(&mut window, at(0), 0);
-        let latest = estimate(&mut window, at(5), 0);
-        // Fresh, the idle window is read up to the time of asking: idle 10 s after 0 s.
-        let served = serve(fresh(&latest), FRESHNESS, at(11));
-        assert!(!served.unwrap().active(&rules));
-        // Polls failing since: what the sample said at 5 s, when the window was not full.
-        let failing = serve(
-            view(Reading::Failed("down".into()), Some(latest)),
-            FRESHNESS,
-            at(11),
-        );
-        let failing = failing.unwrap();
-        assert!(failing.active(&rules));
-        assert!(failing.decide(&rules).active);
-        assert_eq!(failing.failing.as_deref(), Some("down"));
+        estimate(&mut window, at(0), 500);
+        let drained = estimate(&mut window, at(5), 0);
+        // Failing from the poll of 10 s on: decided as of 12.5 s at the latest, when 500
+        // (which stood until 5 s) is still in the window.
+        for asked in [11, 15, 19, 24] {
+            let served = failing(&drained, asked);
+            assert!(served.active(&rules), "at {asked} s");
+            assert!(served.decide(&rules).active, "at {asked} s");
+            assert_eq!(served.failing.as_deref(), Some("down"));
+        }
+        // Idle at 20 s (10 s after the first sample at 0), and idle through the failures.
+        let mut latest = drained;
+        for taken in [10, 15, 20] {
+            latest = estimate(&mut window, at(taken), 0);
+        }
+        assert!(!serve(fresh(&latest), FRESHNESS, at(20))
+            .unwrap()
+            .active(&rules));
+        for asked in [25, 30, 39] {
+            assert!(!failing(&latest, asked).active(&rules), "at {asked} s");
+        }
     }
 }

@@ -310,6 +310,15 @@ fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, Co
             cause: err.to_string(),
         });
     }
+    // librdkafka logs in by running `kinit` (its sasl.kerberos.kinit.cmd) through sh.
+    if !on_path("kinit") {
+        return Err(invalid(
+            "SCALER_KAFKA_SASL",
+            "gssapi",
+            "a mechanism whose parts are installed: gssapi needs kinit (MIT Kerberos, \
+             Debian's krb5-user) on PATH, which librdkafka runs with the keytab",
+        ));
+    }
     let service_name = vars.set(SERVICE_NAME).unwrap_or("kafka");
     if !service_name
         .chars()
@@ -325,6 +334,17 @@ fn parse_kerberos(vars: &Vars, wanted: bool) -> Result<Option<KerberosLogin>, Co
         keytab: PathBuf::from(keytab),
         service_name: service_name.to_owned(),
     }))
+}
+
+/// Whether an executable file `name` is in one of PATH's directories.
+fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|found| found.is_file() && found.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// GSSAPI's credentials: the principal (`SCALER_KAFKA_USERNAME`, with

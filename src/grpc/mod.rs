@@ -55,7 +55,7 @@ const NO_WAIT: Duration = Duration::ZERO;
 /// configured Kafka cluster, the only one triggers may name.
 ///
 /// While polls fail, or once the next poll's sample is overdue, the last good sample is
-/// served until it is `freshness.stale_after` old, as it stood when taken (IsActive
+/// served until it is `freshness.stale_after` old, as it stood when the next poll was due (IsActive
 /// included: missing data neither completes an idle window nor wakes an idle workload). An
 /// older sample is not served: KEDA must fall back rather than scale on old data.
 pub fn external_scaler(

@@ -458,11 +458,17 @@ fn a_drained_group_reads_inactive_at_the_next_poll_after_its_commit() {
     broker.create_topic("drained", 2);
     broker.produce("drained", 0, 30);
     broker.produce("drained", 1, 30);
-    broker.commit("drainers", &[("drained", 0, 5), ("drained", 1, 5)]);
+    broker.commit(
+        "drained-committers",
+        &[("drained", 0, 5), ("drained", 1, 5)],
+    );
     let mut config = Scaler::config(&broker.bootstrap(), POLL_EVERY, TTL);
     config.kafka.commit_source = CommitSource::Stream;
     let scaler = Scaler::start_with(config);
-    let metadata = [("consumerGroup", "drainers"), ("topic", "drained")];
+    let metadata = [
+        ("consumerGroup", "drained-committers"),
+        ("topic", "drained"),
+    ];
     let stream = scaler.stream_is_active(&metadata);
     let first = stream.next(Duration::from_secs(5));
     assert!(
@@ -472,7 +478,10 @@ fn a_drained_group_reads_inactive_at_the_next_poll_after_its_commit() {
     // Three quiet polls, then one commit of everything (a group committing once a minute).
     thread::sleep(3 * POLL_EVERY);
     let committed = Instant::now();
-    broker.commit("drainers", &[("drained", 0, 30), ("drained", 1, 30)]);
+    broker.commit(
+        "drained-committers",
+        &[("drained", 0, 30), ("drained", 1, 30)],
+    );
     let next = stream.next(Duration::from_secs(10));
     let Some(crate::support::StreamEvent::Message(false, at)) = next else {
         panic!("no inactive push: {next:?}");

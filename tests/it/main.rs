@@ -10,6 +10,7 @@ mod estimator;
 mod faults;
 mod fleet;
 mod groups;
+mod image;
 mod kerberos;
 mod lifecycle;
 mod monitoring;

@@ -6,6 +6,7 @@ mod kafka;
 // Helpers only the benchmarks use (the integration tests compile them too).
 #[allow(dead_code)]
 pub mod bench;
+pub mod container;
 pub mod kerberos;
 pub mod oauth;
 pub mod prometheus;
