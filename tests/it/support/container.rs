@@ -1,5 +1,5 @@
 //! The container image under test: the repository's Dockerfile built with podman around the
-//! binary this test run built (`--build-arg BINARY=prebuilt`), once per test process, and
+//! binary this test run built (`--target prebuilt`), once per test process, and
 //! containers of it in guards that remove them.
 
 use std::path::Path;
@@ -82,8 +82,8 @@ pub fn image() -> &'static str {
             "docker",
             "--network",
             "host",
-            "--build-arg",
-            "BINARY=prebuilt",
+            "--target",
+            "prebuilt",
             "--label",
             LABEL,
             "--file",
