@@ -15,7 +15,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin lagscaler \
+# The crates and the build cached between builds on the same host (BuildKit, buildah): a
+# rebuild after a change compiles lagscaler, not gRPC core and librdkafka again.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin lagscaler \
  && install -m 0755 target/release/lagscaler /lagscaler
 
 FROM debian:bookworm-slim AS runtime

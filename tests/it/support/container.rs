@@ -111,6 +111,11 @@ impl Container {
     /// the Helm chart runs it. The image's own timer for its HEALTHCHECK is left off
     /// (podman would ask systemd for it); `podman healthcheck run` runs the check.
     pub fn start(args: &[&str]) -> Container {
+        Container::start_image(image(), args)
+    }
+
+    /// As [`Container::start`], of `image`.
+    pub fn start_image(image: &str, args: &[&str]) -> Container {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "lagscaler-test-{}-{}",
@@ -129,7 +134,6 @@ impl Container {
             "disable",
         ];
         all.extend_from_slice(args);
-        let image = image();
         all.push(image);
         podman_ok(&all);
         Container { name }
