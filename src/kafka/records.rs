@@ -5,8 +5,9 @@
 //! probe's group id (`lagscaler-probe`: librdkafka assigns partitions only to a consumer with
 //! a group id; it never joins the group nor commits), at the watch's isolation level,
 //! assigned to the partitions asked at their offsets. It polls until each partition gave a
-//! record or its end, or the caller's deadline passes: one for all the topics a poll reads. Fetches return whole record batches,
-//! but only the first record of each partition is looked at.
+//! record or its end, or the caller's deadline passes (one for all the topics of a call).
+//! Fetches return whole record batches, but only the first record of each partition is
+//! looked at.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,8 +54,8 @@ impl KafkaClient {
     /// `isolation`, by topic and partition (see [`FirstRecord`]); `None` where the end came
     /// before any record. A partition not settled within the request timeout, which all
     /// the topics share, is left out. For the time lag, where a watch's own history does
-    /// not reach back to the group's position: one short-lived consumer per topic (module
-    /// `records`).
+    /// not reach back to the group's position: one short-lived consumer per topic
+    /// ([`first_records`]).
     pub fn first_records(
         &self,
         wanted: &[(&str, i32, i64)],

@@ -320,9 +320,10 @@ fn coordinator_of(cluster: &Kafka, group: &str) -> i32 {
 /// says inactive. A second, idle watch (lag 0, idle window 3 s) on a topic whose
 /// partitions the killed node also leads, of a group another node coordinates, is never
 /// answered active, but for up to its idle window after a stale stretch (nothing known for
-/// longer than the stale bound leaves the window uncovered); while that node is down and until the restarts reach its own
-/// coordinator it is never stale, and its polls do not fail: the offsets read before stand
-/// in for the partitions without a leader. Every stale stretch ends by itself.
+/// longer than the stale bound leaves the window uncovered); while that node is down and
+/// until the restarts reach its own coordinator it is never stale, and its polls do not
+/// fail: the offsets read before stand in for the partitions without a leader. Every stale
+/// stretch ends by itself.
 #[test]
 fn a_three_node_cluster_answers_honestly_through_a_killed_node_and_a_rolling_restart() {
     const TOPIC: &str = "replicated";
