@@ -338,7 +338,12 @@ fn environment(deployment: &Yaml) -> BTreeMap<String, String> {
 fn check_config(env: &BTreeMap<String, String>) -> Output {
     let mounts = tempfile::tempdir().expect("temp dir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_lagscaler"));
-    command.arg("--check-config").env_clear();
+    // The rendering's environment on top of the image's own PATH (its base's ENV), which
+    // the pod inherits: a GSSAPI start looks kinit up on it.
+    command.arg("--check-config").env_clear().env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
     for (name, value) in env {
         let value = match value.strip_prefix("/etc/lagscaler/") {
             Some(file) => {

@@ -49,54 +49,37 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
     )
     .expect("chmod the keytab");
     let mount = format!("{}:/etc/lagscaler/keytab:ro", keytab.path().display());
-    let check = container::run(&[
-        "run",
-        "--rm",
-        "--read-only",
-        "--health-interval",
-        "disable",
-        "--network",
-        "none",
-        "--volume",
-        &mount,
-        "--env",
-        "SCALER_KAFKA_BOOTSTRAP_SERVERS=kafka.example:9092",
-        "--env",
-        "SCALER_KAFKA_SASL=gssapi",
-        "--env",
-        "SCALER_KAFKA_USERNAME=lagscaler@EXAMPLE.COM",
-        "--env",
-        "SCALER_KAFKA_KERBEROS_KEYTAB=/etc/lagscaler/keytab",
-        image,
-        "--check-config",
-    ]);
+    // `--check-config` of a GSSAPI login inside, with `env` added.
+    let check_config = |env: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--read-only",
+            "--health-interval",
+            "disable",
+            "--network",
+            "none",
+            "--volume",
+            &mount,
+            "--env",
+            "SCALER_KAFKA_BOOTSTRAP_SERVERS=kafka.example:9092",
+            "--env",
+            "SCALER_KAFKA_SASL=gssapi",
+            "--env",
+            "SCALER_KAFKA_USERNAME=lagscaler@EXAMPLE.COM",
+            "--env",
+            "SCALER_KAFKA_KERBEROS_KEYTAB=/etc/lagscaler/keytab",
+        ];
+        args.extend_from_slice(env);
+        args.extend([image, "--check-config"]);
+        container::run(&args)
+    };
+    let check = check_config(&[]);
     let text = crate::support::output_text(&check);
     assert!(check.status.success(), "{text}");
     assert!(text.contains("configuration ok"), "{text}");
     // Without kinit on PATH the same settings are refused, naming what is missing.
-    let without = container::run(&[
-        "run",
-        "--rm",
-        "--read-only",
-        "--health-interval",
-        "disable",
-        "--network",
-        "none",
-        "--volume",
-        &mount,
-        "--env",
-        "PATH=/nowhere",
-        "--env",
-        "SCALER_KAFKA_BOOTSTRAP_SERVERS=kafka.example:9092",
-        "--env",
-        "SCALER_KAFKA_SASL=gssapi",
-        "--env",
-        "SCALER_KAFKA_USERNAME=lagscaler@EXAMPLE.COM",
-        "--env",
-        "SCALER_KAFKA_KERBEROS_KEYTAB=/etc/lagscaler/keytab",
-        image,
-        "--check-config",
-    ]);
+    let without = check_config(&["--env", "PATH=/nowhere"]);
     let text = crate::support::output_text(&without);
     assert!(!without.status.success(), "{text}");
     assert!(text.contains("kinit"), "{text}");
