@@ -189,6 +189,14 @@ mod tests {
         View { reading, last_good }
     }
 
+    /// Rules with a 10 s idle window.
+    fn idle_after_10s() -> Rules {
+        Rules {
+            idle_window: Duration::from_secs(10),
+            ..Rules::default()
+        }
+    }
+
     /// The view of a watch whose latest poll gave `estimate`.
     fn fresh(estimate: &Arc<Estimate>) -> View {
         view(
@@ -232,10 +240,7 @@ mod tests {
     fn a_hanging_poll_never_completes_an_idle_window() {
         let t0 = Instant::now();
         let ms = |ms: u64| t0 + Duration::from_millis(ms);
-        let rules = Rules {
-            idle_window: Duration::from_secs(10),
-            ..Rules::default()
-        };
+        let rules = idle_after_10s();
         let mut window = Window::new(Duration::from_secs(60), STALE);
         estimate(&mut window, ms(0), 500);
         let drained = estimate(&mut window, ms(5000), 0);
@@ -272,10 +277,7 @@ mod tests {
     fn the_idle_window_starts_at_the_first_sample_at_zero() {
         let t0 = Instant::now();
         let ms = |ms: u64| t0 + Duration::from_millis(ms);
-        let rules = Rules {
-            idle_window: Duration::from_secs(10),
-            ..Rules::default()
-        };
+        let rules = idle_after_10s();
         let mut window = Window::new(Duration::from_secs(60), STALE);
         estimate(&mut window, ms(0), 500);
         for at in (5000..=15_000).step_by(5000) {
@@ -292,10 +294,7 @@ mod tests {
     fn a_sample_served_through_failed_polls_answers_as_it_stood() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let rules = Rules {
-            idle_window: Duration::from_secs(10),
-            ..Rules::default()
-        };
+        let rules = idle_after_10s();
         let failing = |estimate: &Arc<Estimate>, asked: u64| {
             let view = view(Reading::Failed("down".into()), Some(Arc::clone(estimate)));
             serve(view, FRESHNESS, at(asked)).unwrap()

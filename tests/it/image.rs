@@ -10,14 +10,8 @@ use crate::support::{free_port, http_get, wait_for, GrpcClient, Kafka, StreamEve
 #[test]
 fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
     let image = container::image();
-    let inside = container::podman_ok(&[
-        "run",
-        "--rm",
-        "--read-only",
-        "--health-interval",
-        "disable",
-        "--network",
-        "none",
+    let mut args = container::RUN_ONCE.to_vec();
+    args.extend([
         "--entrypoint",
         "sh",
         image,
@@ -25,6 +19,7 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
         "id -u; id -g; ldd /usr/local/bin/lagscaler; command -v kinit; \
          ls /usr/lib/x86_64-linux-gnu/sasl2/",
     ]);
+    let inside = container::podman_ok(&args);
     let mut lines = inside.lines();
     assert_eq!(lines.next(), Some("65532"), "{inside}");
     assert_eq!(lines.next(), Some("65532"), "{inside}");
@@ -51,14 +46,8 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
     let mount = format!("{}:/etc/lagscaler/keytab:ro", keytab.path().display());
     // `--check-config` of a GSSAPI login inside, with `env` added.
     let check_config = |env: &[&str]| {
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--read-only",
-            "--health-interval",
-            "disable",
-            "--network",
-            "none",
+        let mut args = container::RUN_ONCE.to_vec();
+        args.extend([
             "--volume",
             &mount,
             "--env",
@@ -69,7 +58,7 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
             "SCALER_KAFKA_USERNAME=lagscaler@EXAMPLE.COM",
             "--env",
             "SCALER_KAFKA_KERBEROS_KEYTAB=/etc/lagscaler/keytab",
-        ];
+        ]);
         args.extend_from_slice(env);
         args.extend([image, "--check-config"]);
         container::run(&args)

@@ -19,6 +19,18 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The start of a `podman run` of a one-off container: removed when it exits, with a
+/// read-only root filesystem, no network and no HEALTHCHECK timer.
+pub const RUN_ONCE: [&str; 7] = [
+    "run",
+    "--rm",
+    "--read-only",
+    "--health-interval",
+    "disable",
+    "--network",
+    "none",
+];
+
 /// `podman` with the repository's settings for these machines (scripts/podman).
 pub fn podman() -> Command {
     let mut command = Command::new("podman");
