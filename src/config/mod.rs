@@ -149,6 +149,30 @@ fn check_one_kerberos_principal(path: &str, config: &Config) -> Result<(), Confi
     Ok(())
 }
 
+/// A GSSAPI login needs Cyrus SASL's GSSAPI plugin besides kinit (which parsing checks):
+/// without it every broker connection fails, so the settings are refused instead.
+fn check_gssapi_plugin(config: &Config) -> Result<(), ConfigError> {
+    let gssapi = std::iter::once(&config.kafka)
+        .chain(config.clusters.values())
+        .filter_map(|cluster| cluster.sasl.as_ref())
+        .any(|sasl| sasl.mechanism == SaslMechanism::Gssapi);
+    if !gssapi {
+        return Ok(());
+    }
+    let found = crate::kafka::sasl_plugins::cyrus_mechanisms()
+        .is_ok_and(|names| names.iter().any(|name| name == "GSSAPI"));
+    if found {
+        return Ok(());
+    }
+    Err(invalid(
+        "SCALER_KAFKA_SASL",
+        "gssapi",
+        "a mechanism whose parts are installed: gssapi needs Cyrus SASL's GSSAPI plugin \
+         (libgssapiv2.so, Debian's libsasl2-modules-gssapi-mit), which Cyrus SASL did not \
+         find in its plugin directory (SASL_PATH if set, else its built-in one)",
+    ))
+}
+
 /// `SCALER_POLL_INTERVAL` when unset.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -202,9 +226,14 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, and checks that this machine has the parts the
+    /// settings need that only it can tell: Cyrus SASL's GSSAPI plugin for a GSSAPI login
+    /// (which `SASL_PATH` in the same environment may move). Call it before any Kafka
+    /// client is created (see `kafka::sasl_plugins`).
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_vars(std::env::vars_os())
+        let config = Config::from_vars(std::env::vars_os())?;
+        check_gssapi_plugin(&config)?;
+        Ok(config)
     }
 
     /// Reads settings from `(name, value)` pairs, as `std::env::vars_os` yields them.

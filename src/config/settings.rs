@@ -114,8 +114,9 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "gssapi: the keytab of SCALER_KAFKA_USERNAME's principal (KEDA's keytab, as a \
                file); librdkafka runs kinit with it at start and every minute, so kinit \
-               (krb5-user) must be installed; the Kerberos configuration is KRB5_CONFIG's \
-               (default /etc/krb5.conf)",
+               (krb5-user) must be installed, and Cyrus SASL's GSSAPI plugin \
+               (libsasl2-modules-gssapi-mit, found in SASL_PATH or its built-in directory); \
+               the Kerberos configuration is KRB5_CONFIG's (default /etc/krb5.conf)",
     },
     Setting {
         name: "SCALER_KAFKA_KERBEROS_SERVICE_NAME",

@@ -19,6 +19,7 @@ mod cycle;
 mod groups;
 mod markers;
 mod records;
+pub mod sasl_plugins;
 mod topic_read;
 
 use std::borrow::Cow;

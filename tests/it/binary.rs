@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use grpcio::RpcStatusCode;
 use lagscaler::config::SETTINGS;
 
-use crate::support::{output_text, Kafka, Process};
+use crate::support::{free_port, output_text, Kafka, Process};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_lagscaler");
 
@@ -106,6 +106,61 @@ fn check_config_judges_the_settings_without_starting_anything() {
         said.contains("SCALER_POLL_INTERVALL is not a lagscaler setting"),
         "{said}"
     );
+}
+
+/// A GSSAPI login needs two parts besides the keytab: `kinit`, which librdkafka runs, and
+/// Cyrus SASL's GSSAPI plugin, which speaks Kerberos to the brokers. Without either, the
+/// settings are refused, by `--check-config` and at start alike, naming what is missing,
+/// rather than every broker connection failing later.
+#[test]
+fn a_gssapi_login_without_kinit_or_the_sasl_gssapi_plugin_is_refused() {
+    let keytab = tempfile::NamedTempFile::new().expect("a keytab file");
+    let no_plugins = tempfile::tempdir().expect("an empty plugin directory");
+    let keytab_path = keytab.path().to_str().expect("a UTF-8 path").to_owned();
+    // A start that is not refused serves until stopped: it is stopped after 30 s.
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut child = Command::new(BINARY)
+            .args(args)
+            .env("SCALER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+            .env("SCALER_KAFKA_SASL", "gssapi")
+            .env("SCALER_KAFKA_USERNAME", "lagscaler@EXAMPLE.COM")
+            .env("SCALER_KAFKA_KERBEROS_KEYTAB", &keytab_path)
+            .env("SCALER_LISTEN_ADDR", "127.0.0.1")
+            .env("SCALER_PORT", free_port().to_string())
+            .env("SCALER_HTTP_PORT", free_port().to_string())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run lagscaler");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("wait for lagscaler").is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("lagscaler's output");
+        (output.status.code(), output_text(&output))
+    };
+    let (code, said) = run(&["--check-config"], &[]);
+    assert_eq!(code, Some(0), "every part installed: {said}");
+
+    let empty = no_plugins.path().to_str().expect("a UTF-8 path");
+    for args in [&["--check-config"][..], &[]] {
+        let (code, said) = run(args, &[("SASL_PATH", empty)]);
+        assert_eq!(code, Some(2), "{args:?} without the plugin: {said}");
+        assert!(
+            said.contains("SCALER_KAFKA_SASL") && said.contains("GSSAPI plugin"),
+            "{args:?}: {said}"
+        );
+        assert!(
+            said.contains("SASL_PATH") && said.contains("libsasl2-modules-gssapi-mit"),
+            "{args:?}: {said}"
+        );
+        let (code, said) = run(args, &[("PATH", "/nowhere")]);
+        assert_eq!(code, Some(2), "{args:?} without kinit: {said}");
+        assert!(said.contains("kinit"), "{args:?}: {said}");
+    }
 }
 
 #[test]

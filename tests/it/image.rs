@@ -34,8 +34,8 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
         "no GSSAPI plugin: {inside}"
     );
 
-    // The settings of a GSSAPI login are accepted inside, kinit found (a start without it
-    // stops), the keytab read from a mounted file as a Secret would be.
+    // The settings of a GSSAPI login are accepted inside, kinit and the plugin found (a start
+    // without them stops), the keytab read from a mounted file as a Secret would be.
     let keytab = tempfile::NamedTempFile::new().expect("a keytab file");
     // Readable by the image's uid, as a Secret's files are by default (0644).
     std::fs::set_permissions(
@@ -72,6 +72,11 @@ fn the_image_runs_as_uid_65532_with_every_library_and_the_parts_gssapi_needs() {
     let text = crate::support::output_text(&without);
     assert!(!without.status.success(), "{text}");
     assert!(text.contains("kinit"), "{text}");
+    // And so are they where Cyrus SASL finds no GSSAPI plugin: the image's is what passed.
+    let without = check_config(&["--env", "SASL_PATH=/nowhere"]);
+    let text = crate::support::output_text(&without);
+    assert!(!without.status.success(), "{text}");
+    assert!(text.contains("GSSAPI plugin"), "{text}");
 }
 
 /// KEDA's calls from the host reach the container on the ports the settings give (not the
