@@ -17,6 +17,7 @@ mod commit_reader;
 mod committed;
 mod cycle;
 mod groups;
+mod marker_reads;
 mod markers;
 mod records;
 pub mod sasl_plugins;
@@ -604,8 +605,7 @@ impl KafkaClient {
                 topics: deleted.join(", "),
             });
         }
-        self.markers
-            .mark(&mut snapshot, isolation, since, &self.stopping);
+        self.markers.mark(&mut snapshot, isolation, since);
         if !deleted.is_empty() {
             debug!(
                 "group {group} has commits on deleted topics, not counted: {}",
@@ -834,6 +834,7 @@ impl KafkaClient {
         if let committed::StreamState::Running(reader) = stream {
             reader.shutdown()?;
         }
+        self.markers.shutdown()?;
         self.stop_events.store(true, Ordering::Release);
         match self.events_thread.lock().take() {
             Some(handle) => handle.join(),

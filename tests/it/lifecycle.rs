@@ -3,7 +3,7 @@
 //! partitions added to a topic at runtime, and a topic deleted and created again. All on the
 //! shared broker, with topics and groups of their own.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
@@ -108,6 +108,81 @@ fn transactions_count_by_isolation_level_and_their_markers_never_do() {
     broker.produce("txn-open", 0, 1);
     expect_lag(&scaler, &committed, 5);
     expect_lag(&scaler, &uncommitted, 5);
+    scaler.stop();
+}
+
+/// Many groups whose lag is only commit markers, and as many one transaction behind, on
+/// the same partitions: every watch has its true lag within a few polls. Until issue 41 the
+/// probe read one watch's partitions a second, at most, so W watches took W seconds (and
+/// W x 5 s at 5 s polls): here 60 watches, at least a minute.
+#[test]
+fn the_marker_verdicts_of_many_groups_come_within_a_few_polls() {
+    const TOPIC: &str = "txn-many";
+    const PARTITIONS: i32 = 4;
+    const GROUPS: usize = 60;
+    let broker = Kafka::shared();
+    broker.create_topic(TOPIC, PARTITIONS as u32);
+    // Five transactions of one record on each partition: records at even offsets, their
+    // commit markers at odd ones, the ends at 10.
+    let producer = broker.transactional_producer("lagscaler-test-txn-many");
+    for transaction in 0..5 {
+        producer.begin_transaction().expect("begin");
+        for partition in 0..PARTITIONS {
+            let payload = format!("transaction {transaction}");
+            producer
+                .send(
+                    BaseRecord::<(), _>::to(TOPIC)
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .expect("send");
+        }
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .expect("commit");
+    }
+    // Even groups consumed everything (at 9, only the last marker is left); odd ones are a
+    // transaction behind (at 7: the record at 8 waits, 3 offsets of lag on each partition).
+    let groups: Vec<(String, i64)> = (0..GROUPS)
+        .map(|n| (format!("txn-many-{n}"), if n % 2 == 0 { 0 } else { 12 }))
+        .collect();
+    for (group, lag) in &groups {
+        let at = if *lag == 0 { 9 } else { 7 };
+        let offsets: Vec<(&str, i32, i64)> = (0..PARTITIONS)
+            .map(|partition| (TOPIC, partition, at))
+            .collect();
+        broker.commit(group, &offsets);
+    }
+    let scaler = Scaler::start(&broker.bootstrap(), POLL, TTL);
+    let metadata = |group: &str| [("consumerGroup", group.to_owned()), ("topic", TOPIC.into())];
+    let first_call = Instant::now();
+    let mut wrong: Vec<(String, Option<i64>)> = Vec::new();
+    // Within 20 s of the first call (about 65 polls, on a loaded machine).
+    while first_call.elapsed() < Duration::from_secs(20) {
+        wrong.clear();
+        for (group, lag) in &groups {
+            let asked = metadata(group);
+            let asked: Vec<(&str, &str)> = asked.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let seen = scaler.lag(&asked).ok();
+            if seen != Some(*lag) {
+                wrong.push((group.clone(), seen));
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    assert!(
+        wrong.is_empty(),
+        "after {:?}, {} of {GROUPS} watches without their true lag (0 even, 12 odd): {wrong:?}",
+        first_call.elapsed(),
+        wrong.len()
+    );
+    println!(
+        "every verdict {:?} after the first call",
+        first_call.elapsed()
+    );
     scaler.stop();
 }
 

@@ -8,16 +8,26 @@ use super::Kafka;
 /// Commits offset 1 on every partition for each (group, topic), from 16 threads (each commit is a
 /// consumer of its own, mostly waiting for the broker).
 pub fn commit_all(broker: &Kafka, groups: &[(String, String)], partitions: u32) {
+    let at: Vec<(String, String, i64)> = groups
+        .iter()
+        .map(|(group, topic)| (group.clone(), topic.clone(), 1))
+        .collect();
+    commit_all_at(broker, &at, partitions);
+}
+
+/// Commits, for each (group, topic, offset), that offset on every partition of the topic, from
+/// 16 threads.
+pub fn commit_all_at(broker: &Kafka, groups: &[(String, String, i64)], partitions: u32) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..16 {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((group, topic)) = groups.get(i) else {
+                let Some((group, topic, offset)) = groups.get(i) else {
                     break;
                 };
                 let offsets: Vec<(&str, i32, i64)> = (0..partitions as i32)
-                    .map(|partition| (topic.as_str(), partition, 1))
+                    .map(|partition| (topic.as_str(), partition, *offset))
                     .collect();
                 broker.commit(group, &offsets);
             });
