@@ -135,6 +135,7 @@ fn run(
             .metric_spec(&metadata(group, topic))
             .expect("GetMetricSpec");
     }
+    let asked_all = started.elapsed();
     let mut answered_all: Option<Duration> = None;
     let limit = Duration::from_secs(if watches <= 100 { 60 } else { 600 });
     let judged = loop {
@@ -179,7 +180,8 @@ fn run(
         );
     };
     println!(
-        "W={watches} {shape}: every watch answered {:.1?} after the first call, every watch its \
+        "W={watches} {shape}: GetMetricSpec for every watch (one client, one call after another) \
+         took {asked_all:.1?}; every watch answered {:.1?} after the first call, every watch its \
          true lag {judged:.1?} after it; {read} positions read in {} batches (largest {}), \
          {reading:.2} s of reading in all",
         answered_all.unwrap_or(judged),
