@@ -252,92 +252,122 @@ pub fn describe_topic<C: ClientContext>(
     call: &Call<'_, C>,
     topic: &str,
 ) -> Result<TopicLayout, TopicError> {
-    let topic_c =
-        CString::new(topic).map_err(|_| TopicError::Other("topic contains a NUL byte".into()))?;
-    let mut names = [topic_c.as_ptr()];
-    // SAFETY: `names` holds one valid C string; librdkafka copies it into the collection.
-    let topics = TopicsGuard(unsafe {
+    describe_topics(call, &[topic])
+        .map_err(TopicError::Other)?
+        .into_iter()
+        .find(|(name, _)| name == topic)
+        .map_or(Err(TopicError::Unknown), |(_, layout)| layout)
+}
+
+/// A topic's name and its layout, or why it has none.
+pub type Described = (String, Result<TopicLayout, TopicError>);
+
+/// The id and partition numbers of each of `topics`, in one DescribeTopics call (one
+/// Metadata request): each topic answers on its own (a layout, or why there is none); the
+/// call fails only as a whole. A topic the answer leaves out is not in the result.
+pub fn describe_topics<C: ClientContext>(
+    call: &Call<'_, C>,
+    topics: &[&str],
+) -> Result<Vec<Described>, String> {
+    let names_c = topics
+        .iter()
+        .map(|topic| CString::new(*topic))
+        .collect::<Result<Vec<CString>, _>>()
+        .map_err(|_| "topic contains a NUL byte".to_owned())?;
+    let mut names: Vec<*const c_char> = names_c.iter().map(|name| name.as_ptr()).collect();
+    // SAFETY: `names` holds valid C strings, alive (in `names_c`) for the call; librdkafka
+    // copies them into the collection.
+    let collection = TopicsGuard(unsafe {
         rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), names.len())
     });
-    let event = call
-        .run(
-            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-            |rk, options, queue| {
-                // SAFETY: every pointer is valid for the call; librdkafka copies the
-                // collection.
-                unsafe { rd::rd_kafka_DescribeTopics(rk, topics.0, options, queue) }
-            },
-        )
-        .map_err(TopicError::Other)?;
+    let event = call.run(
+        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+        |rk, options, queue| {
+            // SAFETY: every pointer is valid for the call; librdkafka copies the collection.
+            unsafe { rd::rd_kafka_DescribeTopics(rk, collection.0, options, queue) }
+        },
+    )?;
     // SAFETY: `event.0` is a valid event until its guard drops; null when of another type.
     let result = unsafe { rd::rd_kafka_event_DescribeTopics_result(event.0) };
     if result.is_null() {
-        return Err(TopicError::Other(
-            "unexpected admin event instead of a DescribeTopics result".into(),
-        ));
+        return Err("unexpected admin event instead of a DescribeTopics result".into());
     }
     let mut n_topics = 0usize;
     // SAFETY: `result` is valid while the event lives; the array it returns is owned by it.
     let descriptions = unsafe { rd::rd_kafka_DescribeTopics_result_topics(result, &mut n_topics) };
     // SAFETY: `descriptions` holds `n_topics` elements owned by the event.
-    for &description in unsafe { elements(descriptions, n_topics) } {
-        // SAFETY: `description` is valid while the event lives.
-        let name = unsafe { c_text(rd::rd_kafka_TopicDescription_name(description)) };
-        if name != topic {
-            continue;
-        }
-        // SAFETY: as above.
-        let error = unsafe { rd::rd_kafka_TopicDescription_error(description) };
-        if !error.is_null() {
-            // SAFETY: `error` is valid while the event lives.
-            let code = unsafe { rd::rd_kafka_error_code(error) };
-            if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
-                return Err(TopicError::Unknown);
-            }
-            if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                // SAFETY: as above.
-                return Err(TopicError::Other(unsafe { error_text(error) }));
-            }
-        }
-        let mut n_partitions = 0usize;
-        // SAFETY: as above; the array is owned by the event.
-        let partitions =
-            unsafe { rd::rd_kafka_TopicDescription_partitions(description, &mut n_partitions) };
-        // SAFETY: `partitions` holds `n_partitions` elements owned by the event.
-        let mut led: Vec<(i32, Option<i32>)> = unsafe { elements(partitions, n_partitions) }
-            .iter()
-            .map(|&info| {
-                // SAFETY: each element is a valid partition description while the event
-                // lives, and so is the leader node it names (null when there is none).
-                unsafe {
-                    let leader = rd::rd_kafka_TopicPartitionInfo_leader(info);
-                    let leader = (!leader.is_null())
-                        .then(|| rd::rd_kafka_Node_id(leader))
-                        .filter(|id| *id >= 0);
-                    (rd::rd_kafka_TopicPartitionInfo_partition(info), leader)
-                }
-            })
-            .collect();
-        if led.is_empty() {
+    let described = unsafe { elements(descriptions, n_topics) }
+        .iter()
+        .map(|&description| {
+            // SAFETY: `description` is valid while the event lives.
+            let name = unsafe { c_text(rd::rd_kafka_TopicDescription_name(description)) };
+            // SAFETY: as above.
+            let layout = unsafe { topic_layout(description) };
+            (name, layout)
+        })
+        .collect();
+    Ok(described)
+}
+
+/// One topic's layout from its description.
+///
+/// # Safety
+///
+/// `description` must be a valid topic description of a DescribeTopics result whose event
+/// lives for the call.
+unsafe fn topic_layout(
+    description: *const rd::rd_kafka_TopicDescription_t,
+) -> Result<TopicLayout, TopicError> {
+    // SAFETY: `description` is valid while the event lives (the caller's promise).
+    let error = unsafe { rd::rd_kafka_TopicDescription_error(description) };
+    if !error.is_null() {
+        // SAFETY: `error` is valid while the event lives.
+        let code = unsafe { rd::rd_kafka_error_code(error) };
+        if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
             return Err(TopicError::Unknown);
         }
-        led.sort_unstable();
-        // SAFETY: as above; the id is owned by the description, and its text by the id.
-        let id = unsafe {
-            let uuid = rd::rd_kafka_TopicDescription_topic_id(description);
-            if uuid.is_null() {
-                String::new()
-            } else {
-                c_text(rd::rd_kafka_Uuid_base64str(uuid))
-            }
-        };
-        return Ok(TopicLayout {
-            id,
-            partitions: led.iter().map(|(partition, _)| *partition).collect(),
-            leaders: led.iter().map(|(_, leader)| *leader).collect(),
-        });
+        if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: as above.
+            return Err(TopicError::Other(unsafe { error_text(error) }));
+        }
     }
-    Err(TopicError::Unknown)
+    let mut n_partitions = 0usize;
+    // SAFETY: as above; the array is owned by the event.
+    let partitions =
+        unsafe { rd::rd_kafka_TopicDescription_partitions(description, &mut n_partitions) };
+    // SAFETY: `partitions` holds `n_partitions` elements owned by the event.
+    let mut led: Vec<(i32, Option<i32>)> = unsafe { elements(partitions, n_partitions) }
+        .iter()
+        .map(|&info| {
+            // SAFETY: each element is a valid partition description while the event
+            // lives, and so is the leader node it names (null when there is none).
+            unsafe {
+                let leader = rd::rd_kafka_TopicPartitionInfo_leader(info);
+                let leader = (!leader.is_null())
+                    .then(|| rd::rd_kafka_Node_id(leader))
+                    .filter(|id| *id >= 0);
+                (rd::rd_kafka_TopicPartitionInfo_partition(info), leader)
+            }
+        })
+        .collect();
+    if led.is_empty() {
+        return Err(TopicError::Unknown);
+    }
+    led.sort_unstable();
+    // SAFETY: as above; the id is owned by the description, and its text by the id.
+    let id = unsafe {
+        let uuid = rd::rd_kafka_TopicDescription_topic_id(description);
+        if uuid.is_null() {
+            String::new()
+        } else {
+            c_text(rd::rd_kafka_Uuid_base64str(uuid))
+        }
+    };
+    Ok(TopicLayout {
+        id,
+        partitions: led.iter().map(|(partition, _)| *partition).collect(),
+        leaders: led.iter().map(|(_, leader)| *leader).collect(),
+    })
 }
 
 /// The `end` offset of each of `partitions` (ListOffsets, one request per partition

@@ -296,7 +296,8 @@ impl KafkaClient {
                 Isolation::ReadCommitted => format!("{OFFSETS_TOPIC}@{leader} read_committed"),
             };
             let read = self.offsets_ends.get(&key, since, |_| {
-                self.list_offsets(&led, End::Latest, isolation)
+                let mut ends = self.list_ends(&led, End::Latest, isolation)?;
+                Ok(ends.remove(OFFSETS_TOPIC).unwrap_or_default())
             })?;
             let failed = match read.get(&wanted) {
                 Some(Ok(end)) => return Ok(*end),
@@ -308,7 +309,10 @@ impl KafkaClient {
             // The leader moved, or the leader epoch librdkafka sends is behind the broker's
             // (FENCED_LEADER_EPOCH, after a re-election): librdkafka does not refresh the
             // metadata of a topic no consumer of it reads, so it is asked for here.
-            self.ask_any_broker(OFFSETS_TOPIC, &format!("reading its end failed ({failed})"));
+            self.ask_any_broker(
+                Some(OFFSETS_TOPIC),
+                &format!("reading its end failed ({failed})"),
+            );
             Err(failed)
         };
         let high = end_at(Isolation::ReadUncommitted)?;
@@ -456,12 +460,6 @@ impl KafkaClient {
         since: Instant,
         isolation: Isolation,
     ) -> Result<Arc<TopicRead>, KafkaError> {
-        let key = match isolation {
-            Isolation::ReadCommitted => format!("{OFFSETS_TOPIC} read_committed"),
-            Isolation::ReadUncommitted => OFFSETS_TOPIC.to_owned(),
-        };
-        self.topics.get(&key, since, |previous| {
-            self.topic_offsets(OFFSETS_TOPIC, isolation, previous)
-        })
+        self.topic_read_alone(OFFSETS_TOPIC, isolation, since)
     }
 }

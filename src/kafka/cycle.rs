@@ -33,9 +33,14 @@ struct Fetched<V> {
 
 impl<V> Fetched<V> {
     /// This answer, if a poll scheduled at `since` takes it: fetched since then, or failed
-    /// under [`RETRY_FAILED_AFTER`] ago.
-    fn answers(&self, since: Instant) -> Option<Result<Arc<V>, KafkaError>> {
-        let failed_lately = self.value.is_err() && since < self.at + RETRY_FAILED_AFTER;
+    /// (an error, or a value `failed` calls one) under [`RETRY_FAILED_AFTER`] ago.
+    fn answers(
+        &self,
+        since: Instant,
+        failed: fn(&V) -> bool,
+    ) -> Option<Result<Arc<V>, KafkaError>> {
+        let failure = self.value.as_ref().map_or(true, |value| failed(value));
+        let failed_lately = failure && since < self.at + RETRY_FAILED_AFTER;
         (self.at >= since || failed_lately).then(|| self.value.clone())
     }
 }
@@ -82,17 +87,27 @@ impl<V> Drop for Fetching<'_, V> {
 /// wait for that fetch and share its answer).
 pub(super) struct CycleCache<V> {
     entries: RwLock<HashMap<String, Arc<Entry<V>>>>,
+    /// Whether a fetched value is a failure all the same (e.g. a batch of reads that all
+    /// failed): shared for [`RETRY_FAILED_AFTER`] like an error, and never shown to a later
+    /// fetch as the latest good answer.
+    failed: fn(&V) -> bool,
 }
 
 impl<V> Default for CycleCache<V> {
     fn default() -> Self {
-        CycleCache {
-            entries: RwLock::new(HashMap::new()),
-        }
+        CycleCache::failing_when(|_| false)
     }
 }
 
 impl<V> CycleCache<V> {
+    /// A cache whose values `failed` calls failures (see the field).
+    pub(super) fn failing_when(failed: fn(&V) -> bool) -> Self {
+        CycleCache {
+            entries: RwLock::new(HashMap::new()),
+            failed,
+        }
+    }
+
     /// The answer for `key` fetched at or after `since`: the one already there, the one being
     /// fetched (waiting for it), or a new `fetch(latest good answer)`. Nothing is locked
     /// across `fetch` but this key's entry.
@@ -118,7 +133,11 @@ impl<V> CycleCache<V> {
         let mut state = entry.state.lock();
         loop {
             // Another poll may have fetched it while this one waited.
-            if let Some(answer) = state.latest.as_ref().and_then(|f| f.answers(since)) {
+            let answer = state
+                .latest
+                .as_ref()
+                .and_then(|fetched| fetched.answers(since, self.failed));
+            if let Some(answer) = answer {
                 return answer;
             }
             if !state.fetching {
@@ -136,7 +155,12 @@ impl<V> CycleCache<V> {
         // The flag is cleared and the waiters woken even if `fetch` panics.
         let fetching = Fetching(&entry);
         let value = fetch(previous.as_deref()).map(Arc::new);
-        let good = value.as_ref().ok().cloned().or(previous);
+        let good = value
+            .as_ref()
+            .ok()
+            .filter(|value| !(self.failed)(value))
+            .cloned()
+            .or(previous);
         fetching.0.state.lock().latest = Some(Fetched {
             at,
             value: value.clone(),
@@ -272,6 +296,31 @@ mod tests {
             Ok(3)
         });
         assert_eq!(*after.unwrap(), 3);
+    }
+
+    #[test]
+    fn a_value_called_a_failure_is_shared_like_an_error_and_never_shown_as_good() {
+        // A batch of reads that all failed (here: 0) is held for a second like an error,
+        // and a later fetch is shown the last value that was not one.
+        let cycled = CycleCache::<u32>::failing_when(|value| *value == 0);
+        let cycle = Instant::now();
+        assert_eq!(*cycled.get("batch", cycle, |_| Ok(5)).unwrap(), 5);
+        let next = Instant::now();
+        assert_eq!(*cycled.get("batch", next, |_| Ok(0)).unwrap(), 0);
+        let within_a_second = next + Duration::from_millis(200);
+        let again = cycled.get("batch", within_a_second, |_| {
+            panic!("retried within a second")
+        });
+        assert_eq!(*again.unwrap(), 0);
+        let later = Instant::now() + RETRY_FAILED_AFTER;
+        let shown = cycled.get("batch", later, |previous| {
+            assert_eq!(previous, Some(&5));
+            Ok(6)
+        });
+        assert_eq!(*shown.unwrap(), 6);
+        // A good value is not held past its cycle.
+        let after = Instant::now() + RETRY_FAILED_AFTER + Duration::from_millis(1);
+        assert_eq!(*cycled.get("batch", after, |_| Ok(7)).unwrap(), 7);
     }
 
     #[test]

@@ -237,6 +237,7 @@ fn read_loop(shared: &Shared, config: &ClientConfig, timeout: Duration) {
                 std::collections::btree_map::Entry::Vacant(entry) => {
                     match config
                         .clone()
+                        .set("client.id", "lagscaler-markers")
                         .set("isolation.level", isolation.to_string())
                         .set("fetch.wait.max.ms", FETCH_WAIT_MS)
                         .create()

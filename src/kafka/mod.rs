@@ -22,8 +22,8 @@ mod markers;
 mod records;
 pub mod sasl_plugins;
 mod topic_read;
+mod topics;
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,7 +49,6 @@ pub use groups::ListedGroup;
 pub use records::FirstRecord;
 
 use cycle::CycleCache;
-use topic_read::TopicRead;
 
 /// Why a read from Kafka failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -177,9 +176,6 @@ pub enum Topics<'a> {
     },
 }
 
-/// A topic's metadata is asked of any broker at most this often (`reconnect.backoff.max.ms`).
-const ASK_ANY_BROKER_EVERY: Duration = Duration::from_secs(1);
-
 /// Kafka's internal topics, never matched by a `topicPattern`.
 const INTERNAL_TOPICS: &[&str] = &[
     "__consumer_offsets",
@@ -192,9 +188,9 @@ const INTERNAL_TOPICS: &[&str] = &[
 pub struct KafkaClient {
     consumer: Arc<BaseConsumer<Context>>,
     timeout: Duration,
-    /// A topic's id and partitions with their log start and high watermark, by topic, read
-    /// once per cycle.
-    topics: CycleCache<TopicRead>,
+    /// The topics' ids and partitions with their log starts and high watermarks, read once
+    /// per cycle, together (module `topics`).
+    topic_reads: topics::TopicReads,
     /// The cluster's groups as the classic group list shows them, read once per cycle.
     groups: CycleCache<Vec<ListedGroup>>,
     /// The names of the cluster's topics, read once per cycle when a watch has a pattern.
@@ -225,8 +221,6 @@ pub struct KafkaClient {
     bootstraps: committed::Bootstraps,
     /// Held by the poll starting the commit reader (`committed`), across local work only.
     reader_start: Mutex<()>,
-    /// When each topic's metadata was last asked of any broker (`ask_any_broker`).
-    asked_any_broker: Mutex<HashMap<String, Instant>>,
     /// Set when the daemon stops: waits on Kafka give up.
     stopping: AtomicBool,
     stop_events: Arc<AtomicBool>,
@@ -446,7 +440,7 @@ impl KafkaClient {
         Ok(KafkaClient {
             consumer,
             timeout: config.request_timeout,
-            topics: CycleCache::default(),
+            topic_reads: topics::TopicReads::new(config.commit_reader_idle),
             groups: CycleCache::default(),
             topic_names: CycleCache::default(),
             described: CycleCache::default(),
@@ -461,7 +455,6 @@ impl KafkaClient {
             stream_behind: AtomicBool::new(false),
             bootstraps: committed::Bootstraps::default(),
             reader_start: Mutex::new(()),
-            asked_any_broker: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             stop_events,
             events_thread: Mutex::new(Some(events_thread)),
@@ -567,15 +560,7 @@ impl KafkaClient {
         let mut snapshot = Vec::new();
         let mut deleted = Vec::new();
         for topic in selected {
-            // A space never appears in a topic name, so the two keys of a topic never meet
-            // another topic's.
-            let key = match isolation {
-                Isolation::ReadUncommitted => Cow::Borrowed(topic),
-                Isolation::ReadCommitted => Cow::Owned(format!("{topic} read_committed")),
-            };
-            let read = match self.topics.get(&key, since, |previous| {
-                self.topic_offsets(topic, isolation, previous)
-            }) {
+            let read = match self.topic_read(topic, isolation, since) {
                 Ok(read) => read,
                 // The group committed on a topic deleted since: nothing there to consume.
                 // A watch of that one topic fails, naming it; one of every topic the group
@@ -613,72 +598,6 @@ impl KafkaClient {
             );
         }
         Ok(snapshot)
-    }
-
-    /// A topic's partitions, sorted, with their high watermarks and log start offsets:
-    /// DescribeTopics, then one ListOffsets per partition leader for each end.
-    ///
-    /// A leader that cannot be reached (dead and not replaced yet, or just replaced) must not
-    /// fail the read of every watch of the topic: when the read reaches some partitions but
-    /// not others, those others keep the offsets of `previous`, the latest good read of the
-    /// same topic (same id), marked [`Unread`] with the time they were read, and a failed
-    /// DescribeTopics keeps `previous`'s partitions. Nothing is carried when no partition
-    /// was read now: then the cluster is not answering and the read fails. (A partition with
-    /// no leader takes no records and serves no consumer, so its end stays where it was
-    /// last read; how long an earlier read may stand in is the watcher's to judge.)
-    fn topic_offsets(
-        &self,
-        topic: &str,
-        isolation: Isolation,
-        previous: Option<&TopicRead>,
-    ) -> Result<TopicRead, KafkaError> {
-        let read_at = Instant::now();
-        let (id, numbers): (Arc<str>, Vec<i32>) = match (self.describe_topic(topic), previous) {
-            (Ok(layout), _) => (layout.id.into(), layout.partitions),
-            (Err(KafkaError::Metadata { cause, .. }), Some(previous)) if cause != STOPPING => {
-                debug!("topic {topic}: the partitions of the previous read are read again");
-                let numbers = previous.partitions.iter().map(|p| p.partition).collect();
-                (Arc::clone(&previous.id), numbers)
-            }
-            (Err(err), _) => return Err(err),
-        };
-        let partitions: Vec<(&str, i32)> = numbers.iter().map(|number| (topic, *number)).collect();
-        let latest = self.list_offsets(&partitions, admin::End::Latest, isolation)?;
-        if latest.len() < partitions.len() || latest.values().any(Result::is_err) {
-            // librdkafka forgets a topic's leaders after a ListOffsets error, but not when a
-            // leader's request timed out (those partitions come back with no error and no
-            // offset), so it would keep asking a broker that is gone or moved until its
-            // periodic refresh: the topic's metadata is asked of any broker now, and its
-            // answer updates the leaders for the next cycle (waited for at most 100 ms).
-            self.ask_any_broker(topic, "some leaders did not answer");
-        }
-        // The log starts of the partitions whose leader answered: a leader that did not is
-        // not waited for twice.
-        let answered: Vec<(&str, i32)> = partitions
-            .iter()
-            .filter(|(_, number)| latest.get(number).is_some_and(Result::is_ok))
-            .copied()
-            .collect();
-        let earliest = if answered.is_empty() {
-            HashMap::new()
-        } else {
-            self.list_offsets(&answered, admin::End::Earliest, isolation)?
-        };
-        topic_read::merge(
-            topic_read::Answers {
-                topic,
-                id,
-                numbers: &numbers,
-                latest: &latest,
-                earliest: &earliest,
-                read_at,
-            },
-            previous,
-        )
-        .map_err(|cause| KafkaError::Watermarks {
-            which: "latest and earliest",
-            cause,
-        })
     }
 
     /// The admin calls' common arguments: this client, its timeout and its stop flag.
@@ -750,82 +669,6 @@ impl KafkaClient {
             group: group.to_owned(),
             cause,
         })
-    }
-
-    /// The id and partition numbers of `topic`.
-    ///
-    /// librdkafka sends DescribeTopics to the broker the latest metadata named controller
-    /// (with KRaft, any broker the answering one thought alive) and waits for that broker
-    /// however long it is down, so after a failure a plain Metadata request goes to any
-    /// broker that is up: its answer names a controller again and carries every broker's
-    /// current address (a broker moved to another port, KEDA #4098). The wait for it is
-    /// at most 100 ms; its answer updates the client when it comes, waited for or not.
-    fn describe_topic(&self, topic: &str) -> Result<admin::TopicLayout, KafkaError> {
-        admin::describe_topic(&self.call(), topic).map_err(|err| match err {
-            admin::TopicError::Unknown => KafkaError::UnknownTopic {
-                topic: topic.to_owned(),
-            },
-            admin::TopicError::Other(cause) => {
-                if cause != admin::STOPPING {
-                    self.ask_any_broker(topic, &format!("describing it failed ({cause})"));
-                }
-                KafkaError::Metadata {
-                    topic: topic.to_owned(),
-                    cause,
-                }
-            }
-        })
-    }
-
-    /// Asks `topic`'s metadata of any broker that is up, waiting at most 100 ms, at most once
-    /// per [`ASK_ANY_BROKER_EVERY`] per topic: with no broker up, librdkafka answers each
-    /// such request with a new connection attempt, which polls asking every cycle would make
-    /// a storm of (a dead broker's port was connected to about 20 times a second). Its
-    /// answer updates the partitions' leaders and leader epochs for the next reads.
-    fn ask_any_broker(&self, topic: &str, why: &str) {
-        {
-            let mut asked = self.asked_any_broker.lock();
-            asked.retain(|_, at| at.elapsed() < ASK_ANY_BROKER_EVERY);
-            if asked.contains_key(topic) {
-                return;
-            }
-            asked.insert(topic.to_owned(), Instant::now());
-        }
-        let refreshed = self.consumer.fetch_metadata(Some(topic), admin::SLICE);
-        debug!(
-            "topic {topic}: {why}; metadata asked of any broker: {}",
-            refreshed.map_or_else(|err| err.to_string(), |_| "answered".to_owned())
-        );
-    }
-
-    /// Latest or earliest offsets of one topic's `partitions` (sorted by number), by
-    /// partition, each its own answer (see [`admin::list_offsets`]): one ListOffsets request
-    /// per leader. A partition the broker did not answer for is missing.
-    fn list_offsets(
-        &self,
-        partitions: &[(&str, i32)],
-        end: admin::End,
-        isolation: Isolation,
-    ) -> Result<HashMap<i32, Result<i64, String>>, KafkaError> {
-        let which = match end {
-            admin::End::Earliest => "earliest",
-            admin::End::Latest => "latest",
-        };
-        let answer = admin::list_offsets(&self.call(), partitions, end, isolation)
-            .map_err(|cause| KafkaError::Watermarks { which, cause })?;
-        Ok(answer
-            .into_iter()
-            // `partitions` are one topic's, sorted by number.
-            .filter(|answer| {
-                partitions
-                    .first()
-                    .is_some_and(|(asked, _)| *asked == answer.topic)
-                    && partitions
-                        .binary_search_by_key(&answer.partition, |(_, number)| *number)
-                        .is_ok()
-            })
-            .map(|answer| (answer.partition, answer.offset))
-            .collect())
     }
 
     /// Stops and joins the `kafka-events` thread. Idempotent.

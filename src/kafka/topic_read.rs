@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::lag::Unread;
 
 /// A topic as read in a cycle.
+#[derive(Clone)]
 pub(super) struct TopicRead {
     /// The topic's name, which every sample of the cycle's watches shares.
     pub(super) name: Arc<str>,

@@ -21,3 +21,4 @@ mod scaler;
 mod security;
 mod support;
 mod time_lag;
+mod wire;

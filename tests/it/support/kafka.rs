@@ -20,6 +20,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use super::wire::{self, WireCounter};
 use super::{free_port, send_signal, wait_for, TestPki};
 
 /// alice logs in with PLAIN and SCRAM-SHA-512, with this password.
@@ -120,6 +121,9 @@ struct Node {
     child: Option<Child>,
     /// A login listener of its own, besides the usual ones.
     extra: Option<ExtraLogin>,
+    /// The counting proxy its plaintext listener is advertised through
+    /// ([`Kafka::start_counted`]).
+    counter: Option<WireCounter>,
 }
 
 /// A SASL listener a node may have besides the usual ones.
@@ -145,7 +149,17 @@ impl ExtraLogin {
 }
 
 impl Node {
+    /// The port clients reach `listener` on: the counting proxy's for a counted node's
+    /// plaintext listener.
     fn port(&self, listener: Listener) -> u16 {
+        match (&self.counter, listener) {
+            (Some(counter), Listener::Plaintext) => counter.port(),
+            _ => self.bound_port(listener),
+        }
+    }
+
+    /// The port the node itself listens on for `listener`.
+    fn bound_port(&self, listener: Listener) -> u16 {
         self.listeners
             .iter()
             .find(|(candidate, _)| *candidate == listener)
@@ -281,6 +295,8 @@ struct Setup {
     acls: Option<AclDefault>,
     /// A login listener of its own on each node.
     extra: Option<ExtraLogin>,
+    /// Each node's plaintext listener advertised through a counting proxy.
+    counted: bool,
 }
 
 /// How the shared broker's temp dir is named: the prefix, then the test process's id.
@@ -325,6 +341,7 @@ impl Kafka {
                             shared: true,
                             acls: None,
                             extra: None,
+                            counted: false,
                         })
                     });
                     let started_ok = started.is_ok();
@@ -353,7 +370,37 @@ impl Kafka {
             shared: false,
             acls: None,
             extra: None,
+            counted: false,
         })
+    }
+
+    /// A plaintext single-node broker of the test's own whose plaintext listener is
+    /// advertised through a counting proxy ([`Kafka::requests`]): every request of every
+    /// client reaches it through the proxy.
+    pub fn start_counted() -> Kafka {
+        Kafka::launch(Setup {
+            nodes: 1,
+            secure: false,
+            shared: false,
+            acls: None,
+            extra: None,
+            counted: true,
+        })
+    }
+
+    /// Requests sent to the cluster's nodes through their counting proxies so far, by
+    /// client id and API ([`Kafka::start_counted`]; empty for any other cluster).
+    pub fn requests(&self) -> wire::Counts {
+        let mut all = wire::Counts::new();
+        for counter in self.nodes.iter().filter_map(|node| node.counter.as_ref()) {
+            for (client, apis) in counter.counts() {
+                let into = all.entry(client).or_default();
+                for (api, count) in apis {
+                    *into.entry(api).or_default() += count;
+                }
+            }
+        }
+        all
     }
 
     /// A plaintext cluster of three nodes; topics get replication factor 3.
@@ -364,6 +411,7 @@ impl Kafka {
             shared: false,
             acls: None,
             extra: None,
+            counted: false,
         })
     }
 
@@ -376,6 +424,7 @@ impl Kafka {
             shared: false,
             acls: Some(AclDefault::Allow),
             extra: None,
+            counted: false,
         })
     }
 
@@ -393,6 +442,7 @@ impl Kafka {
             extra: Some(ExtraLogin::OAuth {
                 jwks: jwks_url.to_owned(),
             }),
+            counted: false,
         })
     }
 
@@ -410,6 +460,7 @@ impl Kafka {
                 keytab: kdc.keytab(super::kerberos::BROKER_PRINCIPAL),
                 principal: kdc.principal(super::kerberos::BROKER_PRINCIPAL),
             }),
+            counted: false,
         })
     }
 
@@ -423,6 +474,7 @@ impl Kafka {
             shared: false,
             acls: Some(AclDefault::Deny),
             extra: None,
+            counted: false,
         })
     }
 
@@ -488,6 +540,7 @@ impl Kafka {
                 }
                 let node_dir = dir.path().join(format!("node-{id}"));
                 std::fs::create_dir_all(&node_dir).expect("create the node's dir");
+                let counter = setup.counted.then(|| WireCounter::start(listeners[0].1));
                 Node {
                     id,
                     dir: node_dir,
@@ -495,6 +548,7 @@ impl Kafka {
                     controller: free_port(),
                     child: None,
                     extra: setup.extra.clone(),
+                    counter,
                 }
             })
             .collect();
@@ -975,6 +1029,12 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
         .map(|(listener, port)| format!("{}://127.0.0.1:{port}", listener.name()))
         .collect();
     listeners.push(format!("CONTROLLER://127.0.0.1:{}", node.controller));
+    // A counted node's clients reach its plaintext listener through the proxy.
+    let advertised: Vec<String> = node
+        .listeners
+        .iter()
+        .map(|(listener, _)| format!("{}://127.0.0.1:{}", listener.name(), node.port(*listener)))
+        .collect();
     let mut protocols: Vec<String> = node
         .listeners
         .iter()
@@ -988,6 +1048,7 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
          controller.quorum.voters={voters}\n\
          controller.listener.names=CONTROLLER\n\
          listeners={listeners}\n\
+         advertised.listeners={advertised}\n\
          inter.broker.listener.name=PLAINTEXT\n\
          listener.security.protocol.map={protocols}\n\
          log.dirs={data}\n\
@@ -1009,6 +1070,7 @@ fn server_properties(node: &Node, voters: &str, size: usize, pki: Option<&TestPk
          log.segment.bytes=8388608\n",
         id = node.id,
         listeners = listeners.join(","),
+        advertised = advertised.join(","),
         protocols = protocols.join(","),
         data = node.dir.join("data").display(),
     );

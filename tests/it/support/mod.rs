@@ -10,6 +10,7 @@ pub mod container;
 pub mod kerberos;
 pub mod oauth;
 pub mod prometheus;
+pub mod wire;
 
 pub use kafka::*;
 
