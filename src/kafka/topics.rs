@@ -3,7 +3,7 @@
 //! request), then one ListOffsets per leader broker for all their partitions' ends and one
 //! for their log starts. The cost per cycle is then the brokers', not the topics': at
 //! W = 100 over 10 topics it was 10 Metadata and 20 ListOffsets requests per cycle, one per
-//! topic and end (BENCHMARKS.md §2).
+//! topic and end (BENCHMARKS.md §10).
 //!
 //! The first poll of a cycle to need a topic reads the batch; the cycle's others wait for
 //! it and share it (`cycle::CycleCache`). A topic no watch read before, or one first asked
