@@ -45,8 +45,8 @@ type Batch = HashMap<String, Result<Arc<TopicRead>, KafkaError>>;
 
 /// What the batched reads keep.
 pub(super) struct TopicReads {
-    /// The topics polls asked for, with when each was last asked.
-    in_use: Mutex<HashMap<TopicKey, Instant>>,
+    /// The topics polls asked for, by isolation level, with when each was last asked.
+    in_use: Mutex<HashMap<Isolation, HashMap<String, Instant>>>,
     /// The cycle's batch, by isolation level.
     batches: CycleCache<Batch>,
     /// Topics read alone (not in the cycle's batch), by key.
@@ -76,16 +76,18 @@ impl TopicReads {
         }
     }
 
-    /// Marks `topic` asked for now; whether it was in use before.
+    /// Marks `topic` asked for now; whether it was in use before. A topic already in use
+    /// costs a lookup, no allocation (every poll of every watch asks).
     fn ask(&self, topic: &str, isolation: Isolation) -> bool {
         let mut in_use = self.in_use.lock();
-        match in_use.get_mut(&(topic.to_owned(), isolation)) {
+        let topics = in_use.entry(isolation).or_default();
+        match topics.get_mut(topic) {
             Some(at) => {
                 *at = Instant::now();
                 true
             }
             None => {
-                in_use.insert((topic.to_owned(), isolation), Instant::now());
+                topics.insert(topic.to_owned(), Instant::now());
                 false
             }
         }
@@ -95,18 +97,19 @@ impl TopicReads {
     /// their latest good reads).
     fn batch_topics(&self, isolation: Isolation) -> Vec<String> {
         let mut in_use = self.in_use.lock();
-        let before = in_use.len();
-        in_use.retain(|_, at| at.elapsed() < self.unasked_after);
-        if in_use.len() < before {
-            self.good.lock().retain(|key, _| in_use.contains_key(key));
+        let Some(topics) = in_use.get_mut(&isolation) else {
+            return Vec::new();
+        };
+        let before = topics.len();
+        topics.retain(|_, at| at.elapsed() < self.unasked_after);
+        if topics.len() < before {
+            self.good
+                .lock()
+                .retain(|(topic, of), _| *of != isolation || topics.contains_key(topic));
         }
-        let mut topics: Vec<String> = in_use
-            .keys()
-            .filter(|(_, of)| *of == isolation)
-            .map(|(topic, _)| topic.clone())
-            .collect();
-        topics.sort_unstable();
-        topics
+        let mut names: Vec<String> = topics.keys().cloned().collect();
+        names.sort_unstable();
+        names
     }
 }
 
