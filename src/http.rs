@@ -203,13 +203,15 @@ fn render_fleet(out: &mut String, fleet: &crate::fleet::Fleet) {
         "lagscaler_fleet_samples_total",
         "counter",
         "Samples by outcome: written (this replica polled and shared them), refused (another \
-         writer had the tick), unwritten (Redis unreachable or the lease lapsed), received \
+         writer had the tick), ahead (the tick was later than the fleet Redis's clock: this \
+         host's clock runs ahead), unwritten (Redis unreachable or the lease lapsed), received \
          (read from the fleet's feed, this replica's own included).",
     );
     let stats = &fleet.stats;
     for (outcome, count) in [
         ("written", &stats.written),
         ("refused", &stats.refused),
+        ("ahead", &stats.ahead),
         ("unwritten", &stats.unwritten),
         ("received", &stats.received),
     ] {

@@ -21,7 +21,7 @@ const MAX_IN_FLIGHT_POLLS: f64 = 6.0;
 /// The group's commit interval: the median of the gaps between commits seen on any partition
 /// (so that a partition that changed once in the window, or a quiet one, does not stretch
 /// it), `None` without at least two gaps.
-fn commit_interval(mut gaps: Vec<f64>) -> Option<f64> {
+fn commit_interval(gaps: &mut [f64]) -> Option<f64> {
     if gaps.len() < 2 {
         return None;
     }
@@ -49,8 +49,11 @@ pub struct Window {
     samples: VecDeque<Instant>,
     /// Per partition, sorted by group, topic and number (see [`key`]).
     partitions: Vec<PartitionHistory>,
-    /// Active members of the group at each sample in the window, where known.
-    members: VecDeque<(Instant, usize)>,
+    /// Room for the gaps between commits, reused by every sample.
+    gaps: Vec<f64>,
+    /// Active members of the group at each sample in the window (one per sample, as
+    /// `samples`), `None` where unknown.
+    members: VecDeque<Option<u32>>,
     history: LagHistory,
     /// The time lag over time, milliseconds (unknown as unbounded), for an idle window on age.
     age_history: LagHistory,
@@ -103,59 +106,108 @@ fn key(offsets: &PartitionOffsets) -> (&str, &str, i32) {
     (&offsets.group, &offsets.topic, offsets.partition)
 }
 
-/// Points `(time, offset)` of one partition, oldest first, never decreasing: an offset that
-/// goes back (topic recreated, group reset) starts the series afresh.
+/// One partition's offsets at the window's latest samples, oldest first, never decreasing:
+/// an offset that goes back (topic recreated, group reset) starts the series afresh. Stored
+/// compactly: the oldest and newest values and the step between each two samples (4 bytes
+/// a sample); the times are the window's own (one per sample, shared by every partition),
+/// and a series of `n` points belongs to the window's `n` latest samples. A step too large
+/// for 4 bytes (over 4 billion records in one poll) starts the series afresh, as a reset
+/// does: the rate is then unknown until the next sample, never wrong.
 #[derive(Debug, Default)]
 struct Series {
-    points: VecDeque<(Instant, i64)>,
+    /// The value at the oldest point, when there is one.
+    oldest: Option<i64>,
+    /// The value at the newest point.
+    newest: i64,
+    /// The steps from each point to the next, oldest first: one fewer than the points.
+    steps: VecDeque<u32>,
 }
 
 impl Series {
-    fn push(&mut self, at: Instant, value: i64) {
-        if self.points.back().is_some_and(|(_, last)| value < *last) {
-            self.points.clear();
+    fn len(&self) -> usize {
+        self.oldest.map_or(0, |_| self.steps.len() + 1)
+    }
+
+    fn push(&mut self, value: i64) {
+        let Some(_) = self.oldest else {
+            self.oldest = Some(value);
+            self.newest = value;
+            return;
+        };
+        match value
+            .checked_sub(self.newest)
+            .and_then(|step| u32::try_from(step).ok())
+        {
+            Some(step) => self.steps.push_back(step),
+            None => {
+                self.steps.clear();
+                self.oldest = Some(value);
+            }
         }
-        self.points.push_back((at, value));
-        if self.points.len() > MAX_POINTS {
-            self.points.pop_front();
-        }
+        self.newest = value;
     }
 
     fn clear(&mut self) {
-        self.points.clear();
+        self.steps.clear();
+        self.oldest = None;
+    }
+
+    /// Keeps the `points` newest points.
+    fn keep(&mut self, points: usize) {
+        if points == 0 {
+            self.clear();
+            return;
+        }
+        while self.len() > points {
+            let step = self.steps.pop_front().unwrap_or(0);
+            self.oldest = self
+                .oldest
+                .map(|oldest| oldest.saturating_add(i64::from(step)));
+        }
+    }
+
+    /// `(time, value relative to the oldest point)` of each point, oldest first, the times
+    /// the newest of `times` (the window's samples).
+    fn points<'a>(
+        &'a self,
+        times: &'a VecDeque<Instant>,
+    ) -> impl Iterator<Item = (Instant, u64)> + Clone + 'a {
+        let values = std::iter::once(0u64).chain(self.steps.iter().scan(0u64, |total, step| {
+            *total = total.saturating_add(u64::from(*step));
+            Some(*total)
+        }));
+        times
+            .iter()
+            .skip(times.len().saturating_sub(self.len()))
+            .copied()
+            .zip(values)
+            .take(self.len())
     }
 
     /// The seconds between consecutive changes of the value (commits, for committed
     /// offsets): one gap fewer than the changes seen.
-    fn change_gaps(&self) -> impl Iterator<Item = f64> + '_ {
+    fn change_gaps<'a>(&'a self, times: &'a VecDeque<Instant>) -> impl Iterator<Item = f64> + 'a {
         let changes = self
-            .points
-            .iter()
-            .zip(self.points.iter().skip(1))
+            .points(times)
+            .zip(self.points(times).skip(1))
             .filter(|((_, a), (_, b))| a != b)
-            .map(|(_, (at, _))| *at);
+            .map(|(_, (at, _))| at);
         changes
             .clone()
             .zip(changes.skip(1))
             .map(|(earlier, later)| later.duration_since(earlier).as_secs_f64())
     }
 
-    fn prune(&mut self, oldest: Instant) {
-        while self.points.front().is_some_and(|(at, _)| *at < oldest) {
-            self.points.pop_front();
-        }
-    }
-
     /// Records per second: the least-squares slope of the points, `None` with fewer than
     /// two distinct times. Using every point, not the two ends, keeps one late or missed
     /// poll from skewing the rate.
-    fn rate(&self) -> Option<f64> {
-        let (first_at, first_value) = *self.points.front()?;
-        least_squares_slope(self.points.iter().map(move |(at, value)| {
+    fn rate(&self, times: &VecDeque<Instant>) -> Option<f64> {
+        let (first_at, _) = self.points(times).next()?;
+        least_squares_slope(self.points(times).map(move |(at, value)| {
             (
                 at.duration_since(first_at).as_secs_f64(),
                 // Relative to the first point, so that large offsets keep their precision.
-                value.saturating_sub(first_value) as f64,
+                value as f64,
             )
         }))
     }
@@ -202,6 +254,7 @@ impl Window {
             failing_since: None,
             samples: VecDeque::new(),
             partitions: Vec::new(),
+            gaps: Vec::new(),
             members: VecDeque::new(),
             history: LagHistory::default(),
             age_history: LagHistory::default(),
@@ -222,45 +275,33 @@ impl Window {
         while self.samples.front().is_some_and(|t| *t < oldest) || self.samples.len() > MAX_POINTS {
             self.samples.pop_front();
         }
-        if let Some(count) = members {
-            self.members.push_back((at, count));
-        }
-        while self.members.front().is_some_and(|(t, _)| *t < oldest)
-            || self.members.len() > MAX_POINTS
-        {
+        self.members
+            .push_back(members.map(|count| u32::try_from(count).unwrap_or(u32::MAX)));
+        while self.members.len() > self.samples.len() {
             self.members.pop_front();
         }
 
-        // The histories are matched to the sample's partitions in one ordered pass (both
-        // sorted by key); partitions gone from the sample (topic deleted, group left a topic)
-        // are forgotten, and only a partition seen for the first time allocates.
         // Samples come sorted; checking is cheaper than sorting.
         if !offsets.is_sorted_by(|a, b| key(a) <= key(b)) {
             offsets.sort_by(|a, b| key(a).cmp(&key(b)));
         }
-        let mut known = std::mem::take(&mut self.partitions).into_iter().peekable();
+        if !self.holds_exactly(&offsets) {
+            self.match_partitions(&offsets);
+        }
         let mut partitions = Vec::with_capacity(offsets.len());
         let mut total_lag = 0i64;
         // The oldest wait over the partitions, `None` once one is unknown.
         let mut time_lag = Some(0.0f64);
         let (mut produce, mut consume) = (0.0, 0.0);
-        for offsets in offsets {
-            while known
-                .next_if(|history| history.key().cmp(&key(&offsets)) == Ordering::Less)
-                .is_some()
-            {}
-            let mut history = known
-                .next_if(|history| history.key() == key(&offsets))
-                .filter(|history| history.topic_id == offsets.topic_id)
-                .unwrap_or_else(|| PartitionHistory::new(&offsets));
-            history.produced.push(at, offsets.high_watermark);
-            history.produced.prune(oldest);
+        for (history, offsets) in self.partitions.iter_mut().zip(offsets) {
+            history.produced.push(offsets.high_watermark);
+            history.produced.keep(self.samples.len());
             let previous = history.previous_committed;
             match offsets.committed {
-                Some(committed) => history.consumed.push(at, committed),
+                Some(committed) => history.consumed.push(committed),
                 None => history.consumed.clear(),
             }
-            history.consumed.prune(oldest);
+            history.consumed.keep(self.samples.len());
             history.previous_committed = offsets.committed;
 
             let lag = offsets.lag(rule);
@@ -286,9 +327,8 @@ impl Window {
             time_lag = time_lag.zip(waited).map(|(most, waited)| most.max(waited));
             let persistent =
                 lag > 0 && offsets.committed.is_some() && previous == offsets.committed;
-            let produce_rate = history.produced.rate();
-            let consume_rate = history.consumed.rate();
-            self.partitions.push(history);
+            let produce_rate = history.produced.rate(&self.samples);
+            let consume_rate = history.consumed.rate(&self.samples);
             produce += produce_rate.unwrap_or(0.0);
             consume += consume_rate.unwrap_or(0.0);
             total_lag = total_lag.saturating_add(lag);
@@ -315,21 +355,26 @@ impl Window {
         self.age_history
             .record(at, time_lag.map_or(i64::MAX, super::decide::seconds_ms));
         let rates = (self.samples.len() >= 2).then_some(Rates { produce, consume });
-        let mean_members = (!self.members.is_empty()).then(|| {
-            self.members.iter().map(|(_, n)| *n as f64).sum::<f64>() / self.members.len() as f64
-        });
+        let (known, sum) = self
+            .members
+            .iter()
+            .flatten()
+            .fold((0usize, 0.0f64), |(n, sum), count| {
+                (n + 1, sum + f64::from(*count))
+            });
+        let mean_members = (known > 0).then(|| sum / known as f64);
         let poll_spacing = match (self.samples.front(), self.samples.len()) {
             (Some(first), n) if n >= 2 => {
                 Some(at.duration_since(*first).as_secs_f64() / (n - 1) as f64)
             }
             _ => None,
         };
-        let gaps: Vec<f64> = self
-            .partitions
-            .iter()
-            .flat_map(|history| history.consumed.change_gaps())
-            .collect();
-        let in_flight_seconds = match (poll_spacing, commit_interval(gaps)) {
+        self.gaps.clear();
+        for history in &self.partitions {
+            self.gaps
+                .extend(history.consumed.change_gaps(&self.samples));
+        }
+        let in_flight_seconds = match (poll_spacing, commit_interval(&mut self.gaps)) {
             (Some(spacing), Some(commits)) => {
                 Some(spacing.max(commits.min(MAX_IN_FLIGHT_POLLS * spacing)))
             }
@@ -349,6 +394,38 @@ impl Window {
             history: Arc::new(self.history.clone()),
             age_history: Arc::new(self.age_history.clone()),
         }
+    }
+
+    /// Whether the window's partitions are those of `offsets` (sorted), in order: the
+    /// steady state, where a sample is recorded in place.
+    fn holds_exactly(&self, offsets: &[PartitionOffsets]) -> bool {
+        self.partitions.len() == offsets.len()
+            && self
+                .partitions
+                .iter()
+                .zip(offsets)
+                .all(|(history, now)| history.key() == key(now) && history.topic_id == now.topic_id)
+    }
+
+    /// Makes the window's partitions those of `offsets` (sorted), in one ordered pass over
+    /// both: partitions gone from the sample (topic deleted, group left a topic) are
+    /// forgotten, and a partition seen for the first time (or of a topic created again)
+    /// starts an empty history.
+    fn match_partitions(&mut self, offsets: &[PartitionOffsets]) {
+        let mut known = std::mem::take(&mut self.partitions).into_iter().peekable();
+        self.partitions = offsets
+            .iter()
+            .map(|offsets| {
+                while known
+                    .next_if(|history| history.key().cmp(&key(offsets)) == Ordering::Less)
+                    .is_some()
+                {}
+                known
+                    .next_if(|history| history.key() == key(offsets))
+                    .filter(|history| history.topic_id == offsets.topic_id)
+                    .unwrap_or_else(|| PartitionHistory::new(offsets))
+            })
+            .collect();
     }
 
     /// The partitions of `offsets` (by index) with a record waiting that this window's end
@@ -635,5 +712,178 @@ mod tests {
         assert!(estimate.partitions[0].persistent);
         let moved = feed(&mut window, start, &[(20.0, 120, Some(30))], Some(1));
         assert!(!moved.partitions[0].persistent);
+    }
+
+    #[test]
+    fn a_step_too_large_for_the_compact_series_starts_it_afresh() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(60), STALE);
+        feed(
+            &mut window,
+            start,
+            &[(0.0, 10, Some(0)), (5.0, 20, Some(5))],
+            Some(1),
+        );
+        let jump = 20 + i64::from(u32::MAX) + 1;
+        let estimate = feed(&mut window, start, &[(10.0, jump, Some(10))], Some(1));
+        assert_eq!(
+            estimate.partitions[0].produce_rate, None,
+            "unknown, not wrong"
+        );
+        assert!(close(estimate.partitions[0].consume_rate.unwrap(), 1.0));
+        let estimate = feed(&mut window, start, &[(15.0, jump + 50, Some(15))], Some(1));
+        assert!(close(estimate.partitions[0].produce_rate.unwrap(), 10.0));
+    }
+
+    /// The old, uncompacted series: `(time, offset)` per point, as the reference.
+    #[derive(Default)]
+    struct Reference {
+        produced: Vec<(Instant, i64)>,
+        consumed: Vec<(Instant, i64)>,
+    }
+
+    fn reference_push(points: &mut Vec<(Instant, i64)>, at: Instant, value: i64) {
+        if points.last().is_some_and(|(_, last)| value < *last) {
+            points.clear();
+        }
+        points.push((at, value));
+    }
+
+    fn reference_rate(points: &[(Instant, i64)]) -> Option<f64> {
+        let (first_at, first) = *points.first()?;
+        least_squares_slope(points.iter().map(|(at, v)| {
+            (
+                at.duration_since(first_at).as_secs_f64(),
+                (v - first) as f64,
+            )
+        }))
+    }
+
+    mod compact {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One poll of one partition: absent, or its end's step (negative: back to that
+        /// much) and its commit's (`None`: no commit).
+        fn poll() -> impl Strategy<Value = Option<(i64, Option<i64>)>> {
+            prop_oneof![
+                1 => Just(None),
+                12 => (
+                    prop_oneof![8 => 0i64..5_000, 1 => -3i64..0],
+                    prop_oneof![6 => (0i64..3_000).prop_map(Some), 1 => Just(None)],
+                )
+                    .prop_map(Some),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// The compact window's rates and in-flight time equal those of the series it
+            /// replaced, which kept a time and an offset per partition and poll.
+            #[test]
+            fn rates_equal_the_uncompacted_series(
+                polls in prop::collection::vec(
+                    (
+                        1u64..9_000,
+                        prop::collection::vec(poll(), 3),
+                        prop::option::weighted(0.8, 0usize..40),
+                    ),
+                    1..140,
+                ),
+            ) {
+                let start = Instant::now();
+                let window_length = Duration::from_secs(120);
+                let mut window = Window::new(window_length, STALE);
+                let mut reference: Vec<Reference> = (0..3).map(|_| Reference::default()).collect();
+                let mut ends = [0i64; 3];
+                let mut commits = [0i64; 3];
+                let mut times: Vec<(Instant, Option<usize>)> = Vec::new();
+                let mut at = start;
+                for (gap_ms, partitions, members) in polls {
+                    at += Duration::from_millis(gap_ms);
+                    let oldest = at - window_length.min(at - start);
+                    times.push((at, members));
+                    times.retain(|(t, _)| *t >= oldest);
+                    if times.len() > MAX_POINTS {
+                        times.remove(0);
+                    }
+                    let mut sample = Vec::new();
+                    for (p, poll) in partitions.iter().enumerate() {
+                        let Some((end_step, commit_step)) = poll else {
+                            reference[p] = Reference::default();
+                            continue;
+                        };
+                        ends[p] = if *end_step < 0 { -end_step } else { ends[p] + end_step };
+                        let committed = commit_step.map(|step| {
+                            commits[p] = (commits[p] + step).min(ends[p]);
+                            commits[p]
+                        });
+                        sample.push(offsets(p as i32, ends[p], committed));
+                        let history = &mut reference[p];
+                        reference_push(&mut history.produced, at, ends[p]);
+                        match committed {
+                            Some(c) => reference_push(&mut history.consumed, at, c),
+                            None => history.consumed.clear(),
+                        }
+                        for points in [&mut history.produced, &mut history.consumed] {
+                            points.retain(|(t, _)| *t >= oldest);
+                            if points.len() > MAX_POINTS {
+                                points.remove(0);
+                            }
+                        }
+                    }
+                    let estimate = window.record(at, sample, members, LATEST);
+                    let known: Vec<usize> = times.iter().filter_map(|(_, m)| *m).collect();
+                    let mean = (!known.is_empty())
+                        .then(|| known.iter().sum::<usize>() as f64 / known.len() as f64);
+                    match (estimate.mean_members, mean) {
+                        (Some(got), Some(want)) => prop_assert!(close(got, want), "{got} against {want}"),
+                        (got, want) => prop_assert_eq!(got, want),
+                    }
+                    for partition in &estimate.partitions {
+                        let history = &reference[partition.offsets.partition as usize];
+                        for (got, want) in [
+                            (partition.produce_rate, reference_rate(&history.produced)),
+                            (partition.consume_rate, reference_rate(&history.consumed)),
+                        ] {
+                            match (got, want) {
+                                (Some(got), Some(want)) => prop_assert!(close(got, want), "{got} against {want}"),
+                                (got, want) => prop_assert_eq!(got, want),
+                            }
+                        }
+                    }
+                    prop_assert_eq!(estimate.samples_in_window, times.len());
+                    let mut gaps: Vec<f64> = reference
+                        .iter()
+                        .flat_map(|history| {
+                            let changes: Vec<Instant> = history
+                                .consumed
+                                .windows(2)
+                                .filter(|pair| pair[0].1 != pair[1].1)
+                                .map(|pair| pair[1].0)
+                                .collect();
+                            changes
+                                .windows(2)
+                                .map(|pair| pair[1].duration_since(pair[0]).as_secs_f64())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    let spacing = (times.len() >= 2).then(|| {
+                        at.duration_since(times[0].0).as_secs_f64() / (times.len() - 1) as f64
+                    });
+                    let want = match (spacing, commit_interval(&mut gaps)) {
+                        (Some(spacing), Some(commits)) => {
+                            Some(spacing.max(commits.min(MAX_IN_FLIGHT_POLLS * spacing)))
+                        }
+                        (spacing, _) => spacing,
+                    };
+                    match (estimate.in_flight_seconds, want) {
+                        (Some(got), Some(want)) => prop_assert!(close(got, want), "{got} against {want}"),
+                        (got, want) => prop_assert_eq!(got, want),
+                    }
+                }
+            }
+        }
     }
 }

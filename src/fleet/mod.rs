@@ -9,7 +9,9 @@
 //!   one owner, so the fleet makes a cluster's shared reads once, as a single replica does.
 //! - Samples: the owner of a watch polls it once per tick for the whole fleet and appends
 //!   the sample to the watch's stream with the tick as entry id ([`scripts::WRITE`]): the
-//!   stream refuses a second writer of a tick and a late writer of an earlier one. Accepted
+//!   stream refuses a second writer of a tick and a late writer of an earlier one, and the
+//!   script a tick later than Redis's now. Ticks and sample times are Redis's clock as each
+//!   renewal reads it ([`clock`]), so a host whose clock is off takes no other's ticks. Accepted
 //!   samples also go to the feed, a stream every replica reads (thread `fleet-feed`) and
 //!   passes to its watcher of that watch, which records it in its window as the owner did.
 //!   A watcher that starts reads its watch's stream back first ([`Fleet::history`]), so a
@@ -24,10 +26,12 @@
 //! IO, and no gRPC handler waits on Redis.
 
 pub mod assign;
+pub mod clock;
+mod membership;
 pub mod sample;
 mod scripts;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -38,7 +42,9 @@ use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{ClusterSet, FleetConfig, FleetRedis};
-use crate::trigger::{codec, WatchKey};
+use crate::trigger::WatchKey;
+use clock::FleetClock;
+use membership::Membership;
 pub use sample::{Clock, Outcome, Sample};
 
 /// Every Redis command, and connecting, gives up after this long.
@@ -53,9 +59,6 @@ const FEED_BLOCK: Duration = Duration::from_secs(1);
 
 /// Most samples a watcher's inbox holds; one that falls behind catches up from its stream.
 const INBOX: usize = 64;
-
-/// The fleet-wide watch list is read at least this often, and whenever it changed.
-const LIST_EVERY: Duration = Duration::from_secs(10);
 
 /// What a fleet replica needs to know beyond its configuration.
 #[derive(Clone, Debug)]
@@ -94,6 +97,9 @@ pub enum Published {
     Accepted,
     /// Another writer wrote this tick or a later one first.
     Refused,
+    /// The tick is later than Redis's now (and its allowance): this replica's clock runs
+    /// ahead of the fleet's, and the sample is not shared.
+    Ahead,
     /// This replica's lease has lapsed: it must not write.
     NotMember,
     /// Redis could not be reached.
@@ -107,6 +113,8 @@ pub struct FleetStats {
     pub written: AtomicU64,
     /// Samples refused because another writer had the tick.
     pub refused: AtomicU64,
+    /// Samples refused because their tick was later than Redis's now.
+    pub ahead: AtomicU64,
     /// Samples that could not be written (Redis down, lease lapsed).
     pub unwritten: AtomicU64,
     /// Samples received from the feed.
@@ -141,9 +149,8 @@ pub struct Fleet {
     settings: FleetSettings,
     redis: FleetRedis,
     prefix: String,
-    clock: Clock,
-    /// The schedule's origin: a multiple of the poll interval since the epoch.
-    origin: Instant,
+    /// This process's clock mapped to Redis's: the fleet's ticks and sample times.
+    time: FleetClock,
     clusters: ClusterSet,
     state: RwLock<State>,
     subscribers: Mutex<HashMap<Arc<str>, Sender<FleetEvent>>>,
@@ -194,19 +201,13 @@ impl Fleet {
         settings: FleetSettings,
         clusters: ClusterSet,
     ) -> std::io::Result<Arc<Fleet>> {
-        let clock = Clock::now();
-        let interval_us = i64::try_from(settings.poll_interval.as_micros())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let now_us = clock.wall_us(Instant::now());
-        let origin = clock.instant(now_us - now_us.rem_euclid(interval_us));
+        let time = FleetClock::new(Clock::now(), settings.poll_interval);
         let (io, io_rx) = bounded(16_384);
         let fleet = Arc::new(Fleet {
             prefix: format!("lagscaler:fleet:{}:", config.name),
             redis: config.redis.clone(),
             settings,
-            clock,
-            origin,
+            time,
             clusters,
             state: RwLock::new(State::default()),
             subscribers: Mutex::new(HashMap::new()),
@@ -219,6 +220,8 @@ impl Fleet {
         });
         let mut membership = Membership::new(Arc::clone(&fleet));
         membership.round();
+        // The schedule starts by Redis's clock where the first renewal could read it.
+        fleet.origin();
         let mut threads = Vec::new();
         threads.push(
             thread::Builder::new()
@@ -246,29 +249,25 @@ impl Fleet {
         &self.settings.member
     }
 
-    /// The mapping of this process's clock to wall time the samples use.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
+    /// The mapping of this process's clock to Redis's wall clock the samples use.
+    pub fn clock(&self) -> Clock {
+        self.time.clock()
     }
 
     /// Where the fleet's shared schedule starts: ticks are the multiples of the poll
-    /// interval since the Unix epoch, the same on every replica (to their clocks' accuracy).
+    /// interval since the Unix epoch by Redis's clock, the same on every replica.
     pub fn origin(&self) -> Instant {
-        self.origin
+        self.time.origin()
     }
 
-    /// The slot of tick `tick`: its wall time, ms since the epoch.
+    /// The slot of tick `tick`: its time by Redis's clock, ms since the epoch.
     pub fn slot_ms(&self, tick: Instant) -> u64 {
-        u64::try_from(self.clock.wall_us(tick).div_euclid(1000)).unwrap_or(0)
+        self.time.slot_ms(tick)
     }
 
     /// The instant of slot `slot_ms`.
     pub fn slot_instant(&self, slot_ms: u64) -> Instant {
-        self.clock.instant(
-            i64::try_from(slot_ms)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1000),
-        )
+        self.time.slot_instant(slot_ms)
     }
 
     /// Whether this replica could not renew its lease for the member TTL: it then polls
@@ -645,7 +644,8 @@ impl Fleet {
                         .arg(slot_ms.saturating_sub(keep_ms))
                         .arg(feed_keep_ms)
                         .arg(expire_ms)
-                        .arg(&**key);
+                        .arg(&**key)
+                        .arg(self.time.ahead_allowed_ms());
                 }
                 IoRequest::History { key, after, .. } => {
                     let start = after.map_or_else(|| "-".to_owned(), |slot| format!("({slot}-0"));
@@ -668,6 +668,7 @@ impl Fleet {
                     Ok(value) => match redis::from_redis_value::<String>(value).as_deref() {
                         Ok("ok") => Published::Accepted,
                         Ok("refused") => Published::Refused,
+                        Ok("ahead") => Published::Ahead,
                         Ok("not-member") => Published::NotMember,
                         _ => Published::Unavailable("an unexpected answer from Redis".into()),
                     },
@@ -675,6 +676,7 @@ impl Fleet {
                 match &published {
                     Published::Accepted => &self.stats.written,
                     Published::Refused => &self.stats.refused,
+                    Published::Ahead => &self.stats.ahead,
                     _ => &self.stats.unwritten,
                 }
                 .fetch_add(1, Ordering::Relaxed);
@@ -796,242 +798,4 @@ fn stream_entries(value: redis::Value, field: &str) -> Result<Vec<(u64, String)>
             Some((slot, fields.remove(field)?))
         })
         .collect())
-}
-
-/// Thread `fleet`: the lease, the watches asked about, and the fleet-wide watch list.
-struct Membership {
-    fleet: Arc<Fleet>,
-    connection: Option<redis::Connection>,
-    renew: redis::Script,
-    asked: redis::Script,
-    list: redis::Script,
-    epoch: Option<String>,
-    version: Option<String>,
-    listed_at: Option<Instant>,
-    failing: bool,
-    alone: bool,
-    /// This replica's random epoch proposal, for a Redis that has none (new or emptied).
-    proposal: String,
-    undecodable: BTreeSet<String>,
-}
-
-impl Membership {
-    fn new(fleet: Arc<Fleet>) -> Membership {
-        let proposal = format!(
-            "{}-{}",
-            fleet.clock.wall_us(Instant::now()),
-            std::process::id()
-        );
-        Membership {
-            fleet,
-            connection: None,
-            renew: redis::Script::new(scripts::RENEW),
-            asked: redis::Script::new(scripts::ASKED),
-            list: redis::Script::new(scripts::LIST),
-            epoch: None,
-            version: None,
-            listed_at: None,
-            failing: false,
-            alone: true,
-            proposal,
-            undecodable: BTreeSet::new(),
-        }
-    }
-
-    fn run(mut self) {
-        let every = self.fleet.settings.member_ttl / 10;
-        loop {
-            let started = Instant::now();
-            if !self.fleet.pause(every.saturating_sub(started.elapsed())) {
-                break;
-            }
-            self.round();
-        }
-        debug!("fleet stopped");
-    }
-
-    fn round(&mut self) {
-        let started = Instant::now();
-        match self.try_round(started) {
-            Ok(()) => {
-                if self.failing {
-                    info!("fleet: renewing the lease works again");
-                    self.failing = false;
-                }
-            }
-            Err(err) => {
-                self.connection = None;
-                self.fleet
-                    .stats
-                    .renew_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                if !self.failing {
-                    warn!(
-                        "fleet Redis ({}): {err}; this replica leaves the fleet if that lasts {}",
-                        self.fleet.redis.describe(),
-                        humantime::format_duration(self.fleet.settings.member_ttl)
-                    );
-                    self.failing = true;
-                }
-            }
-        }
-        let alone = self.fleet.is_alone();
-        if alone != self.alone {
-            if alone {
-                warn!(
-                    "fleet: no lease for {}; polling every watch this replica is asked about \
-                     itself until the fleet's Redis answers again",
-                    humantime::format_duration(self.fleet.settings.member_ttl)
-                );
-            } else {
-                info!(
-                    "fleet: member {} of {} ({})",
-                    self.fleet.member(),
-                    self.fleet.members().len(),
-                    self.fleet.members().join(", ")
-                );
-            }
-            self.alone = alone;
-            self.fleet.wake_all();
-        }
-    }
-
-    fn try_round(&mut self, started: Instant) -> redis::RedisResult<()> {
-        let fleet = Arc::clone(&self.fleet);
-        let connection = match self.connection.as_mut() {
-            Some(connection) => connection,
-            None => self.connection.insert(fleet.connect(REDIS_TIMEOUT)?),
-        };
-        let ttl_ms = fleet.settings.member_ttl.as_millis() as u64;
-        let watch_ttl_ms = fleet.settings.watch_ttl.as_millis() as u64;
-        let reply: Vec<String> = self
-            .renew
-            .key(fleet.key("members"))
-            .key(fleet.key("watches"))
-            .key(fleet.key("timelag"))
-            .key(fleet.key("version"))
-            .key(fleet.key("epoch"))
-            .arg(fleet.member())
-            .arg(ttl_ms)
-            .arg(&self.proposal)
-            .arg(watch_ttl_ms)
-            .invoke(connection)?;
-        let [_, epoch, version, members @ ..] = reply.as_slice() else {
-            return Err(redis::RedisError::from(std::io::Error::other(
-                "an unexpected answer to the lease renewal",
-            )));
-        };
-        let mut members = members.to_vec();
-        members.sort();
-        let changed = {
-            let mut state = fleet.state.write();
-            state.renewed_at = Some(started);
-            let changed = state.members != members;
-            state.members = members;
-            changed
-        };
-        if changed {
-            debug!("fleet members: {}", fleet.members().join(", "));
-            fleet.wake_all();
-        }
-        if self.epoch.as_deref() != Some(epoch.as_str()) {
-            if self.epoch.is_some() {
-                warn!("fleet: its Redis lost the fleet's state (restarted or replaced); telling it again");
-            }
-            self.epoch = Some(epoch.clone());
-            self.version = None;
-            for asked in fleet.asked.lock().values_mut() {
-                asked.told_at = None;
-            }
-        }
-        self.tell_asked(started)?;
-        let relist = self.version.as_deref() != Some(version.as_str())
-            || self.listed_at.is_none_or(|at| at.elapsed() >= LIST_EVERY);
-        if relist {
-            self.read_list()?;
-            self.version = Some(version.clone());
-            self.listed_at = Some(started);
-        }
-        Ok(())
-    }
-
-    /// Tells the fleet of the watches asked about here: new ones at once, the others at
-    /// most every quarter watch TTL; forgets those not asked about for the watch TTL.
-    fn tell_asked(&mut self, now: Instant) -> redis::RedisResult<()> {
-        let fleet = Arc::clone(&self.fleet);
-        let again = (fleet.settings.watch_ttl / 4).max(Duration::from_secs(1));
-        let due: Vec<(Arc<str>, bool)> = {
-            let mut asked = fleet.asked.lock();
-            asked.retain(|_, entry| entry.asked_at.elapsed() < fleet.settings.watch_ttl);
-            asked
-                .iter()
-                .filter(|(_, entry)| {
-                    entry.told_at.is_none()
-                        || (entry.fresh
-                            && entry
-                                .told_at
-                                .is_some_and(|at| now.duration_since(at) >= again))
-                })
-                .map(|(key, entry)| (Arc::clone(key), entry.time_lag))
-                .collect()
-        };
-        let Some(connection) = self.connection.as_mut() else {
-            return Ok(());
-        };
-        for chunk in due.chunks(500) {
-            let mut invocation = self.asked.prepare_invoke();
-            invocation
-                .key(fleet.key("watches"))
-                .key(fleet.key("timelag"))
-                .key(fleet.key("version"));
-            for (key, time_lag) in chunk {
-                invocation
-                    .arg(&**key)
-                    .arg(if *time_lag { "1" } else { "0" });
-            }
-            let _: i64 = invocation.invoke(connection)?;
-            let mut asked = fleet.asked.lock();
-            for (key, _) in chunk {
-                if let Some(entry) = asked.get_mut(key) {
-                    entry.told_at = Some(now);
-                    entry.fresh = false;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the fleet-wide watch list into the state.
-    fn read_list(&mut self) -> redis::RedisResult<()> {
-        let fleet = Arc::clone(&self.fleet);
-        let Some(connection) = self.connection.as_mut() else {
-            return Ok(());
-        };
-        let (watches, time_lag): (Vec<String>, Vec<String>) = self
-            .list
-            .key(fleet.key("watches"))
-            .key(fleet.key("timelag"))
-            .arg(fleet.settings.watch_ttl.as_millis() as u64)
-            .invoke(connection)?;
-        let time_lag: BTreeSet<String> = time_lag.into_iter().collect();
-        let mut live = HashMap::with_capacity(watches.len());
-        for text in watches {
-            match codec::decode(&text, &fleet.clusters) {
-                Ok(key) => {
-                    let wanted = time_lag.contains(&text);
-                    live.insert(Arc::from(text.as_str()), (key, wanted));
-                }
-                Err(err) => {
-                    if self.undecodable.insert(text) {
-                        warn!(
-                            "fleet: a watch another replica was asked about cannot be read \
-                             here ({err}); replicas of one fleet need the same clusters"
-                        );
-                    }
-                }
-            }
-        }
-        fleet.state.write().live = live;
-        Ok(())
-    }
 }

@@ -39,9 +39,9 @@ pub enum Outcome {
     Gone(String),
 }
 
-/// This process's mapping between its monotonic clock and wall time (µs since the Unix
-/// epoch), fixed at start, so that the differences between two samples' times are the same
-/// on every replica.
+/// A mapping between this process's monotonic clock and wall time (µs since the Unix
+/// epoch), fixed when made, so that the differences between two samples' times are the same
+/// on every replica. The fleet's is Redis's wall clock ([`super::clock::FleetClock`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     instant: Instant,
@@ -63,6 +63,14 @@ impl Clock {
     /// A clock with the given anchor (tests).
     pub fn at(instant: Instant, wall_us: i64) -> Clock {
         Clock { instant, wall_us }
+    }
+
+    /// This clock moved by `by_us` (another clock's view of the same instants).
+    pub fn shifted(&self, by_us: i64) -> Clock {
+        Clock {
+            instant: self.instant,
+            wall_us: self.wall_us.saturating_add(by_us),
+        }
     }
 
     /// `at` in µs since the Unix epoch.

@@ -1,5 +1,6 @@
 //! The Lua scripts the fleet runs in its Redis. Each runs atomically; times are Redis's own
-//! clock (`TIME`, milliseconds), so the replicas' clocks never decide membership.
+//! clock (`TIME`, milliseconds), so the replicas' clocks never decide membership, and a
+//! sample's slot is checked against it.
 
 /// Renews this member's lease and reads the fleet's state. KEYS: members, watches,
 /// timelag, version, epoch. ARGV: member, lease (ms), epoch to set if there is none, watch
@@ -55,17 +56,21 @@ return {redis.call('ZRANGEBYSCORE', KEYS[1], oldest, '+inf'),
 ";
 
 /// Appends a poll's sample to its watch's stream, fenced: the entry id is the poll's slot
-/// (its tick, ms since the epoch), so a second writer of a slot, or a late writer of an
-/// earlier one, is refused by the stream itself; and the writer must hold a live lease.
+/// (its tick by Redis's clock, ms since the epoch), so a second writer of a slot, or a late
+/// writer of an earlier one, is refused by the stream itself; a slot later than Redis's now
+/// by more than the allowance is refused too (its writer's clock runs ahead, and would take
+/// slots no replica on time could write after it); and the writer must hold a live lease.
 /// Accepted samples are also appended to the feed every replica reads.
 /// KEYS: the watch's stream, the feed, members. ARGV: member, slot, sample, the stream's
-/// oldest id to keep, feed retention (ms), the stream's expiry (ms), the watch key.
-/// Returns 'ok', 'refused' (the slot or a later one is written) or 'not-member'.
+/// oldest id to keep, feed retention (ms), the stream's expiry (ms), the watch key, how far
+/// after now a slot may be (ms).
+/// Returns 'ok', 'refused' (the slot or a later one is written), 'ahead' or 'not-member'.
 pub const WRITE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not lease or tonumber(lease) <= now then return 'not-member' end
+if tonumber(ARGV[2]) > now + tonumber(ARGV[8]) then return 'ahead' end
 local added = redis.pcall('XADD', KEYS[1], 'MINID', '~', ARGV[4], ARGV[2] .. '-0', 's', ARGV[3])
 if type(added) == 'table' and added.err then return 'refused' end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])

@@ -12,6 +12,8 @@ use lagscaler::trigger::{codec, Trigger};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod clock;
+
 use crate::support::{
     free_port, http_get, produce_one, send_signal, wait_for, Background, Kafka, Process, Redis,
 };
@@ -712,7 +714,14 @@ impl Scene {
 
     /// The replica `name` of the fleet on `redis`.
     fn replica(&self, name: &str, redis: &Redis) -> Replica {
-        Replica::start(name, &url_of(redis), self.broker, &[self.clusters.env()])
+        self.replica_with(name, redis, &[])
+    }
+
+    /// The replica `name` of the fleet on `redis`, with `extra` in its environment.
+    fn replica_with(&self, name: &str, redis: &Redis, extra: &[(&str, &str)]) -> Replica {
+        let mut env = vec![self.clusters.env()];
+        env.extend_from_slice(extra);
+        Replica::start(name, &url_of(redis), self.broker, &env)
     }
 }
 

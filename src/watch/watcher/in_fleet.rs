@@ -22,6 +22,9 @@ pub(super) struct FleetLink {
     subscription: Subscription,
     /// Whether catching up from the watch's stream failed last time, to log changes only.
     catch_up_failing: bool,
+    /// Whether a sample refused as ahead of the fleet's clock was logged, to warn once until
+    /// a sample is shared again.
+    ahead_logged: bool,
 }
 
 impl FleetLink {
@@ -32,6 +35,7 @@ impl FleetLink {
             name,
             subscription,
             catch_up_failing: false,
+            ahead_logged: false,
         }
     }
 }
@@ -134,15 +138,25 @@ impl Watcher {
         let time_lag =
             self.time_lag_wanted.load(Ordering::Relaxed) || link.fleet.time_lag_wanted(&link.name);
         let sample = self.sample(scheduled, time_lag);
-        let text = fleet::sample::encode(&sample, link.fleet.clock());
+        let text = fleet::sample::encode(&sample, &link.fleet.clock());
         let reading = match link.fleet.publish(&link.name, slot, text.clone()) {
-            // Another replica wrote the tick first: its sample, or, unreadable, none.
-            Published::Refused => self
-                .catch_up(link)
-                .or_else(|| Some(self.missed_tick(link, tick))),
+            // Another replica wrote the tick first: its sample; where it cannot be read, the
+            // tick counts as a failed poll.
+            Published::Refused => {
+                let caught = self.catch_up(link);
+                if self.last_slot.is_none_or(|last| last < slot) {
+                    Some(self.missed_tick(link, tick))
+                } else {
+                    caught
+                }
+            }
+            // The tick is later than Redis's now: this host's clock ran ahead of the
+            // fleet's. Recording the sample would take a tick the fleet has not reached.
+            Published::Ahead => Some(self.unshared_tick(link, tick)),
             // Written; or not shareable now (Redis down, lease lapsed), but a sample
             // nonetheless. Recorded as the others decode it, so that all windows agree.
             Published::Accepted | Published::NotMember | Published::Unavailable(_) => {
+                link.ahead_logged = false;
                 self.take(&link.fleet, slot, &text)
             }
         };
@@ -162,11 +176,27 @@ impl Watcher {
         let cause = format!(
             "the fleet has no sample of {} for the tick at {} (its owner has not shared it)",
             self.key,
-            humantime::format_rfc3339_millis(
-                UNIX_EPOCH + Duration::from_millis(link.fleet.slot_ms(at))
-            )
+            tick_time(link, at)
         );
         debug!("{cause}");
+        Reading::Failed(cause.into())
+    }
+
+    /// A tick this replica polled but could not share because its slot is later than the
+    /// fleet Redis's clock: a failed poll at `at` (never a sample at a time the fleet has
+    /// not reached). Warned once until a sample is shared again.
+    fn unshared_tick(&mut self, link: &mut FleetLink, at: Instant) -> Reading {
+        self.window.record_failure(at);
+        let cause = format!(
+            "the sample of {} for the tick at {} is later than the fleet Redis's clock \
+             (this host's clock runs ahead of it)",
+            self.key,
+            tick_time(link, at)
+        );
+        if !link.ahead_logged {
+            warn!("{cause}; counted as a failed poll");
+            link.ahead_logged = true;
+        }
         Reading::Failed(cause.into())
     }
 
@@ -211,7 +241,7 @@ impl Watcher {
         if self.last_slot.is_some_and(|last| last >= slot) {
             return None;
         }
-        let mut sample = match fleet::sample::decode(text, fleet.clock()) {
+        let mut sample = match fleet::sample::decode(text, &fleet.clock()) {
             Ok(sample) => sample,
             Err(err) => {
                 warn!(
@@ -235,4 +265,9 @@ impl Watcher {
         }
         Some(self.record(sample))
     }
+}
+
+/// The time of the tick at `at` by the fleet's clock, for logs.
+fn tick_time(link: &FleetLink, at: Instant) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(link.fleet.slot_ms(at)))
 }
